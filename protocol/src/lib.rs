@@ -1,0 +1,26 @@
+//! The qexec wire protocol, sans-IO.
+//!
+//! This crate holds every message qexec peers exchange, the stable error codes, and
+//! the framing that turns messages into bytes on a QUIC stream and back. It performs
+//! no I/O and reads no clocks: the server and client crates own sockets and time.
+//! The normative description is `spec/protocol.md`; items here cite its requirement
+//! ids (`QX-…`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod code;
+pub mod frame;
+mod id;
+mod message;
+
+pub use code::ErrorCode;
+pub use frame::{Decoder, EncodeError, FrameError, MAX_FRAME_LEN};
+pub use id::{JobId, ParseJobIdError};
+pub use message::{
+    AttachRequest, ClientMessage, ErrorResponse, JobState, JobStatus, Limits, ListRequest,
+    OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest, SpawnFailure,
+    StartRequest, StartedResponse, StatusRequest, StopReason, StopRequest, Termination,
+};
+
+/// ALPN protocol identifier; the digit is the major protocol version (spec: QX-VER-1).
+pub const ALPN: &[u8] = b"qexec/1";

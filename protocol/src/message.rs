@@ -1,0 +1,355 @@
+//! Every message of the protocol (spec: QX-MSG-*).
+//!
+//! Three message families travel on three kinds of frames:
+//! - [`ClientMessage`]: client → server on a control stream (client-opened bidirectional);
+//! - [`ServerMessage`]: server → client on a control stream;
+//! - [`OutputFrame`]: server → client on an output stream (server-opened unidirectional).
+//!
+//! Byte strings (argv, env, cwd, output) are raw bytes: Linux arguments and output are
+//! not text, and the protocol never requires UTF-8 for them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, JobId};
+
+/// A frame a client sends on a control stream.
+///
+/// The first frame on a control stream is a request (every variant but the `Stdin*`
+/// ones); `StdinData`/`StdinEof` may follow only a `Start` with `stdin: true` on the
+/// same stream (spec: QX-STREAM-CTRL-*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// Start a job.
+    Start(StartRequest),
+    /// Stop a job (SIGTERM, grace period, SIGKILL).
+    Stop(StopRequest),
+    /// Ask for a job's status.
+    Status(StatusRequest),
+    /// List jobs visible to the caller.
+    List(ListRequest),
+    /// Subscribe to a job's output from a byte offset.
+    Attach(AttachRequest),
+    /// Send a signal to a job's main process.
+    Signal(SignalRequest),
+    /// Bytes for the job's standard input.
+    StdinData(Vec<u8>),
+    /// Close the job's standard input.
+    StdinEof,
+}
+
+/// Resource limits of a job. `None` means "the server's default".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPU bandwidth in thousandths of one CPU (1000 = one full CPU, 500 = half).
+    pub cpu_millis: Option<u32>,
+    /// Memory limit in bytes (swap is not allowed on top of it).
+    pub memory_bytes: Option<u64>,
+    /// Disk read bandwidth in bytes per second.
+    pub io_read_bps: Option<u64>,
+    /// Disk write bandwidth in bytes per second.
+    pub io_write_bps: Option<u64>,
+    /// Disk read operations per second.
+    pub io_read_iops: Option<u64>,
+    /// Disk write operations per second.
+    pub io_write_iops: Option<u64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u32>,
+}
+
+impl Limits {
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Start a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The program and its arguments; `argv[0]` is resolved against `PATH` of the
+    /// job's environment unless it contains a `/`. Executed directly, no shell.
+    pub argv: Vec<Vec<u8>>,
+    /// The job's whole environment (`NAME`, `VALUE` pairs); the server adds a default
+    /// `PATH` when none is given.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Working directory; `None` means the server's default (`/`).
+    pub cwd: Option<Vec<u8>>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Wall-clock timeout in milliseconds; `None` means no timeout.
+    pub timeout_ms: Option<u64>,
+    /// Whether the client will send standard input on this stream. When false the
+    /// job's stdin is `/dev/null`.
+    pub stdin: bool,
+    /// Whether the server opens an output stream for this job right away (from
+    /// offset 0), as if an `Attach` had been sent.
+    pub follow: bool,
+    /// Stop the job when this control stream is reset or its connection is lost
+    /// before the job ends (`qexec run` semantics).
+    pub stop_on_detach: bool,
+}
+
+/// Stop a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// The job.
+    pub job: JobId,
+    /// Milliseconds between SIGTERM and SIGKILL; `None` means the server default.
+    pub grace_ms: Option<u64>,
+}
+
+/// Ask for a job's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// The job.
+    pub job: JobId,
+}
+
+/// List jobs visible to the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// Only jobs that are still running.
+    pub running_only: bool,
+}
+
+/// Subscribe to a job's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// The job.
+    pub job: JobId,
+    /// Offset in the job's combined output (stdout and stderr bytes in the order the
+    /// server captured them) from which to send.
+    pub from: u64,
+}
+
+/// Send a signal to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRequest {
+    /// The job.
+    pub job: JobId,
+    /// Linux signal number (1–64).
+    pub signal: i32,
+}
+
+/// A frame a server sends on a control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The job was started.
+    Started(StartedResponse),
+    /// A job's status (answer to `Status`, `Stop`, and `Signal`).
+    Status(JobStatus),
+    /// One job of a `List` answer; zero or more precede `ListEnd`.
+    ListItem(JobStatus),
+    /// End of a `List` answer.
+    ListEnd,
+    /// The subscription was accepted; its output stream carries the data.
+    Attached {
+        /// The job.
+        job: JobId,
+    },
+    /// The request failed.
+    Error(ErrorResponse),
+}
+
+/// Answer to `Start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedResponse {
+    /// The new job's id.
+    pub job: JobId,
+    /// Host pid of the job's first process (its init when isolated).
+    pub pid: u32,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// A human-readable explanation (what failed, on what, what to do).
+    pub message: String,
+    /// For `SpawnFailed`: which spawn failure.
+    pub spawn: Option<SpawnFailure>,
+}
+
+/// A frame a server sends on an output stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputFrame {
+    /// First frame of every output stream.
+    Header {
+        /// QUIC stream id of the control stream whose request opened this output
+        /// stream, so the client can match them.
+        request_stream: u64,
+        /// The job.
+        job: JobId,
+        /// Combined-output offset of the first data byte that will follow.
+        from: u64,
+    },
+    /// A chunk of output.
+    Data {
+        /// Which of the job's streams wrote it.
+        stream: OutputStream,
+        /// Combined-output offset of `data[0]`.
+        offset: u64,
+        /// The bytes, exactly as written.
+        data: Vec<u8>,
+    },
+    /// Last frame: the job ended and all its output was sent.
+    End {
+        /// The job's final status.
+        status: JobStatus,
+    },
+}
+
+/// Which standard stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Termination {
+    /// It called exit with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+}
+
+/// Why qexec stopped a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// A client asked; `by` is the identity (certificate user name) that asked.
+    Requested {
+        /// Who asked.
+        by: String,
+    },
+    /// The job ran past its wall-clock timeout.
+    Timeout,
+    /// The job wrote more output than the server's per-job cap.
+    OutputLimit,
+    /// The job was started with `stop_on_detach` and its client went away.
+    Detached,
+    /// The server shut down.
+    Shutdown,
+}
+
+/// Why a job could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SpawnFailure {
+    /// `argv` was empty.
+    EmptyArgv,
+    /// The program was not found (no such file, or not on `PATH`).
+    NotFound,
+    /// The program or a directory on its path may not be accessed.
+    PermissionDenied,
+    /// The file is not an executable the kernel can run.
+    NotExecutable,
+    /// The working directory does not exist or is not a directory.
+    BadCwd,
+    /// The server runs as many jobs as it allows.
+    TooManyJobs,
+    /// Setting up limits or isolation failed.
+    Setup,
+    /// Anything else (the message says what).
+    Other,
+}
+
+/// The lifecycle state of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// The job's processes are running.
+    Running,
+    /// The job's main process exited by itself.
+    Exited {
+        /// How it ended.
+        termination: Termination,
+    },
+    /// qexec stopped the job.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+        /// How the main process ended.
+        termination: Termination,
+    },
+    /// The program could not be started.
+    FailedToStart {
+        /// Which failure.
+        failure: SpawnFailure,
+        /// Details.
+        message: String,
+    },
+}
+
+impl JobState {
+    /// True while the job runs.
+    pub fn is_running(&self) -> bool {
+        matches!(self, Self::Running)
+    }
+
+    /// How the main process ended, if it ran and ended.
+    pub fn termination(&self) -> Option<Termination> {
+        match self {
+            Self::Exited { termination } | Self::Stopped { termination, .. } => Some(*termination),
+            Self::Running | Self::FailedToStart { .. } => None,
+        }
+    }
+}
+
+/// Resource usage read from the job's cgroup; `None` where not measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    /// CPU time (user + system) in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Time the job was throttled by its CPU limit, in microseconds.
+    pub cpu_throttled_usec: Option<u64>,
+    /// Peak memory use in bytes.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes read from block devices.
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices.
+    pub io_write_bytes: Option<u64>,
+}
+
+/// Everything the server reports about a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub id: JobId,
+    /// Identity of the client that started it.
+    pub owner: String,
+    /// The job's argv.
+    pub argv: Vec<Vec<u8>>,
+    /// Lifecycle state.
+    pub state: JobState,
+    /// Host pid of the job's first process (its init when isolated); `None` if it
+    /// never started.
+    pub pid: Option<u32>,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End time, milliseconds since the Unix epoch; `None` while running.
+    pub ended_at_ms: Option<u64>,
+    /// Bytes the job wrote to stdout.
+    pub stdout_bytes: u64,
+    /// Bytes the job wrote to stderr.
+    pub stderr_bytes: u64,
+    /// True when the output cap was reached (the job was stopped, see
+    /// [`StopReason::OutputLimit`]).
+    pub output_truncated: bool,
+    /// True when the kernel's OOM killer killed a process of the job.
+    pub oom_killed: bool,
+    /// Limits in force (after server defaults were applied).
+    pub limits: Limits,
+    /// Resource usage.
+    pub usage: ResourceUsage,
+}
+
+impl JobStatus {
+    /// Total combined output bytes.
+    pub fn output_bytes(&self) -> u64 {
+        self.stdout_bytes + self.stderr_bytes
+    }
+}

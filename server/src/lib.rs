@@ -1,0 +1,10 @@
+//! qexec server: a job library that runs, follows, limits, isolates and stops Linux
+//! processes ([`job`]), usable on its own, and the QUIC/mTLS service on top of it.
+#![warn(missing_docs)]
+
+pub mod job;
+
+pub use job::{
+    Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,
+    ManagerError, StartError, StartedJob,
+};

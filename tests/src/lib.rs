@@ -1,0 +1,1 @@
+//! Shared helpers for qexec's integration and conformance suites.
