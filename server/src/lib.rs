@@ -2,6 +2,7 @@
 //! processes ([`job`]), usable on its own, and the QUIC/mTLS service on top of it.
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod job;
 
 pub use job::{
