@@ -5,8 +5,10 @@
 //! 1. [`Cgroups::detect`] once at start-up (its [`Cgroups::capabilities`] go to the
 //!    start-up log and the library's capabilities query), then
 //!    [`Cgroups::cleanup_stale`] to empty and remove cgroups a crashed server left.
-//! 2. Per start: [`Cgroups::apply_defaults`] and [`Cgroups::validate`] (a request above
-//!    the server maximum is refused, never clamped), then [`Cgroups::create`].
+//! 2. Per start: [`Cgroups::resolve`] ([`Cgroups::validate`] then
+//!    [`Cgroups::apply_defaults`]: a request above the server maximum is refused, never
+//!    clamped), then [`Cgroups::create`] with the disk of the job's cwd
+//!    ([`block_device_of`]) or the configured disks.
 //! 3. The spawner writes `0` to every fd of [`JobCgroup::procs_fds`] in the child
 //!    before exec, so the program never runs outside its cgroup; the manager then calls
 //!    [`JobCgroup::release_procs_fds`].
@@ -213,9 +215,13 @@ impl fmt::Display for CgroupCapabilities {
             None => {}
         }
         for c in &self.controllers {
+            let name = match self.version {
+                Some(CgroupVersion::V2) => c.controller.v2_name(),
+                _ => c.controller.v1_name(),
+            };
             match &c.unusable {
-                None => write!(f, "; {} yes", c.controller)?,
-                Some(r) => write!(f, "; {} no ({r})", c.controller)?,
+                None => write!(f, "; {name} yes")?,
+                Some(r) => write!(f, "; {name} no ({r})")?,
             }
         }
         if let Some(k) = self.kill {
@@ -605,6 +611,27 @@ impl Cgroups {
             }
         }
         Ok(())
+    }
+
+    /// The limits a start runs with, in one call: the request's own limits are
+    /// checked by [`validate`](Self::validate) (so a request above a maximum, or one
+    /// asking for limits this host cannot enforce, is refused), then unset ones are
+    /// filled by [`apply_defaults`](Self::apply_defaults). Without cgroups, a request
+    /// that asks for no limit gets none (the job runs unconstrained) instead of being
+    /// refused over server defaults it did not ask for.
+    pub fn resolve(
+        &self,
+        requested: &Limits,
+        defaults: &Limits,
+        max: &Limits,
+    ) -> Result<Limits, LimitError> {
+        self.validate(requested, max)?;
+        if !self.is_available() {
+            return Ok(requested.clone());
+        }
+        let effective = Self::apply_defaults(requested, defaults, max);
+        self.validate(&effective, max)?;
+        Ok(effective)
     }
 
     /// Creates the cgroup of job `name` with `limits`; IO limits apply to each of

@@ -411,6 +411,41 @@ fn defaults_then_max_fill_unset_limits() {
 }
 
 #[test]
+fn resolve_validates_the_request_then_fills_defaults() {
+    let (_t, cg) = v2_fixture("cpu io memory pids\n");
+    let defaults = Limits {
+        pids: Some(64),
+        ..Limits::default()
+    };
+    let max = Limits {
+        pids: Some(128),
+        memory_bytes: Some(1 << 30),
+        ..Limits::default()
+    };
+    let l = cg.resolve(&Limits::default(), &defaults, &max).unwrap();
+    assert_eq!((l.pids, l.memory_bytes), (Some(64), Some(1 << 30)));
+    let over = Limits {
+        pids: Some(129),
+        ..Limits::default()
+    };
+    assert!(matches!(
+        cg.resolve(&over, &defaults, &max),
+        Err(LimitError::AboveMax { .. })
+    ));
+
+    // Without cgroups: no limit asked, none applied; a limit asked is refused.
+    let none = Cgroups::v2_at(HostLayout::None, Path::new("/nonexistent/x"), "qexec");
+    assert_eq!(
+        none.resolve(&Limits::default(), &defaults, &max).unwrap(),
+        Limits::default()
+    );
+    assert!(matches!(
+        none.resolve(&defaults, &defaults, &max),
+        Err(LimitError::Unsupported { .. })
+    ));
+}
+
+#[test]
 fn names_are_one_safe_component() {
     for bad in ["", ".", "..", "a/b", "cgroup.procs", "a b", "x\n"] {
         assert!(check_name(bad).is_err(), "{bad:?}");
