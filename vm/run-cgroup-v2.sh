@@ -36,8 +36,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # 2. Debian's kernel: downloaded and unpacked into the work dir, never installed.
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-    awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+resolve_kernel() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+}
+kpkg=$(resolve_kernel)
+if [ -z "$kpkg" ]; then
+    say "apt lists lack linux-image-amd64: apt-get update"
+    apt-get update >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; die "apt-get update failed"; }
+    kpkg=$(resolve_kernel)
+fi
 [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 (run apt-get update)"
 kdir="$work/$kpkg"
 if [ ! -d "$kdir/boot" ]; then
@@ -56,7 +64,7 @@ brd=$(find "$kdir/lib/modules/$kver" -name 'brd.ko*' | head -1)
 
 # 3. The test binary (unit tests of the qexec-server library).
 say "building the qexec-server test binary"
-bin=$(cd "$repo" && cargo test -p qexec-server --lib --no-run --message-format=json 2>"$work/build.log" |
+bin=$(cd "$repo" && cargo test -p qexec-server --lib --locked --no-run --message-format=json 2>"$work/build.log" |
     jq -r 'select(.reason == "compiler-artifact" and .target.name == "qexec_server"
                   and .profile.test == true and .executable != null) | .executable' | tail -1)
 [ -n "$bin" ] && [ -x "$bin" ] || { cat "$work/build.log" >&2; die "test binary not built"; }

@@ -666,7 +666,7 @@ impl Cgroups {
             Backend::V1(t) => Inner::V1(t.create(name, limits, io_devices)?),
             Backend::Unavailable => {
                 return Err(CgroupError::Unavailable {
-                    reason: self.caps.reason(Controller::Cpu),
+                    reason: self.caps.unavailable.clone().unwrap_or_default(),
                 });
             }
         };

@@ -315,7 +315,9 @@ fn unavailable_cgroups_refuse_limits_with_a_reason() {
     assert!(err.to_string().contains("cgroups are unavailable"), "{err}");
     // no limits: nothing to refuse
     cg.validate(&Limits::default(), &Limits::default()).unwrap();
-    assert!(cg.create("j", &Limits::default(), &[]).is_err());
+    let err = cg.create("j", &Limits::default(), &[]).unwrap_err();
+    assert!(matches!(err, CgroupError::Unavailable { .. }));
+    assert_eq!(err.to_string().matches("unavailable").count(), 1, "{err}");
     assert!(cg.cleanup_stale().unwrap().is_empty());
 }
 
@@ -726,11 +728,21 @@ fn real_kill_all_kills_double_forked_tree() {
         "(sleep 1000 &) ; (setsid sleep 1000 &) ; (sh -c 'sleep 1000 & sleep 1000' &) ; \
          exec sleep 1000",
     );
-    let escaped = wait_until(Duration::from_secs(20), || job.pids().unwrap().len() >= 5);
+    // Wait for the five sleeps (short-lived subshells come and go meanwhile).
+    let sleeps = |pids: &[u32]| {
+        pids.iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
+            })
+            .count()
+    };
+    let escaped = wait_until(Duration::from_secs(20), || {
+        sleeps(&job.pids().unwrap()) >= 5
+    });
     let pids = job.pids().unwrap();
-    assert!(escaped, "expected at least 5 processes, got {pids:?}");
+    assert!(escaped, "expected 5 sleeps, got {pids:?}");
     let n = job.signal_all(nix::sys::signal::Signal::SIGSTOP).unwrap();
-    assert_eq!(n, pids.len());
+    assert!(n >= 5, "signalled {n} of {pids:?}");
     job.kill_all().unwrap();
     assert!(job.pids().unwrap().is_empty());
     let status = wait_exit(child, Duration::from_secs(10)).expect("sleep did not end");
@@ -815,5 +827,73 @@ fn real_freeze_kill_loop_empties_forking_job() {
     let status = wait_exit(child, Duration::from_secs(10)).expect("sh did not end");
     assert_eq!(status.signal(), Some(9));
     job.remove().unwrap();
+    r.finish();
+}
+
+/// The spawner's placement: the child writes `0` to each fd of `procs_fds` before
+/// exec and is then in the job's cgroup in every hierarchy. Here `sh` plays the child
+/// (fds handed down by number), then execs the program.
+#[test]
+fn real_procs_fds_place_the_writing_process() {
+    let Some(r) = real("procsfd") else { return };
+    let mut job = r.cg.create("placed", &Limits::default(), &[]).unwrap();
+    // dup: the copies lack close-on-exec, so sh inherits them under these numbers.
+    let inherited: Vec<std::os::fd::OwnedFd> = job
+        .procs_fds()
+        .iter()
+        .map(|fd| nix::unistd::dup(fd).unwrap())
+        .collect();
+    let writes: String = inherited
+        .iter()
+        .map(|fd| format!("echo 0 >&{}; ", std::os::fd::AsRawFd::as_raw_fd(fd)))
+        .collect();
+    // dash cannot redirect to fds above 9; bash and busybox ash (the VM's sh) can.
+    let shell = if Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "sh"
+    };
+    let child = Command::new(shell)
+        .arg("-c")
+        .arg(format!("{writes} exec sleep 1000"))
+        .spawn()
+        .unwrap();
+    drop(inherited);
+    job.release_procs_fds();
+    let pid = child.id();
+    assert!(
+        wait_until(Duration::from_secs(10), || job.pids().unwrap() == vec![pid]),
+        "{:?}",
+        job.pids()
+    );
+    // /proc/<pid>/cgroup names the job's cgroup in each hierarchy qexec uses.
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let needle = format!("/qexec-test-{}-procsfd/placed", std::process::id());
+    let hits = own.lines().filter(|l| l.ends_with(&needle)).count();
+    assert_eq!(hits, job.paths().len(), "{own}");
+    job.kill_all().unwrap();
+    let status = wait_exit(child, Duration::from_secs(10)).expect("sleep did not end");
+    assert_eq!(status.signal(), Some(9));
+    job.remove().unwrap();
+    r.finish();
+}
+
+/// A handle dropped while its job still runs kills the job and removes the cgroup:
+/// nothing leaks when the manager loses track of a job.
+#[test]
+fn real_drop_kills_and_removes_as_last_resort() {
+    let Some(r) = real("drop") else { return };
+    let job = r.cg.create("dropped", &Limits::default(), &[]).unwrap();
+    let child = start_in(&job, "exec sleep 1000");
+    let pid = child.id();
+    assert!(wait_until(Duration::from_secs(10), || job
+        .pids()
+        .unwrap()
+        .contains(&pid)));
+    let paths = job.paths();
+    drop(job);
+    let status = wait_exit(child, Duration::from_secs(10)).expect("sleep did not end");
+    assert_eq!(status.signal(), Some(9));
+    assert!(paths.iter().all(|p| !p.exists()));
     r.finish();
 }
