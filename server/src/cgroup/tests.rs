@@ -861,11 +861,11 @@ fn real_procs_fds_place_the_writing_process() {
     drop(inherited);
     job.release_procs_fds();
     let pid = child.id();
-    assert!(
-        wait_until(Duration::from_secs(10), || job.pids().unwrap() == vec![pid]),
-        "{:?}",
-        job.pids()
-    );
+    // Once it runs `sleep`, every write happened (they precede the exec).
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n")
+    }));
+    assert_eq!(job.pids().unwrap(), vec![pid]);
     // /proc/<pid>/cgroup names the job's cgroup in each hierarchy qexec uses.
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let needle = format!("/qexec-test-{}-procsfd/placed", std::process::id());
