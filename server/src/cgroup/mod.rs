@@ -407,6 +407,23 @@ pub struct PidsStats {
     pub limit_hits: u64,
 }
 
+/// One controller's files in a job's cgroup directory: one small type per controller
+/// implements it, in `v1` and in `v2` (each layout names its files differently).
+trait ControllerFiles: fmt::Debug + Sync {
+    /// Writes this controller's part of `limits` (IO limits apply to `io_devices`).
+    fn apply(
+        &self,
+        dir: &Path,
+        limits: &Limits,
+        io_devices: &[DeviceNumber],
+    ) -> Result<(), CgroupError>;
+
+    /// Adds what this controller measures to `usage`.
+    fn read_usage(&self, _dir: &Path, _usage: &mut ResourceUsage) -> Result<(), CgroupError> {
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 enum Backend {
     V1(v1::Tree),

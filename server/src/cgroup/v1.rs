@@ -2,13 +2,14 @@
 //! (controllers co-mounted, e.g. `cpu,cpuacct`, share one directory).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qexec_protocol::{Limits, ResourceUsage};
 
 use super::{
-    CPU_PERIOD_USEC, CgroupError, Controller, ControllerStatus, DeviceNumber, KillMethod, fs, parse,
+    CPU_PERIOD_USEC, CgroupError, Controller, ControllerFiles, ControllerStatus, DeviceNumber,
+    KillMethod, fs, parse,
 };
 
 /// qexec's subtree in each v1 hierarchy.
@@ -134,39 +135,8 @@ impl Job {
     }
 
     fn apply(&self, limits: &Limits, io_devices: &[DeviceNumber]) -> Result<(), CgroupError> {
-        if let (Some(m), Some(d)) = (limits.cpu_millis, self.dirs.get(&Controller::Cpu)) {
-            let quota = u64::from(m) * CPU_PERIOD_USEC / 1000;
-            fs::write(&d.join("cpu.cfs_period_us"), &CPU_PERIOD_USEC.to_string())?;
-            fs::write(&d.join("cpu.cfs_quota_us"), &quota.to_string())?;
-        }
-        if let (Some(bytes), Some(d)) = (limits.memory_bytes, self.dirs.get(&Controller::Memory)) {
-            // The memory limit first: memsw may never be below it.
-            fs::write(&d.join("memory.limit_in_bytes"), &bytes.to_string())?;
-            let memsw = d.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                // memory + swap = memory: no swap.
-                fs::write(&memsw, &bytes.to_string())?;
-            } else {
-                // No swap accounting: keep the job out of swap as far as v1 allows.
-                fs::write(&d.join("memory.swappiness"), "0")?;
-            }
-        }
-        if let Some(d) = self.dirs.get(&Controller::Io) {
-            // Writing 0 would remove a rule: validation refuses 0.
-            for (file, v) in [
-                ("blkio.throttle.read_bps_device", limits.io_read_bps),
-                ("blkio.throttle.write_bps_device", limits.io_write_bps),
-                ("blkio.throttle.read_iops_device", limits.io_read_iops),
-                ("blkio.throttle.write_iops_device", limits.io_write_iops),
-            ] {
-                let Some(v) = v else { continue };
-                for dev in io_devices {
-                    fs::write(&d.join(file), &format!("{dev} {v}"))?;
-                }
-            }
-        }
-        if let (Some(p), Some(d)) = (limits.pids, self.dirs.get(&Controller::Pids)) {
-            fs::write(&d.join("pids.max"), &p.to_string())?;
+        for (c, d) in &self.dirs {
+            files(*c).apply(d, limits, io_devices)?;
         }
         Ok(())
     }
@@ -209,35 +179,77 @@ impl Job {
 
     pub(crate) fn usage(&self) -> Result<ResourceUsage, CgroupError> {
         let mut u = ResourceUsage::default();
-        if let Some(d) = self.dirs.get(&Controller::Cpuacct)
-            && let Some(t) = fs::read_optional(&d.join("cpuacct.usage"))?
-        {
-            u.cpu_usec = parse::single(&t).map(|ns| ns / 1000);
-        }
-        if let Some(d) = self.dirs.get(&Controller::Cpu)
-            && let Some(t) = fs::read_optional(&d.join("cpu.stat"))?
-        {
-            u.cpu_throttled_usec = parse::keyed(&t, "throttled_time").map(|ns| ns / 1000);
-        }
-        if let Some(d) = self.dirs.get(&Controller::Memory)
-            && let Some(t) = fs::read_optional(&d.join("memory.max_usage_in_bytes"))?
-        {
-            u.memory_peak_bytes = parse::single(&t);
-        }
-        if let Some(d) = self.dirs.get(&Controller::Io)
-            && let Some(t) = fs::read_optional(&d.join("blkio.throttle.io_service_bytes"))?
-        {
-            let io = parse::blkio_service_bytes(&t);
-            u.io_read_bytes = Some(io.read);
-            u.io_write_bytes = Some(io.write);
+        for (c, d) in &self.dirs {
+            files(*c).read_usage(d, &mut u)?;
         }
         Ok(u)
     }
 
     pub(crate) fn oom_killed(&self) -> Result<bool, CgroupError> {
-        let Some(d) = self.dirs.get(&Controller::Memory) else {
-            return Ok(false);
-        };
+        match self.dirs.get(&Controller::Memory) {
+            Some(d) => Memory::oom_killed(d),
+            None => Ok(false),
+        }
+    }
+}
+
+/// The v1 files of controller `c`.
+fn files(c: Controller) -> &'static dyn ControllerFiles {
+    match c {
+        Controller::Cpu => &Cpu,
+        Controller::Cpuacct => &Cpuacct,
+        Controller::Memory => &Memory,
+        Controller::Io => &Blkio,
+        Controller::Pids => &Pids,
+        Controller::Freezer => &Freezer,
+    }
+}
+
+/// `cpu`: CFS bandwidth (`cpu.cfs_quota_us` per `cpu.cfs_period_us`), throttled time.
+#[derive(Debug)]
+struct Cpu;
+
+impl ControllerFiles for Cpu {
+    fn apply(&self, d: &Path, limits: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        if let Some(m) = limits.cpu_millis {
+            let quota = u64::from(m) * CPU_PERIOD_USEC / 1000;
+            fs::write(&d.join("cpu.cfs_period_us"), &CPU_PERIOD_USEC.to_string())?;
+            fs::write(&d.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(t) = fs::read_optional(&d.join("cpu.stat"))? {
+            u.cpu_throttled_usec = parse::keyed(&t, "throttled_time").map(|ns| ns / 1000);
+        }
+        Ok(())
+    }
+}
+
+/// `cpuacct`: CPU time used (`cpuacct.usage`, nanoseconds).
+#[derive(Debug)]
+struct Cpuacct;
+
+impl ControllerFiles for Cpuacct {
+    fn apply(&self, _: &Path, _: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(t) = fs::read_optional(&d.join("cpuacct.usage"))? {
+            u.cpu_usec = parse::single(&t).map(|ns| ns / 1000);
+        }
+        Ok(())
+    }
+}
+
+/// `memory`: limit with swap off, peak use, OOM kills.
+#[derive(Debug)]
+struct Memory;
+
+impl Memory {
+    fn oom_killed(d: &Path) -> Result<bool, CgroupError> {
         let Some(t) = fs::read_optional(&d.join("memory.oom_control"))? else {
             return Ok(false);
         };
@@ -249,5 +261,86 @@ impl Job {
         Ok(fs::read_optional(&d.join("memory.failcnt"))?
             .and_then(|t| parse::single(&t))
             .is_some_and(|n| n > 0))
+    }
+}
+
+impl ControllerFiles for Memory {
+    fn apply(&self, d: &Path, limits: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        let Some(bytes) = limits.memory_bytes else {
+            return Ok(());
+        };
+        // The memory limit first: memsw may never be below it.
+        fs::write(&d.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        let memsw = d.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            // memory + swap = memory: no swap.
+            fs::write(&memsw, &bytes.to_string())?;
+        } else {
+            // No swap accounting: keep the job out of swap as far as v1 allows.
+            fs::write(&d.join("memory.swappiness"), "0")?;
+        }
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(t) = fs::read_optional(&d.join("memory.max_usage_in_bytes"))? {
+            u.memory_peak_bytes = parse::single(&t);
+        }
+        Ok(())
+    }
+}
+
+/// `blkio`: throttling per device (v1 throttles direct IO only: buffered writes are
+/// issued later by the kernel's writeback, outside the job's cgroup).
+#[derive(Debug)]
+struct Blkio;
+
+impl ControllerFiles for Blkio {
+    fn apply(&self, d: &Path, limits: &Limits, devs: &[DeviceNumber]) -> Result<(), CgroupError> {
+        // Writing 0 would remove a rule: validation refuses 0.
+        for (file, v) in [
+            ("blkio.throttle.read_bps_device", limits.io_read_bps),
+            ("blkio.throttle.write_bps_device", limits.io_write_bps),
+            ("blkio.throttle.read_iops_device", limits.io_read_iops),
+            ("blkio.throttle.write_iops_device", limits.io_write_iops),
+        ] {
+            let Some(v) = v else { continue };
+            for dev in devs {
+                fs::write(&d.join(file), &format!("{dev} {v}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(t) = fs::read_optional(&d.join("blkio.throttle.io_service_bytes"))? {
+            let io = parse::blkio_service_bytes(&t);
+            u.io_read_bytes = Some(io.read);
+            u.io_write_bytes = Some(io.write);
+        }
+        Ok(())
+    }
+}
+
+/// `pids`: task limit.
+#[derive(Debug)]
+struct Pids;
+
+impl ControllerFiles for Pids {
+    fn apply(&self, d: &Path, limits: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        if let Some(p) = limits.pids {
+            fs::write(&d.join("pids.max"), &p.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// `freezer`: no limit; used by [`Job::kill_all`].
+#[derive(Debug)]
+struct Freezer;
+
+impl ControllerFiles for Freezer {
+    fn apply(&self, _: &Path, _: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        Ok(())
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use qexec_protocol::{Limits, ResourceUsage};
 
 use super::{
-    CPU_PERIOD_USEC, CgroupError, Controller, ControllerStatus, DeviceNumber, KILL_TIMEOUT,
-    KillMethod, fs, parse,
+    CPU_PERIOD_USEC, CgroupError, Controller, ControllerFiles, ControllerStatus, DeviceNumber,
+    KILL_TIMEOUT, KillMethod, fs, parse,
 };
 
 /// qexec's subtree in the v2 hierarchy.
@@ -140,42 +140,8 @@ impl Job {
     }
 
     fn apply(&self, limits: &Limits, io_devices: &[DeviceNumber]) -> Result<(), CgroupError> {
-        let d = &self.dir;
-        if let Some(m) = limits.cpu_millis {
-            let quota = u64::from(m) * CPU_PERIOD_USEC / 1000;
-            fs::write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_USEC}"))?;
-        }
-        if self.has(Controller::Memory) {
-            // An OOM kills the whole job, not one process of it.
-            fs::write(&d.join("memory.oom.group"), "1")?;
-        }
-        if let Some(bytes) = limits.memory_bytes {
-            fs::write(&d.join("memory.max"), &bytes.to_string())?;
-            // Swap off; the file is absent when the kernel does no swap accounting
-            // (then there is no swap to account either way).
-            let swap = d.join("memory.swap.max");
-            if swap.exists() {
-                fs::write(&swap, "0")?;
-            }
-        }
-        let mut io = String::new();
-        for (key, v) in [
-            ("rbps", limits.io_read_bps),
-            ("wbps", limits.io_write_bps),
-            ("riops", limits.io_read_iops),
-            ("wiops", limits.io_write_iops),
-        ] {
-            if let Some(v) = v {
-                io.push_str(&format!(" {key}={v}"));
-            }
-        }
-        if !io.is_empty() {
-            for dev in io_devices {
-                fs::write(&d.join("io.max"), &format!("{dev}{io}"))?;
-            }
-        }
-        if let Some(p) = limits.pids {
-            fs::write(&d.join("pids.max"), &p.to_string())?;
+        for c in &self.controllers {
+            files(*c).apply(&self.dir, limits, io_devices)?;
         }
         Ok(())
     }
@@ -233,21 +199,10 @@ impl Job {
     }
 
     pub(crate) fn usage(&self) -> Result<ResourceUsage, CgroupError> {
-        let d = &self.dir;
         let mut u = ResourceUsage::default();
-        if let Some(stat) = fs::read_optional(&d.join("cpu.stat"))? {
-            u.cpu_usec = parse::keyed(&stat, "usage_usec");
-            u.cpu_throttled_usec = parse::keyed(&stat, "throttled_usec");
-        }
-        if let Some(peak) = fs::read_optional(&d.join("memory.peak"))? {
-            u.memory_peak_bytes = parse::single(&peak);
-        }
-        if self.has(Controller::Io)
-            && let Some(stat) = fs::read_optional(&d.join("io.stat"))?
-        {
-            let io = parse::io_stat(&stat);
-            u.io_read_bytes = Some(io.read);
-            u.io_write_bytes = Some(io.write);
+        Core.read_usage(&self.dir, &mut u)?;
+        for c in &self.controllers {
+            files(*c).read_usage(&self.dir, &mut u)?;
         }
         Ok(u)
     }
@@ -256,5 +211,131 @@ impl Job {
         Ok(fs::read_optional(&self.dir.join("memory.events"))?
             .and_then(|t| parse::keyed(&t, "oom_kill"))
             .is_some_and(|n| n > 0))
+    }
+}
+
+/// The v2 files of controller `c` (v2 has no cpuacct or freezer controller: their
+/// jobs are done by [`Core`] and `cgroup.freeze`).
+fn files(c: Controller) -> &'static dyn ControllerFiles {
+    match c {
+        Controller::Cpu => &Cpu,
+        Controller::Memory => &Memory,
+        Controller::Io => &Io,
+        Controller::Pids => &Pids,
+        Controller::Cpuacct | Controller::Freezer => &Core,
+    }
+}
+
+/// Files every v2 cgroup has: CPU time in `cpu.stat`.
+#[derive(Debug)]
+struct Core;
+
+impl ControllerFiles for Core {
+    fn apply(&self, _: &Path, _: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(stat) = fs::read_optional(&d.join("cpu.stat"))? {
+            u.cpu_usec = parse::keyed(&stat, "usage_usec");
+        }
+        Ok(())
+    }
+}
+
+/// `cpu`: bandwidth (`cpu.max` = quota period), throttled time.
+#[derive(Debug)]
+struct Cpu;
+
+impl ControllerFiles for Cpu {
+    fn apply(&self, d: &Path, limits: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        if let Some(m) = limits.cpu_millis {
+            let quota = u64::from(m) * CPU_PERIOD_USEC / 1000;
+            fs::write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_USEC}"))?;
+        }
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(stat) = fs::read_optional(&d.join("cpu.stat"))? {
+            u.cpu_throttled_usec = parse::keyed(&stat, "throttled_usec");
+        }
+        Ok(())
+    }
+}
+
+/// `memory`: `memory.max`, swap off, the whole job killed on OOM, peak use.
+#[derive(Debug)]
+struct Memory;
+
+impl ControllerFiles for Memory {
+    fn apply(&self, d: &Path, limits: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        // An OOM kills the whole job, not one process of it.
+        fs::write(&d.join("memory.oom.group"), "1")?;
+        if let Some(bytes) = limits.memory_bytes {
+            fs::write(&d.join("memory.max"), &bytes.to_string())?;
+            // Swap off; the file is absent when the kernel does no swap accounting
+            // (then there is no swap to account either way).
+            let swap = d.join("memory.swap.max");
+            if swap.exists() {
+                fs::write(&swap, "0")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(peak) = fs::read_optional(&d.join("memory.peak"))? {
+            u.memory_peak_bytes = parse::single(&peak);
+        }
+        Ok(())
+    }
+}
+
+/// `io`: `io.max` per device, bytes from `io.stat`.
+#[derive(Debug)]
+struct Io;
+
+impl ControllerFiles for Io {
+    fn apply(&self, d: &Path, limits: &Limits, devs: &[DeviceNumber]) -> Result<(), CgroupError> {
+        let mut io = String::new();
+        for (key, v) in [
+            ("rbps", limits.io_read_bps),
+            ("wbps", limits.io_write_bps),
+            ("riops", limits.io_read_iops),
+            ("wiops", limits.io_write_iops),
+        ] {
+            if let Some(v) = v {
+                io.push_str(&format!(" {key}={v}"));
+            }
+        }
+        if !io.is_empty() {
+            for dev in devs {
+                fs::write(&d.join("io.max"), &format!("{dev}{io}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_usage(&self, d: &Path, u: &mut ResourceUsage) -> Result<(), CgroupError> {
+        if let Some(stat) = fs::read_optional(&d.join("io.stat"))? {
+            let io = parse::io_stat(&stat);
+            u.io_read_bytes = Some(io.read);
+            u.io_write_bytes = Some(io.write);
+        }
+        Ok(())
+    }
+}
+
+/// `pids`: `pids.max`.
+#[derive(Debug)]
+struct Pids;
+
+impl ControllerFiles for Pids {
+    fn apply(&self, d: &Path, limits: &Limits, _: &[DeviceNumber]) -> Result<(), CgroupError> {
+        if let Some(p) = limits.pids {
+            fs::write(&d.join("pids.max"), &p.to_string())?;
+        }
+        Ok(())
     }
 }
