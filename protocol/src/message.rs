@@ -173,6 +173,11 @@ pub struct ErrorResponse {
 
 /// A frame a server sends on an output stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "frames are transient values handled one at a time, and boxing `End`'s status \
+              would change a type other crates already build on"
+)]
 pub enum OutputFrame {
     /// First frame of every output stream.
     Header {
