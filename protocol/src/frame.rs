@@ -190,7 +190,8 @@ fn write_prefix(mut len: usize, buf: &mut [u8; MAX_PREFIX_LEN]) -> usize {
 /// Encodes one message as a whole frame, appending it to `out`.
 ///
 /// On error `out` is left as it was. A frame this returns is always accepted by
-/// [`Decoder`] (spec: QX-FRAME-1, QX-FRAME-2).
+/// [`Decoder`] (spec: QX-FRAME-1, QX-FRAME-2), and uses minimal varints throughout
+/// (spec: QX-MSG-ENC-4).
 pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let start = out.len();
     // Reserve the longest prefix, encode the body right after it, then write the real
