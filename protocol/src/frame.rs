@@ -25,6 +25,10 @@ pub const MAX_WIRE_FRAME_LEN: usize = MAX_PREFIX_LEN + MAX_FRAME_LEN;
 /// dropped, so a long run of small frames does not move the buffer once per frame.
 const COMPACT_THRESHOLD: usize = 4096;
 
+/// Buffer capacity a decoder keeps once it has returned everything it held; above
+/// it the buffer is freed (one max-size frame must not pin 1 MiB per idle stream).
+const RETAIN_CAPACITY: usize = 128 * 1024;
+
 /// Why bytes could not be turned into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -395,6 +399,16 @@ impl Decoder {
         }
         let msg = decode_body(&pending[prefix..prefix + len])?;
         self.pos += prefix + len;
+        if self.pos == self.buf.len() {
+            // Everything returned: start over, and let go of the room a large frame
+            // needed instead of keeping it for the life of the stream.
+            self.pos = 0;
+            if self.buf.capacity() > RETAIN_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+        }
         Ok(Some(msg))
     }
 
@@ -551,6 +565,18 @@ mod tests {
         assert_eq!(d.wanted(), 0);
         assert!(d.next::<ClientMessage>().unwrap().is_some());
         assert_eq!(d.finish(), Ok(()));
+    }
+
+    #[test]
+    fn room_of_a_large_frame_is_released() {
+        let frame = encode(&ClientMessage::StdinData(vec![3; MAX_FRAME_LEN - 4])).unwrap();
+        let mut d = Decoder::new();
+        for piece in frame.chunks(4096) {
+            d.push(piece);
+        }
+        assert!(d.next::<ClientMessage>().unwrap().is_some());
+        assert_eq!(d.buffered(), 0);
+        assert!(d.buf.capacity() <= RETAIN_CAPACITY);
     }
 
     #[test]
