@@ -533,6 +533,19 @@ mod tests {
         d.push(&[1, 8]); // ClientMessage has 8 variants: 0..=7
         assert_eq!(d.next::<ClientMessage>(), Err(FrameError::UnknownVariant));
         assert_eq!(FrameError::UnknownVariant.code(), ErrorCode::Unsupported);
+        // Also at depth: an output Data frame naming a third standard stream.
+        assert_eq!(
+            decode_body::<crate::OutputFrame>(&[1, 2, 0, 0]),
+            Err(FrameError::UnknownVariant)
+        );
+        assert_eq!(
+            decode_body::<crate::OutputFrame>(&[1, 1, 0, 0]),
+            Ok(crate::OutputFrame::Data {
+                stream: crate::OutputStream::Stderr,
+                offset: 0,
+                data: Vec::new()
+            })
+        );
         // A bad bool is malformed, not unknown.
         let mut d = Decoder::new();
         d.push(&[2, 3, 2]);
