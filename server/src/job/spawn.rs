@@ -1331,6 +1331,30 @@ pub(super) mod tests {
         }
     }
 
+    /// When qexecd goes away (the read end of the status pipe closes), the init exits
+    /// and the kernel ends the whole job.
+    #[test]
+    fn isolated_job_dies_with_the_server_side_of_its_status_pipe() {
+        if !have_root("isolated_job_dies_with_the_server_side_of_its_status_pipe") {
+            return;
+        }
+        let iso = IsolationConfig {
+            hostname: "qexec-test".into(),
+            private_tmp: true,
+        };
+        let argv = sh("sleep 1000 & echo ready; wait");
+        let mut child = spawn(&config(&argv, Some(&iso))).unwrap();
+        read_until(&child.stdout, |d| d.ends_with(b"ready\n"));
+        // Simulate the server's death: close our end of the status pipe.
+        drop(child.process.status.take());
+        assert_eq!(
+            wait_exit(&mut child.process),
+            Termination::Exited(init::EXIT_ORPHANED)
+        );
+        // Every holder of the stdout pipe (sh, sleep) is gone.
+        read_to_eof(&child.stdout);
+    }
+
     /// Runs one `#[test]` of this binary in a fresh process (so that fd counts are not
     /// disturbed by tests running in parallel) with `QEXEC_TEST_HELPER=<name>`.
     pub(in crate::job) fn run_helper(test: &str, env: &[(&str, String)]) -> std::process::Output {
