@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p qexec-server --bench spawn` (as root for the isolated figures).
 //! `QEXEC_BENCH_JOBS` (jobs per run, default 400) and `QEXEC_BENCH_RUNS` (default 7)
-//! override the sizes. Target (issue 5): isolated ≥ 300 jobs/s on a 2-core machine.
+//! override the sizes; `QEXEC_BENCH_THREADS` (default `1,2`) the parallelism levels. Target (issue 5): isolated ≥ 300 jobs/s on a 2-core machine.
 
 use std::time::Instant;
 
@@ -79,7 +79,11 @@ fn main() -> Result<()> {
         "{:<12} {:>16} {:>16} {:>10}",
         "threads", "plain jobs/s", "isolated jobs/s", "iso/plain"
     );
-    for threads in [1, 2] {
+    let threads_list: Vec<usize> = std::env::var("QEXEC_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    for threads in threads_list {
         let plain = measure(jobs, runs, threads, false)?;
         if isolation.is_ok() {
             let iso = measure(jobs, runs, threads, true)?;

@@ -67,7 +67,7 @@ pub(super) fn run(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infallible 
         Ok(fd) => fd,
         Err(e) => return report_and_exit(plan.err_fd, Stage::InitSignals, e),
     };
-    let target = match sys::clone_and_run(0, false, || exec_target(plan)) {
+    let target = match sys::vfork_and_run(plan.stack, false, || exec_target(plan)) {
         Ok((pid, _)) => pid as i32,
         Err(e) => {
             let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
@@ -260,10 +260,13 @@ mod tests {
             return;
         }
         let argv = sh(r#"
-            child() { trap 'echo child-term; exit 0' TERM; echo ready; sleep 1000 & wait; }
+            trap 'wait $c; exit 5' TERM
+            mkfifo /tmp/sync
+            child() { trap 'echo child-term; exit 0' TERM; echo > /tmp/sync; sleep 1000 & wait; }
             child &
             c=$!
-            trap 'wait $c; exit 5' TERM
+            read x < /tmp/sync
+            echo ready
             wait
         "#);
         let iso = iso();
@@ -281,17 +284,22 @@ mod tests {
         if !have_root("signal_is_forwarded_to_the_target_only") {
             return;
         }
-        // The target answers USR1 by sending USR2 to its child. Had the init forwarded
+        // "ready" comes once both traps are set and $c is known (the child reports
+        // through a fifo in the job's private /tmp). The target answers USR1 by sending
+        // USR2 to its child. Had the init forwarded
         // USR1 to every process, the child would print child-usr1 and exit first.
         let argv = sh(r#"
+            trap 'echo target-usr1; kill -USR2 $c; wait $c; exit 4' USR1
+            mkfifo /tmp/sync
             child() {
                 trap 'echo child-usr1; exit 0' USR1
                 trap 'echo child-usr2; exit 0' USR2
+                echo > /tmp/sync
                 sleep 1000 & wait
             }
             child &
             c=$!
-            trap 'echo target-usr1; kill -USR2 $c; wait $c; exit 4' USR1
+            read x < /tmp/sync
             echo ready
             wait
         "#);

@@ -273,6 +273,8 @@ pub(super) struct ChildPlan<'a> {
     pub(super) cgroup_procs: &'a [BorrowedFd<'a>],
     pub(super) credentials: Option<(u32, u32)>,
     pub(super) isolation: Option<ChildIsolation<'a>>,
+    /// Stack for the memory-sharing (vfork-style) child that execs the target.
+    pub(super) stack: &'a sys::ChildStack,
 }
 
 /// Starts a job. Returns once the target program was exec'd (or failed to be).
@@ -347,7 +349,10 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         None => None,
     };
 
+    let stack = sys::ChildStack::new()
+        .map_err(|e| setup_error(format!("cannot map a stack for the job's start-up: {e}")))?;
     let plan = ChildPlan {
+        stack: &stack,
         path: &path_c,
         argv: &argv,
         envp: &envp,
@@ -375,7 +380,14 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         0
     };
 
-    let (pid, pidfd) = sys::clone_and_run(flags, true, || child_main(&plan)).map_err(|e| {
+    // Not isolated: a vfork-style child that shares our memory until it execs (no
+    // page-table copy). Isolated: a full copy, since the init outlives the exec.
+    let cloned = if flags == 0 {
+        sys::vfork_and_run(&stack, true, || child_main(&plan))
+    } else {
+        sys::clone_and_run(flags, true, || child_main(&plan))
+    };
+    let (pid, pidfd) = cloned.map_err(|e| {
         let failure = if flags != 0 {
             SpawnFailure::Setup
         } else {
@@ -384,9 +396,9 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         SpawnError::new(
             failure,
             format!(
-                "cannot create the job's process (clone3{}): {e}",
+                "cannot create the job's process (clone{}): {e}",
                 if flags != 0 {
-                    " with new namespaces"
+                    "3 with new namespaces"
                 } else {
                     ""
                 }

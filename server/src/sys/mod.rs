@@ -24,10 +24,10 @@ pub(crate) use ns::{
     SignalFd, bring_up_loopback, make_mounts_private, mount, poll_signal_or_hangup, set_hostname,
 };
 pub(crate) use process::{
-    chdir, clone_and_run, close_fds_except, dup2, execve, exit_now, kill, mark_fds_cloexec_from,
-    pidfd_send_signal, pidfd_try_wait, pidfd_wait, reset_signal_dispositions, set_no_new_privs,
-    set_process_name, setgid, setgroups_empty, setsid, setuid, unblock_all_signals,
-    waitpid_any_nohang, write_all,
+    ChildStack, chdir, clone_and_run, close_fds_except, dup2, execve, exit_now, kill,
+    mark_fds_cloexec_from, pidfd_send_signal, pidfd_try_wait, pidfd_wait,
+    reset_signal_dispositions, set_no_new_privs, set_process_name, setgid, setgroups_empty, setsid,
+    setuid, unblock_all_signals, vfork_and_run, waitpid_any_nohang, write_all,
 };
 
 /// A raw `errno` value reported by a child-side system call.

@@ -80,6 +80,126 @@ where
     Ok((pid as u32, pidfd))
 }
 
+/// Size of a [`ChildStack`], guard page included.
+const CHILD_STACK_LEN: usize = 256 * 1024;
+
+/// The stack of a [`vfork_and_run`] child: a private anonymous mapping whose lowest
+/// page is a guard (an overflow faults instead of corrupting memory).
+#[derive(Debug)]
+pub(crate) struct ChildStack {
+    base: *mut c_void,
+}
+
+impl ChildStack {
+    /// Maps a new stack (parent side).
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CHILD_STACK_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base };
+        // SAFETY: the first page lies inside the mapping we own.
+        if unsafe { libc::mprotect(base, page_size(), libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer (stacks grow down; 16-byte aligned).
+    fn top(&self) -> *mut c_void {
+        self.base.wrapping_byte_add(CHILD_STACK_LEN)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no child runs on it any
+        // more (vfork children have exec'd or exited when `vfork_and_run` returns).
+        unsafe { libc::munmap(self.base, CHILD_STACK_LEN) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory arguments.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
+/// Creates a child that **shares the caller's memory** (`CLONE_VM | CLONE_VFORK`, as
+/// `posix_spawn` does) and runs `child` in it on `stack`. The calling thread is
+/// suspended until the child has called `execve` or exited, so no page tables are
+/// copied: the cheap way to start a program. Exit signal `SIGCHLD`; with `want_pidfd`
+/// also a pidfd (`CLONE_PIDFD`). All signals are blocked in the calling thread around
+/// the call, as in [`clone_and_run`].
+///
+/// # Contract of `child`
+/// As for [`clone_and_run`], and more: the child writes into the caller's memory, so
+/// it must not modify anything but its own stack and `errno` (the suspended caller does
+/// not look at either). The child-side functions of this module satisfy this.
+pub(crate) fn vfork_and_run<F>(
+    stack: &ChildStack,
+    want_pidfd: bool,
+    child: F,
+) -> io::Result<(u32, Option<OwnedFd>)>
+where
+    F: FnOnce() -> Infallible,
+{
+    #[allow(
+        unreachable_code,
+        reason = "`f` returns `Infallible`; the empty match only turns that into c_int"
+    )]
+    extern "C" fn trampoline<F: FnOnce() -> Infallible>(arg: *mut c_void) -> libc::c_int {
+        // SAFETY: `arg` points at the caller's `ManuallyDrop<F>`, alive while the
+        // caller is suspended; it is read exactly once and the caller never drops it.
+        let f = unsafe { std::ptr::read(arg.cast::<F>()) };
+        match f() {}
+    }
+    let mut child = mem::ManuallyDrop::new(child);
+    let mut pidfd: libc::c_int = -1;
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    if want_pidfd {
+        flags |= libc::CLONE_PIDFD;
+    }
+    let old = block_all_signals();
+    // SAFETY: `stack` is a valid, exclusively used stack mapping; `trampoline::<F>` gets
+    // a pointer to `child`, which outlives the child's use of it (CLONE_VFORK); with
+    // CLONE_PIDFD the kernel writes the pidfd through the parent_tid argument. What the
+    // child does is the documented contract above.
+    let ret = unsafe {
+        libc::clone(
+            trampoline::<F>,
+            stack.top(),
+            flags,
+            (&mut *child as *mut F).cast::<c_void>(),
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let result = if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    };
+    set_signal_mask(&old);
+    let pid = result?;
+    let pidfd = if want_pidfd {
+        // SAFETY: with CLONE_PIDFD the kernel stored a new, owned descriptor in `pidfd`.
+        Some(unsafe { OwnedFd::from_raw_fd(pidfd) })
+    } else {
+        None
+    };
+    Ok((pid as u32, pidfd))
+}
+
 /// Blocks every signal in the calling thread; returns the previous mask.
 fn block_all_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to the
