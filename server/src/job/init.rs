@@ -180,7 +180,7 @@ mod tests {
         (ns, pids)
     }
 
-    /// spec: exit 3 → exited(3); SIGKILL → signaled(9), through the init.
+    /// Issue 5: exit 3 → exited(3); SIGKILL → signaled(9), through the init.
     #[test]
     fn target_exit_code_and_signal_are_exact() {
         if !have_root("target_exit_code_and_signal_are_exact") {
@@ -198,7 +198,7 @@ mod tests {
         }
     }
 
-    /// spec: a double-forked orphan is reaped by the init; the exit code is the
+    /// Issue 5: a double-forked orphan is reaped by the init; the exit code is the
     /// target's own.
     #[test]
     fn double_forked_orphan_is_reaped_and_exit_code_is_the_targets() {
@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(t, Termination::Exited(7), "{out}{err}");
     }
 
-    /// spec: stop kills everything in the namespace.
+    /// Issue 5: stop kills everything in the namespace.
     #[test]
     fn kill_ends_every_process_of_the_namespace() {
         if !have_root("kill_ends_every_process_of_the_namespace") {

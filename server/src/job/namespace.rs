@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(lines[6].trim(), "0", "/tmp is not private");
     }
 
-    /// spec: the job's /proc lists only its init and descendants.
+    /// Issue 5: the job's /proc lists only its init and descendants.
     #[test]
     fn proc_lists_only_the_jobs_processes() {
         if !have_root("proc_lists_only_the_jobs_processes") {
@@ -303,7 +303,7 @@ mod tests {
         );
     }
 
-    /// spec: only `lo`, up; the job talks to itself but not to the host's loopback.
+    /// Issue 5: only `lo`, up; the job talks to itself but not to the host's loopback.
     #[test]
     fn network_has_only_lo_which_is_up_and_cannot_reach_the_host() {
         if is_helper(NET_HELPER) {
@@ -361,7 +361,7 @@ mod tests {
         std::io::stdin().read_to_end(&mut rest).unwrap();
     }
 
-    /// spec: nothing a job mounts is visible on the host.
+    /// Issue 5: nothing a job mounts is visible on the host.
     #[test]
     fn a_mount_made_in_a_job_is_not_visible_on_the_host() {
         if is_helper(MOUNT_HELPER) {

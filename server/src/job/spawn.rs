@@ -9,11 +9,14 @@
 //!   `NotExecutable`, `BadCwd`), the working directory, and the pipes. Our ends of the
 //!   stdin/stdout/stderr pipes are non-blocking and close-on-exec; every descriptor the
 //!   server opens is close-on-exec.
-//! - **The child is created with the raw `clone3` system call** (`CLONE_PIDFD`, exit
-//!   signal `SIGCHLD`, plus `CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS |
-//!   CLONE_NEWIPC` when isolated), never with `fork()` or `std::process`: the child of a
-//!   multi-threaded server runs only the allocation-free, lock-free, async-signal-safe
-//!   wrappers of [`crate::sys`]. It starts with every signal blocked, resets every
+//! - **The child is created with raw `clone` system calls**, never with `fork()` or
+//!   `std::process`: the child of a multi-threaded server runs only the
+//!   allocation-free, lock-free, async-signal-safe wrappers of [`crate::sys`].
+//!   Not isolated: `CLONE_VM | CLONE_VFORK | CLONE_PIDFD` on a small guarded stack (as
+//!   `posix_spawn` does: no page tables are copied, the calling thread waits until the
+//!   child has exec'd). Isolated: `clone3` with `CLONE_PIDFD | CLONE_NEWPID |
+//!   CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC` (a full copy, since the
+//!   init lives on), and the init starts the target vfork-style. Exit signal `SIGCHLD`. It starts with every signal blocked, resets every
 //!   disposition to `SIG_DFL` (the server ignores `SIGPIPE`; a job must not inherit
 //!   that), and joins the job's cgroups by writing `0` to each
 //!   [`SpawnConfig::cgroup_procs`] descriptor — before forking anything, so the whole
@@ -863,8 +866,9 @@ impl ChildProcess {
 
     /// Sends SIGTERM to every process of the job it can reach: when isolated, the init
     /// does `kill(-1, SIGTERM)` inside the namespace; else the job's process group
-    /// (the target leads its own session). Processes that left the group are only
-    /// reachable through the job's cgroup. Not an error when nothing is left.
+    /// (the target leads its own session) while the target is not reaped. Processes
+    /// that left the group, or outlived the reaped target, are only reachable through
+    /// the job's cgroup. Not an error when nothing is left.
     pub(crate) fn terminate(&self) -> io::Result<()> {
         if self.is_isolated() {
             return ignore_gone(sys::pidfd_send_signal(
@@ -877,8 +881,8 @@ impl ChildProcess {
     }
 
     /// Sends SIGKILL to everything: when isolated, to the init, which ends the whole
-    /// namespace; else to the process group and the target. Not an error when nothing
-    /// is left.
+    /// namespace; else to the target and its process group (same reach as
+    /// [`ChildProcess::terminate`]). Not an error when nothing is left.
     pub(crate) fn kill(&self) -> io::Result<()> {
         if self.reaped.is_none() {
             ignore_gone(sys::pidfd_send_signal(
@@ -893,9 +897,15 @@ impl ChildProcess {
         self.signal_group(libc::SIGKILL)
     }
 
-    /// Signals the target's process group. The group id is the target's pid; it cannot
-    /// be recycled while any process of the group (or the unreaped leader) exists.
+    /// Signals the target's process group (its id is the target's pid), as long as the
+    /// target is not reaped: until then the pid, and so the group id, cannot be
+    /// recycled. After the reap the number may belong to an unrelated process group
+    /// (pid_max is often only 32768), so nothing is sent: processes left over from the
+    /// job are then only reachable through its cgroup.
     fn signal_group(&self, sig: i32) -> io::Result<()> {
+        if self.reaped.is_some() {
+            return Ok(());
+        }
         match sys::kill(-(self.pid as i32), sig) {
             Ok(()) => Ok(()),
             Err(e) if e.0 == libc::ESRCH => Ok(()),
@@ -1101,6 +1111,14 @@ pub(super) mod tests {
     fn write_file(path: &Path, body: &str, mode: u32) {
         std::fs::write(path, body).unwrap();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn job_hostname_is_derived_from_the_job_id() {
+        let id = JobId(*b"\x01\x23\x45\x67\x89\xab\xcd\xef\x00\x11\x22\x33\x44\x55\x66\x77");
+        let iso = IsolationConfig::for_job(&id);
+        assert_eq!(iso.hostname, "qexec-0123456789ab");
+        assert!(iso.private_tmp);
     }
 
     #[test]
