@@ -11,10 +11,13 @@
 //!    nothing is lost in between), then forks the target (a raw `clone3`: glibc's
 //!    `fork` would take locks other server threads may hold), which runs
 //!    [`super::spawn::exec_target`]; exec errors travel on the same error pipe.
-//! 4. Closes every descriptor except the status pipe and the signalfd — in particular
+//! 4. Gives back its copy of the server's memory ([`crate::sys::release_server_memory`]):
+//!    `clone3` shared the server's whole address space copy-on-write, and an init that
+//!    kept it would pin a snapshot of the server's heap for the job's lifetime.
+//! 5. Closes every descriptor except the status pipe and the signalfd — in particular
 //!    its copies of the job's output pipes and of the error pipe, so EOF on those means
 //!    what the manager expects.
-//! 5. Loops: reaps every child with `waitpid(-1, WNOHANG)` (orphans of the namespace
+//! 6. Loops: reaps every child with `waitpid(-1, WNOHANG)` (orphans of the namespace
 //!    re-parent to it), forwards signals, and when the target has ended writes the
 //!    target's raw wait status (4 bytes) to the status pipe and exits. The kernel then
 //!    kills everything left in the namespace. PID 1 cannot be killed by its own
@@ -79,10 +82,15 @@ pub(super) fn run(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infallible 
     } else {
         [iso.status_fd, sigfd.fd()]
     };
+    // Everything the loop needs is now in locals on this stack: give the copy of the
+    // server's memory back (best effort), so a long job does not pin a snapshot of it.
+    // Done before closing the error pipe, so `spawn` returns after it.
+    let status_fd = iso.status_fd;
+    let _ = sys::release_server_memory();
     // Cannot fail with valid arguments; if it did, the only cost is that the output
     // and error pipes see EOF when the init exits instead of earlier.
     let _ = sys::close_fds_except(&keep);
-    supervise(target, iso.status_fd, &sigfd)
+    supervise(target, status_fd, &sigfd)
 }
 
 /// The init's loop: reap, forward, report.
@@ -250,6 +258,33 @@ mod tests {
             assert_ne!(now.as_ref(), Some(&ns), "pid {pid} survived the kill");
         }
         read_to_eof(&child.stdout);
+    }
+
+    /// The init gives back its copy-on-write copy of the server's memory: a server
+    /// with a large heap does not get it duplicated by every running isolated job.
+    #[test]
+    fn init_does_not_pin_the_servers_memory() {
+        if !have_root("init_does_not_pin_the_servers_memory") {
+            return;
+        }
+        let big = vec![1u8; 256 << 20];
+        let argv = sh("exec sleep 1000");
+        let iso = iso();
+        let mut child = spawn(&isolated(&argv, &iso)).unwrap();
+        // `spawn` returns after the init released the memory.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid)).unwrap();
+        let rss_anon_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        child.process.kill().unwrap();
+        assert_eq!(wait_exit(&mut child.process), Termination::Signaled(9));
+        assert!(
+            rss_anon_kib < 32 << 10,
+            "the init holds {rss_anon_kib} KiB of anonymous memory (server heap: 256 MiB)"
+        );
+        std::hint::black_box(&big);
     }
 
     /// terminate(): SIGTERM reaches every process of the namespace, not only the

@@ -537,3 +537,116 @@ pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<Termina
 pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>) -> io::Result<Termination> {
     pidfd_waitid(pidfd, 0)?.ok_or_else(|| io::Error::other("waitid returned no child"))
 }
+
+/// Anonymous mappings at least this large are released by [`release_server_memory`].
+const RELEASE_MIN_LEN: usize = 1 << 20;
+
+/// Child side (the init, after the target was started): gives back the copy of the
+/// server's memory that `clone3` shared with this process, so a long-running job does
+/// not pin a snapshot of the server's heap (every page the server writes afterwards
+/// would otherwise exist twice, once per running isolated job).
+///
+/// Reads `/proc/self/maps` (the init's own, fresh `/proc`) with a stack buffer and
+/// `madvise(MADV_DONTNEED)`s the `[heap]` and every private writable anonymous mapping
+/// of at least 1 MiB (malloc arenas, other threads' stacks, large buffers), except the
+/// one holding the current stack and the one holding this thread's TCB/TLS. Smaller
+/// anonymous mappings (the dynamic loader's data, `.bss`) are kept: the init's
+/// remaining code (raw system calls through libc) may read them. The caller must not
+/// touch heap memory afterwards. Best effort: errors only leave memory shared.
+pub(crate) fn release_server_memory() -> SysResult<()> {
+    let marker = 0u8;
+    let sp = &marker as *const u8 as usize;
+    // SAFETY: pthread_self only reads the thread pointer register.
+    let tcb = unsafe { libc::pthread_self() } as usize;
+    // SAFETY: a valid NUL-terminated path; flags only.
+    let fd = check(unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    })?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0usize;
+    let result = loop {
+        let Some(free) = buf.get_mut(len..) else {
+            break Err(Errno(libc::EOVERFLOW));
+        };
+        // SAFETY: `free` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, free.as_mut_ptr().cast::<c_void>(), free.len()) };
+        if n < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            break Err(e);
+        }
+        len += n as usize;
+        // Handle every complete line; keep the partial tail.
+        let mut start = 0;
+        while let Some(pos) = buf[start..len].iter().position(|b| *b == b'\n') {
+            release_if_eligible(&buf[start..start + pos], sp, tcb);
+            start += pos + 1;
+        }
+        buf.copy_within(start..len, 0);
+        len -= start;
+        if n == 0 {
+            if len > 0 {
+                release_if_eligible(&buf[..len], sp, tcb);
+            }
+            break Ok(());
+        }
+        if len == buf.len() {
+            // A line longer than the buffer (a very long path): skip it.
+            len = 0;
+        }
+    };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Parses one `/proc/self/maps` line and releases the mapping if the rules of
+/// [`release_server_memory`] allow.
+fn release_if_eligible(line: &[u8], sp: usize, tcb: usize) {
+    let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty());
+    let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return;
+    };
+    let path = fields.next();
+    let mut bounds = range.split(|b| *b == b'-');
+    let (Some(start), Some(end)) = (
+        bounds.next().and_then(parse_hex),
+        bounds.next().and_then(parse_hex),
+    ) else {
+        return;
+    };
+    let private_writable = perms.get(1) == Some(&b'w') && perms.get(3) == Some(&b'p');
+    let anonymous = inode == b"0" && path.is_none();
+    let heap = path == Some(b"[heap]".as_slice());
+    let holds_us = (start..end).contains(&sp) || (start..end).contains(&tcb);
+    let eligible = private_writable
+        && !holds_us
+        && (heap || (anonymous && end.saturating_sub(start) >= RELEASE_MIN_LEN));
+    if eligible {
+        // SAFETY: the range is a whole mapping of this process that the caller no
+        // longer reads (see `release_server_memory`); DONTNEED on private anonymous
+        // memory only drops this process's references to the pages.
+        unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// Parses lowercase/uppercase hexadecimal without allocating.
+fn parse_hex(text: &[u8]) -> Option<usize> {
+    let mut v: usize = 0;
+    for &c in text {
+        let d = (c as char).to_digit(16)?;
+        v = v.checked_mul(16)?.checked_add(d as usize)?;
+    }
+    (!text.is_empty()).then_some(v)
+}
