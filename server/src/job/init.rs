@@ -1,23 +1,28 @@
 //! The init of an isolated job: PID 1 of the job's PID namespace.
 //!
-//! It is the `clone3` child itself (a forked helper, not a re-executed binary), so it
-//! runs only async-signal-safe code from [`crate::sys`]: no allocation, no locks.
-//!
-//! 1. Leaves qexecd's session (`setsid`), so terminal signals aimed at the server's
-//!    process group never reach it.
-//! 2. Sets up the namespaces ([`super::namespace::setup_inside`]): private mount
-//!    propagation, a fresh `/proc`, a private `/tmp`, `lo` up, the hostname.
-//! 3. Creates a signalfd for every signal (all signals are blocked since the clone, so
-//!    nothing is lost in between), then forks the target (a raw `clone3`: glibc's
-//!    `fork` would take locks other server threads may hold), which runs
-//!    [`super::spawn::exec_target`]; exec errors travel on the same error pipe.
-//! 4. Gives back its copy of the server's memory ([`crate::sys::release_server_memory`]):
-//!    `clone3` shared the server's whole address space copy-on-write, and an init that
-//!    kept it would pin a snapshot of the server's heap for the job's lifetime.
-//! 5. Closes every descriptor except the status pipe and the signalfd — in particular
-//!    its copies of the job's output pipes and of the error pipe, so EOF on those means
-//!    what the manager expects.
-//! 6. Loops: reaps every child with `waitpid(-1, WNOHANG)` (orphans of the namespace
+//! # How it starts
+//! 1. `spawn` creates a vfork-style child (`CLONE_VM | CLONE_VFORK`, so nothing of the
+//!    server's memory is copied, however large the server is) in new PID, mount,
+//!    network, UTS and IPC namespaces. Still sharing the server's memory and running
+//!    only async-signal-safe code ([`exec_init`]), it joins the job's cgroups, leaves
+//!    qexecd's session (`setsid`, so terminal signals aimed at the server never reach
+//!    it), sets up the namespaces ([`super::namespace::setup_inside`]: private mount
+//!    propagation, a fresh `/proc`, a private `/tmp`, `lo` up, the hostname), clears
+//!    close-on-exec on the descriptors the init needs, and **re-executes the server
+//!    binary** (`execveat` on `/proc/self/exe`, opened once) with the command line of
+//!    [`init_argv`]. Every signal stays blocked across that exec.
+//! 2. In the fresh process, the `.init_array` hook of `crate::sys` recognises the
+//!    command line before `main` runs and calls [`reexec_main`]. Why re-exec: a
+//!    forked init would keep a copy-on-write copy of the whole server for the job's
+//!    lifetime (each page the server rewrites then exists twice per running job), and
+//!    copying the page tables of a server with a large heap makes every spawn slow.
+//! 3. [`reexec_main`] creates a signalfd for every signal (all blocked, so nothing is
+//!    lost), starts the target vfork-style (it runs [`super::spawn::exec_target`];
+//!    exec errors travel on the job's error pipe), then closes every descriptor
+//!    except the status pipe and the signalfd — in particular its copies of the job's
+//!    output pipes and of the error pipe, so EOF on those means what the manager
+//!    expects — and supervises.
+//! 4. The loop reaps every child with `waitpid(-1, WNOHANG)` (orphans of the namespace
 //!    re-parent to it), forwards signals, and when the target has ended writes the
 //!    target's raw wait status (4 bytes) to the status pipe and exits. The kernel then
 //!    kills everything left in the namespace. PID 1 cannot be killed by its own
@@ -41,10 +46,17 @@
 //! end closes), `poll` reports `POLLERR`, and the init exits, which kills the job.
 
 use std::convert::Infallible;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+use qexec_protocol::SpawnFailure;
 
 use super::namespace;
-use super::spawn::{ChildIsolation, ChildPlan, Stage, exec_target, report_and_exit};
-use crate::sys::{self, Errno, SignalFd};
+use super::spawn::{ChildIsolation, ChildPlan, SpawnError, Stage, exec_target, report_and_exit};
+use crate::sys::{self, CStringArray, Errno, SignalFd};
 
 /// Value queued with `SIGTERM` to ask the init to terminate every process of the job.
 pub(super) const SIGNAL_TERMINATE_ALL: i32 = 0x7165_7801;
@@ -55,42 +67,179 @@ pub(super) const SIGNAL_TARGET_ONLY: i32 = 0x7165_7802;
 pub(super) const EXIT_ORPHANED: i32 = 125;
 /// Exit code of an init that could not wait for signals any more.
 const EXIT_BROKEN: i32 = 126;
+/// Exit code of an init started with a command line it cannot use.
+const EXIT_BAD_ARGS: i32 = 127;
 
-/// Runs the init. Child side: never returns.
-pub(super) fn run(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infallible {
+/// The server binary, opened once (close-on-exec), to be executed as the init.
+pub(super) fn self_exe() -> io::Result<BorrowedFd<'static>> {
+    sys::keep_hook_linked();
+    static SELF_EXE: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();
+    match SELF_EXE.get_or_init(|| {
+        File::open("/proc/self/exe")
+            .map(OwnedFd::from)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    }) {
+        Ok(fd) => Ok(fd.as_fd()),
+        Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+    }
+}
+
+/// What the init needs to know, passed on its command line.
+#[derive(Debug)]
+pub(super) struct InitArgs<'a> {
+    pub(super) status_fd: RawFd,
+    pub(super) err_fd: RawFd,
+    pub(super) stdio: [RawFd; 3],
+    pub(super) cwd: &'a [u8],
+    pub(super) credentials: Option<(u32, u32)>,
+    pub(super) path: &'a [u8],
+    pub(super) argv: &'a [Vec<u8>],
+}
+
+/// Field count before the target's argv on the init's command line.
+const FIXED_ARGS: usize = 10;
+
+/// The init's command line: `qexec-init MAGIC status err stdin stdout stderr cwd
+/// creds path argv...` (`creds` is `-` or `uid:gid`). The target's environment is the
+/// init's environment.
+pub(super) fn init_argv(a: &InitArgs<'_>) -> Result<CStringArray, SpawnError> {
+    let num = |n: RawFd| CString::new(n.to_string()).unwrap_or_default();
+    let creds = match a.credentials {
+        None => c"-".to_owned(),
+        Some((uid, gid)) => CString::new(format!("{uid}:{gid}")).unwrap_or_default(),
+    };
+    let text = |bytes: &[u8], what: &str| {
+        CString::new(bytes).map_err(|_| {
+            SpawnError::new(
+                SpawnFailure::Other,
+                format!("{what} contains a NUL byte, which cannot be passed to a program"),
+            )
+        })
+    };
+    let mut out = vec![
+        c"qexec-init".to_owned(),
+        sys::INIT_MODE_MAGIC.to_owned(),
+        num(a.status_fd),
+        num(a.err_fd),
+        num(a.stdio[0]),
+        num(a.stdio[1]),
+        num(a.stdio[2]),
+        text(a.cwd, "the working directory")?,
+        creds,
+        text(a.path, "the program path")?,
+    ];
+    for arg in a.argv {
+        out.push(text(arg, "an argument")?);
+    }
+    Ok(CStringArray::new(out))
+}
+
+/// Child side (the vfork-style child in the new namespaces, sharing the server's
+/// memory): prepares the namespaces and executes the init. Never returns.
+pub(super) fn exec_init(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infallible {
     if let Err(e) = sys::setsid() {
         return report_and_exit(plan.err_fd, Stage::Setsid, e);
     }
     if let Err((stage, e)) = namespace::setup_inside(iso) {
         return report_and_exit(plan.err_fd, stage, e);
     }
+    let [stdin, stdout, stderr] = plan.stdio;
+    for fd in [iso.status_fd, plan.err_fd, stdin, stdout, stderr] {
+        // dup2 onto itself clears close-on-exec: the init inherits these.
+        if let Err(e) = sys::dup2(fd, fd) {
+            return report_and_exit(plan.err_fd, Stage::KeepFds, e);
+        }
+    }
+    let e = sys::execveat_fd(iso.self_exe, iso.init_argv, plan.envp);
+    report_and_exit(plan.err_fd, Stage::ExecInit, e)
+}
+
+/// The init's parameters, parsed from its command line.
+struct Parsed<'a> {
+    status_fd: RawFd,
+    err_fd: RawFd,
+    stdio: [RawFd; 3],
+    cwd: &'a CStr,
+    credentials: Option<(u32, u32)>,
+    path: &'a CStr,
+    argv: &'a [&'a CStr],
+}
+
+fn parse<'a>(args: &'a [&'a CStr]) -> Option<Parsed<'a>> {
+    let fd = |i: usize| -> Option<RawFd> { args.get(i)?.to_str().ok()?.parse().ok() };
+    let creds = args.get(8)?.to_str().ok()?;
+    let credentials = match creds {
+        "-" => None,
+        c => {
+            let (uid, gid) = c.split_once(':')?;
+            Some((uid.parse().ok()?, gid.parse().ok()?))
+        }
+    };
+    Some(Parsed {
+        status_fd: fd(2)?,
+        err_fd: fd(3)?,
+        stdio: [fd(4)?, fd(5)?, fd(6)?],
+        cwd: args.get(7)?,
+        credentials,
+        path: args.get(9)?,
+        argv: args.get(FIXED_ARGS..)?,
+    })
+}
+
+/// Entry of the re-executed init (called by the `.init_array` hook in `crate::sys`
+/// before `main`). Runs in a fresh, single-threaded process: allocation is fine here.
+/// Never returns.
+pub(crate) fn reexec_main(args: &[&CStr], env: &[&CStr]) -> Infallible {
+    let Some(p) = parse(args) else {
+        // The error pipe is the 4th argument; without it nobody can be told.
+        if let Some(err_fd) = args.get(3).and_then(|a| a.to_str().ok()?.parse().ok()) {
+            return report_and_exit(err_fd, Stage::InitArgs, Errno(libc::EINVAL));
+        }
+        return sys::exit_now(EXIT_BAD_ARGS);
+    };
     // Best effort: only changes what `ps` shows.
     let _ = sys::set_process_name(c"qexec-init");
     let sigfd = match SignalFd::all() {
         Ok(fd) => fd,
-        Err(e) => return report_and_exit(plan.err_fd, Stage::InitSignals, e),
+        Err(e) => return report_and_exit(p.err_fd, Stage::InitSignals, e),
     };
-    let target = match sys::vfork_and_run(plan.stack, false, || exec_target(plan)) {
+    let argv = CStringArray::new(p.argv.iter().map(|a| (*a).to_owned()).collect());
+    let envp = CStringArray::new(env.iter().map(|e| (*e).to_owned()).collect());
+    let stack = match sys::ChildStack::new() {
+        Ok(s) => s,
+        Err(e) => {
+            let errno = Errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
+            return report_and_exit(p.err_fd, Stage::ForkTarget, errno);
+        }
+    };
+    let plan = ChildPlan {
+        path: p.path,
+        argv: &argv,
+        envp: &envp,
+        cwd: p.cwd,
+        stdio: p.stdio,
+        err_fd: p.err_fd,
+        // Already joined before the init was executed.
+        cgroup_procs: &[],
+        credentials: p.credentials,
+        isolation: None,
+    };
+    let target = match sys::vfork_and_run(&stack, 0, false, || exec_target(&plan)) {
         Ok((pid, _)) => pid as i32,
         Err(e) => {
             let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
-            return report_and_exit(plan.err_fd, Stage::ForkTarget, errno);
+            return report_and_exit(p.err_fd, Stage::ForkTarget, errno);
         }
     };
-    let keep = if sigfd.fd() < iso.status_fd {
-        [sigfd.fd(), iso.status_fd]
+    let keep = if sigfd.fd() < p.status_fd {
+        [sigfd.fd(), p.status_fd]
     } else {
-        [iso.status_fd, sigfd.fd()]
+        [p.status_fd, sigfd.fd()]
     };
-    // Everything the loop needs is now in locals on this stack: give the copy of the
-    // server's memory back (best effort), so a long job does not pin a snapshot of it.
-    // Done before closing the error pipe, so `spawn` returns after it.
-    let status_fd = iso.status_fd;
-    let _ = sys::release_server_memory();
     // Cannot fail with valid arguments; if it did, the only cost is that the output
     // and error pipes see EOF when the init exits instead of earlier.
     let _ = sys::close_fds_except(&keep);
-    supervise(target, status_fd, &sigfd)
+    supervise(target, p.status_fd, &sigfd)
 }
 
 /// The init's loop: reap, forward, report.

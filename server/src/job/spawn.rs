@@ -1,4 +1,4 @@
-//! Starting a job's process tree: `clone3`, child set-up, `execve`, and the handle the
+//! Starting a job's process tree: `clone`, child set-up, `execve`, and the handle the
 //! manager uses to signal and reap it.
 //!
 //! # Design
@@ -9,20 +9,19 @@
 //!   `NotExecutable`, `BadCwd`), the working directory, and the pipes. Our ends of the
 //!   stdin/stdout/stderr pipes are non-blocking and close-on-exec; every descriptor the
 //!   server opens is close-on-exec.
-//! - **The child is created with raw `clone` system calls**, never with `fork()` or
-//!   `std::process`: the child of a multi-threaded server runs only the
-//!   allocation-free, lock-free, async-signal-safe wrappers of [`crate::sys`].
-//!   Not isolated: `CLONE_VM | CLONE_VFORK | CLONE_PIDFD` on a small guarded stack (as
-//!   `posix_spawn` does: no page tables are copied, the calling thread waits until the
-//!   child has exec'd). Isolated: `clone3` with `CLONE_PIDFD | CLONE_NEWPID |
-//!   CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC` (a full copy, since the
-//!   init lives on), and the init starts the target vfork-style. Exit signal `SIGCHLD`. It starts with every signal blocked, resets every
-//!   disposition to `SIG_DFL` (the server ignores `SIGPIPE`; a job must not inherit
-//!   that), and joins the job's cgroups by writing `0` to each
-//!   [`SpawnConfig::cgroup_procs`] descriptor — before forking anything, so the whole
-//!   tree is accounted.
-//! - **Target set-up** (directly in the clone child when not isolated, in the init's
-//!   child when isolated): `setsid` (the job leads its own session and process group),
+//! - **The child is created with a raw `clone`**, never with `fork()` or
+//!   `std::process`: `CLONE_VM | CLONE_VFORK | CLONE_PIDFD` on a small guarded stack,
+//!   as `posix_spawn` does — no page tables are copied whatever the server's size, and
+//!   the calling thread waits until the child has exec'd. When isolated, the same call
+//!   adds `CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC`.
+//!   Exit signal `SIGCHLD`. The child of a multi-threaded server runs only the
+//!   allocation-free, lock-free, async-signal-safe wrappers of [`crate::sys`]. It
+//!   starts with every signal blocked, resets every disposition to `SIG_DFL` (the
+//!   server ignores `SIGPIPE`; a job must not inherit that), and joins the job's
+//!   cgroups by writing `0` to each [`SpawnConfig::cgroup_procs`] descriptor — before
+//!   anything else is started, so the whole tree is accounted.
+//! - **Target set-up** (in the clone child when not isolated, in the init's child when
+//!   isolated): `setsid` (the job leads its own session and process group),
 //!   stdin/stdout/stderr `dup2`, `chdir`, optional credentials (`setgroups([])`,
 //!   `setresgid`, `setresuid`, as raw system calls), `PR_SET_NO_NEW_PRIVS`, every other
 //!   descriptor marked close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`), signal
@@ -32,11 +31,12 @@
 //!   means `execve` succeeded (the pipe closed on exec), a report becomes a typed
 //!   [`SpawnError`] after the child was reaped. [`spawn`] therefore blocks until the
 //!   program is running or has failed to start; call it from a blocking context.
-//! - **Isolated jobs** get an init as PID 1 of the new PID namespace (the clone child
-//!   itself; see [`super::init`]) which sets up the namespaces ([`super::namespace`]),
-//!   forks the target, forwards signals, reaps every orphan, and reports the target's
-//!   exact wait status on a 4-byte **status pipe** before exiting (an exiting ns-init
-//!   makes the kernel kill everything left in the namespace).
+//! - **Isolated jobs** get an init as PID 1 of the new PID namespace: the clone child
+//!   sets up the namespaces ([`super::namespace`]) and re-executes the server binary as
+//!   the init ([`super::init`]), which starts the target, forwards signals, reaps every
+//!   orphan, and reports the target's exact wait status on a 4-byte **status pipe**
+//!   before exiting (an exiting ns-init makes the kernel kill everything left in the
+//!   namespace). The server keeps `/proc/self/exe` open (one descriptor) for that.
 //! - **Privileges**: `no_new_privs` is always set, so nothing the job executes can gain
 //!   privileges through setuid binaries or file capabilities. Credentials are optional
 //!   here; with `None` the job keeps the server's uid/gid — the default the service
@@ -67,6 +67,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use qexec_protocol::{JobId, SpawnFailure, Termination};
 
+pub(crate) use super::init::reexec_main;
 #[allow(
     unused_imports,
     reason = "API of the job manager, which calls it from its own module"
@@ -164,7 +165,7 @@ pub(crate) struct SpawnError {
 }
 
 impl SpawnError {
-    fn new(failure: SpawnFailure, message: impl Into<String>) -> Self {
+    pub(super) fn new(failure: SpawnFailure, message: impl Into<String>) -> Self {
         Self {
             failure,
             message: message.into(),
@@ -195,10 +196,13 @@ pub(super) enum Stage {
     Hostname,
     ForkTarget,
     InitSignals,
+    ExecInit,
+    InitArgs,
+    KeepFds,
 }
 
 impl Stage {
-    const ALL: [Stage; 19] = [
+    const ALL: [Stage; 22] = [
         Self::JoinCgroup,
         Self::Setsid,
         Self::Stdin,
@@ -218,6 +222,9 @@ impl Stage {
         Self::Hostname,
         Self::ForkTarget,
         Self::InitSignals,
+        Self::ExecInit,
+        Self::InitArgs,
+        Self::KeepFds,
     ];
 
     pub(super) fn from_u32(v: u32) -> Option<Self> {
@@ -246,6 +253,9 @@ impl Stage {
             Self::Hostname => "set the job's hostname",
             Self::ForkTarget => "fork the target program from the job's init",
             Self::InitSignals => "set up the init's signal handling",
+            Self::ExecInit => "execute the job's init (/proc/self/exe)",
+            Self::InitArgs => "read the init's command line",
+            Self::KeepFds => "pass descriptors to the job's init",
         }
     }
 }
@@ -259,6 +269,10 @@ pub(super) struct ChildIsolation<'a> {
     pub(super) private_tmp: bool,
     /// Write end of the status pipe (the init reports the target's wait status).
     pub(super) status_fd: RawFd,
+    /// The server binary (`/proc/self/exe`), executed as the init.
+    pub(super) self_exe: RawFd,
+    /// The init's command line (see [`init::init_argv`]).
+    pub(super) init_argv: &'a CStringArray,
 }
 
 /// Everything the child side needs, prepared by the parent. Only raw descriptors and
@@ -276,8 +290,6 @@ pub(super) struct ChildPlan<'a> {
     pub(super) cgroup_procs: &'a [BorrowedFd<'a>],
     pub(super) credentials: Option<(u32, u32)>,
     pub(super) isolation: Option<ChildIsolation<'a>>,
-    /// Stack for the memory-sharing (vfork-style) child that execs the target.
-    pub(super) stack: &'a sys::ChildStack,
 }
 
 /// Starts a job. Returns once the target program was exec'd (or failed to be).
@@ -352,10 +364,34 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         None => None,
     };
 
+    let init_setup = match (config.isolation, &status_pipe) {
+        (Some(_), Some((_, status_w))) => {
+            let self_exe = init::self_exe().map_err(|e| {
+                setup_error(format!(
+                    "cannot open /proc/self/exe to run the job's init: {e}; isolation needs /proc"
+                ))
+            })?;
+            let args = init::init_argv(&init::InitArgs {
+                status_fd: status_w.as_raw_fd(),
+                err_fd: err_write.as_raw_fd(),
+                stdio: [
+                    stdin_child.as_raw_fd(),
+                    stdout_child.as_raw_fd(),
+                    stderr_child.as_raw_fd(),
+                ],
+                cwd: config.cwd.as_os_str().as_bytes(),
+                credentials: config.credentials,
+                path: program.as_os_str().as_bytes(),
+                argv: config.argv,
+            })?;
+            Some((self_exe.as_raw_fd(), args))
+        }
+        _ => None,
+    };
+
     let stack = sys::ChildStack::new()
         .map_err(|e| setup_error(format!("cannot map a stack for the job's start-up: {e}")))?;
     let plan = ChildPlan {
-        stack: &stack,
         path: &path_c,
         argv: &argv,
         envp: &envp,
@@ -368,12 +404,16 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         err_fd: err_write.as_raw_fd(),
         cgroup_procs: config.cgroup_procs,
         credentials: config.credentials,
-        isolation: match (config.isolation, hostname, &status_pipe) {
-            (Some(iso), Some(hostname), Some((_, w))) => Some(ChildIsolation {
-                hostname,
-                private_tmp: iso.private_tmp,
-                status_fd: w.as_raw_fd(),
-            }),
+        isolation: match (config.isolation, hostname, &status_pipe, &init_setup) {
+            (Some(iso), Some(hostname), Some((_, w)), Some((self_exe, init_argv))) => {
+                Some(ChildIsolation {
+                    hostname,
+                    private_tmp: iso.private_tmp,
+                    status_fd: w.as_raw_fd(),
+                    self_exe: *self_exe,
+                    init_argv,
+                })
+            }
             _ => None,
         },
     };
@@ -383,35 +423,32 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         0
     };
 
-    // Not isolated: a vfork-style child that shares our memory until it execs (no
-    // page-table copy). Isolated: a full copy, since the init outlives the exec.
-    let cloned = if flags == 0 {
-        sys::vfork_and_run(&stack, true, || child_main(&plan))
-    } else {
-        sys::clone_and_run(flags, true, || child_main(&plan))
-    };
-    let (pid, pidfd) = cloned.map_err(|e| {
-        let failure = if flags != 0 {
-            SpawnFailure::Setup
-        } else {
-            SpawnFailure::Other
-        };
-        SpawnError::new(
-            failure,
-            format!(
-                "cannot create the job's process (clone{}): {e}",
-                if flags != 0 {
-                    "3 with new namespaces"
-                } else {
-                    ""
-                }
-            ),
-        )
-    })?;
+    // A vfork-style child that shares our memory until it execs: no page-table copy,
+    // whatever the server's size. When isolated it is created in the new namespaces,
+    // sets them up and execs the init (this binary again).
+    let (pid, pidfd) =
+        sys::vfork_and_run(&stack, flags, true, || child_main(&plan)).map_err(|e| {
+            let failure = if flags != 0 {
+                SpawnFailure::Setup
+            } else {
+                SpawnFailure::Other
+            };
+            SpawnError::new(
+                failure,
+                format!(
+                    "cannot create the job's process (clone{}): {e}",
+                    if flags != 0 {
+                        " with new PID/mount/network/UTS/IPC namespaces"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        })?;
     let Some(pidfd) = pidfd else {
         return Err(SpawnError::new(
             SpawnFailure::Other,
-            "clone3 returned no pidfd: the kernel must support CLONE_PIDFD (Linux 5.2+)",
+            "clone returned no pidfd: the kernel must support CLONE_PIDFD (Linux 5.2+)",
         ));
     };
     // The child has its copies; close ours so EOF on the error pipe means exec.
@@ -448,7 +485,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
     }
 }
 
-/// Child side, first code after `clone3`.
+/// Child side, first code after `clone`.
 fn child_main(plan: &ChildPlan<'_>) -> Infallible {
     sys::reset_signal_dispositions();
     for fd in plan.cgroup_procs {
@@ -458,7 +495,7 @@ fn child_main(plan: &ChildPlan<'_>) -> Infallible {
     }
     match &plan.isolation {
         None => exec_target(plan),
-        Some(iso) => init::run(plan, iso),
+        Some(iso) => init::exec_init(plan, iso),
     }
 }
 
@@ -1431,9 +1468,13 @@ pub(super) mod tests {
             hostname: "qexec-test".into(),
             private_tmp: true,
         };
-        // Warm up lazily-opened descriptors (e.g. /dev/null probing by std).
+        // Warm up lazily-opened descriptors (e.g. /dev/null probing by std, and the
+        // server binary kept open to execute isolated jobs' inits).
         let argv = args(&["/bin/true"]);
         run(&config(&argv, None));
+        if isolated {
+            run(&config(&argv, Some(&iso)));
+        }
         let before = fd_count();
         for i in 0..200 {
             let argv = if i % 2 == 0 {

@@ -10,76 +10,6 @@ use qexec_protocol::Termination;
 
 use super::{CStringArray, Errno, SysResult, check};
 
-/// Creates a child process with the raw `clone3` system call and runs `child` in it.
-///
-/// `flags` are `CLONE_*` flags (e.g. namespace flags); with `want_pidfd` the parent also
-/// gets a pidfd (`CLONE_PIDFD`, always close-on-exec). The child's exit signal is
-/// `SIGCHLD`. All signals are blocked in the calling thread around the clone, so the
-/// child starts with every signal blocked and never runs a handler inherited from the
-/// server; the parent thread's mask is restored before this returns.
-///
-/// Returns the child's pid (as seen from the caller's PID namespace) and its pidfd.
-///
-/// # Contract of `child`
-/// It runs in the child of a multi-threaded process whose other threads do not exist
-/// there: any lock they held stays locked forever, and glibc still believes they exist.
-/// It must therefore only call the async-signal-safe child-side functions of this module
-/// (raw system calls; no allocation, no locks, no glibc wrappers that talk to other
-/// threads such as `setuid`), must not panic, and must end with [`execve`] or
-/// [`exit_now`] (its `Infallible` return type makes returning impossible).
-pub(crate) fn clone_and_run<F>(
-    flags: u64,
-    want_pidfd: bool,
-    child: F,
-) -> io::Result<(u32, Option<OwnedFd>)>
-where
-    F: FnOnce() -> Infallible,
-{
-    let mut pidfd: libc::c_int = -1;
-    // SAFETY: clone_args is a plain C struct of integers; all-zero is its documented
-    // "no options" value.
-    let mut args: libc::clone_args = unsafe { mem::zeroed() };
-    args.flags = flags
-        | if want_pidfd {
-            libc::CLONE_PIDFD as u64
-        } else {
-            0
-        };
-    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
-
-    let old = block_all_signals();
-    // SAFETY: clone3 with a zero stack behaves like fork: the child continues on a
-    // copy of this stack. `args` is valid for the call and `pidfd` outlives it. What
-    // the child may do afterwards is the documented contract of this function.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const libc::clone_args,
-            size_of::<libc::clone_args>(),
-        )
-    };
-    if ret == 0 {
-        // In the child: `child` ends with execve or _exit; its `Infallible` type means
-        // the call never returns here.
-        child();
-    }
-    let result = if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    };
-    set_signal_mask(&old);
-    let pid = result?;
-    let pidfd = if want_pidfd {
-        // SAFETY: with CLONE_PIDFD the kernel stored a new, owned descriptor in `pidfd`.
-        Some(unsafe { OwnedFd::from_raw_fd(pidfd) })
-    } else {
-        None
-    };
-    Ok((pid as u32, pidfd))
-}
-
 /// Size of a [`ChildStack`], guard page included.
 const CHILD_STACK_LEN: usize = 256 * 1024;
 
@@ -138,16 +68,27 @@ fn page_size() -> usize {
 /// Creates a child that **shares the caller's memory** (`CLONE_VM | CLONE_VFORK`, as
 /// `posix_spawn` does) and runs `child` in it on `stack`. The calling thread is
 /// suspended until the child has called `execve` or exited, so no page tables are
-/// copied: the cheap way to start a program. Exit signal `SIGCHLD`; with `want_pidfd`
-/// also a pidfd (`CLONE_PIDFD`). All signals are blocked in the calling thread around
-/// the call, as in [`clone_and_run`].
+/// copied, whatever the size of the server: the cheap way to start a program.
+/// `ns_flags` adds `CLONE_NEW*` flags (the child is then created in new namespaces).
+/// Exit signal `SIGCHLD`; with `want_pidfd` also a pidfd (`CLONE_PIDFD`, always
+/// close-on-exec). All signals are blocked in the calling thread around the call, so
+/// the child starts with every signal blocked and never runs a handler inherited from
+/// the server; the caller's mask is restored before this returns.
+///
+/// Returns the child's pid (as seen from the caller's PID namespace) and its pidfd.
 ///
 /// # Contract of `child`
-/// As for [`clone_and_run`], and more: the child writes into the caller's memory, so
-/// it must not modify anything but its own stack and `errno` (the suspended caller does
-/// not look at either). The child-side functions of this module satisfy this.
+/// It runs in the child of a multi-threaded process whose other threads do not exist
+/// there: any lock they held stays locked, and glibc still believes they exist. It
+/// therefore only calls the async-signal-safe child-side functions of this module (raw
+/// system calls; no allocation, no locks, no glibc wrappers that talk to other threads
+/// such as `setuid`), must not panic, and ends with [`execve`]/[`execveat_fd`] or
+/// [`exit_now`] (its `Infallible` return type makes returning impossible). As it writes
+/// into the caller's memory, it modifies nothing but its own stack and `errno` (the
+/// suspended caller looks at neither).
 pub(crate) fn vfork_and_run<F>(
     stack: &ChildStack,
+    ns_flags: libc::c_int,
     want_pidfd: bool,
     child: F,
 ) -> io::Result<(u32, Option<OwnedFd>)>
@@ -166,7 +107,7 @@ where
     }
     let mut child = mem::ManuallyDrop::new(child);
     let mut pidfd: libc::c_int = -1;
-    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | ns_flags;
     if want_pidfd {
         flags |= libc::CLONE_PIDFD;
     }
@@ -397,6 +338,24 @@ pub(crate) fn execve(path: &CStr, argv: &CStringArray, envp: &CStringArray) -> E
     Errno::last()
 }
 
+/// Child side: executes the file open at `fd` (`execveat(fd, "", ..., AT_EMPTY_PATH)`;
+/// works on an `O_PATH` descriptor). Only returns on failure.
+pub(crate) fn execveat_fd(fd: RawFd, argv: &CStringArray, envp: &CStringArray) -> Errno {
+    // SAFETY: "" is a valid NUL-terminated string; argv/envp are NULL-terminated arrays
+    // of valid strings kept alive by the (suspended) parent.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Errno::last()
+}
+
 /// Child side: ends the process at once (no destructors, no atexit handlers).
 pub(crate) fn exit_now(code: i32) -> Infallible {
     // SAFETY: _exit is async-signal-safe and never returns.
@@ -536,117 +495,4 @@ pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<Termina
 /// Waits for the process behind `pidfd` to exit and reaps it (blocking).
 pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>) -> io::Result<Termination> {
     pidfd_waitid(pidfd, 0)?.ok_or_else(|| io::Error::other("waitid returned no child"))
-}
-
-/// Anonymous mappings at least this large are released by [`release_server_memory`].
-const RELEASE_MIN_LEN: usize = 1 << 20;
-
-/// Child side (the init, after the target was started): gives back the copy of the
-/// server's memory that `clone3` shared with this process, so a long-running job does
-/// not pin a snapshot of the server's heap (every page the server writes afterwards
-/// would otherwise exist twice, once per running isolated job).
-///
-/// Reads `/proc/self/maps` (the init's own, fresh `/proc`) with a stack buffer and
-/// `madvise(MADV_DONTNEED)`s the `[heap]` and every private writable anonymous mapping
-/// of at least 1 MiB (malloc arenas, other threads' stacks, large buffers), except the
-/// one holding the current stack and the one holding this thread's TCB/TLS. Smaller
-/// anonymous mappings (the dynamic loader's data, `.bss`) are kept: the init's
-/// remaining code (raw system calls through libc) may read them. The caller must not
-/// touch heap memory afterwards. Best effort: errors only leave memory shared.
-pub(crate) fn release_server_memory() -> SysResult<()> {
-    let marker = 0u8;
-    let sp = &marker as *const u8 as usize;
-    // SAFETY: pthread_self only reads the thread pointer register.
-    let tcb = unsafe { libc::pthread_self() } as usize;
-    // SAFETY: a valid NUL-terminated path; flags only.
-    let fd = check(unsafe {
-        libc::open(
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    })?;
-    let mut buf = [0u8; 4096];
-    let mut len = 0usize;
-    let result = loop {
-        let Some(free) = buf.get_mut(len..) else {
-            break Err(Errno(libc::EOVERFLOW));
-        };
-        // SAFETY: `free` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, free.as_mut_ptr().cast::<c_void>(), free.len()) };
-        if n < 0 {
-            let e = Errno::last();
-            if e.0 == libc::EINTR {
-                continue;
-            }
-            break Err(e);
-        }
-        len += n as usize;
-        // Handle every complete line; keep the partial tail.
-        let mut start = 0;
-        while let Some(pos) = buf[start..len].iter().position(|b| *b == b'\n') {
-            release_if_eligible(&buf[start..start + pos], sp, tcb);
-            start += pos + 1;
-        }
-        buf.copy_within(start..len, 0);
-        len -= start;
-        if n == 0 {
-            if len > 0 {
-                release_if_eligible(&buf[..len], sp, tcb);
-            }
-            break Ok(());
-        }
-        if len == buf.len() {
-            // A line longer than the buffer (a very long path): skip it.
-            len = 0;
-        }
-    };
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
-    result
-}
-
-/// Parses one `/proc/self/maps` line and releases the mapping if the rules of
-/// [`release_server_memory`] allow.
-fn release_if_eligible(line: &[u8], sp: usize, tcb: usize) {
-    let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty());
-    let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
-        return;
-    };
-    let path = fields.next();
-    let mut bounds = range.split(|b| *b == b'-');
-    let (Some(start), Some(end)) = (
-        bounds.next().and_then(parse_hex),
-        bounds.next().and_then(parse_hex),
-    ) else {
-        return;
-    };
-    let private_writable = perms.get(1) == Some(&b'w') && perms.get(3) == Some(&b'p');
-    let anonymous = inode == b"0" && path.is_none();
-    let heap = path == Some(b"[heap]".as_slice());
-    let holds_us = (start..end).contains(&sp) || (start..end).contains(&tcb);
-    let eligible = private_writable
-        && !holds_us
-        && (heap || (anonymous && end.saturating_sub(start) >= RELEASE_MIN_LEN));
-    if eligible {
-        // SAFETY: the range is a whole mapping of this process that the caller no
-        // longer reads (see `release_server_memory`); DONTNEED on private anonymous
-        // memory only drops this process's references to the pages.
-        unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED) };
-    }
-}
-
-/// Parses lowercase/uppercase hexadecimal without allocating.
-fn parse_hex(text: &[u8]) -> Option<usize> {
-    let mut v: usize = 0;
-    for &c in text {
-        let d = (c as char).to_digit(16)?;
-        v = v.checked_mul(16)?.checked_add(d as usize)?;
-    }
-    (!text.is_empty()).then_some(v)
 }
