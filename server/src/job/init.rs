@@ -94,16 +94,22 @@ pub(super) struct InitArgs<'a> {
     pub(super) credentials: Option<(u32, u32)>,
     pub(super) path: &'a [u8],
     pub(super) argv: &'a [Vec<u8>],
+    /// The target's environment (`KEY=VALUE`).
+    pub(super) env: &'a [CString],
 }
 
 /// Field count before the target's argv on the init's command line.
-const FIXED_ARGS: usize = 10;
+const FIXED_ARGS: usize = 11;
 
-/// The init's command line: `qexec-init MAGIC status err stdin stdout stderr cwd
-/// creds path argv...` (`creds` is `-` or `uid:gid`). The target's environment is the
-/// init's environment.
+/// The init's command line: `qexec-init MAGIC status err stdin stdout stderr cwd creds
+/// path N argv[0..N] env...` (`creds` is `-` or `uid:gid`). The init itself is executed
+/// with an **empty environment**: the job's environment (which the job's owner
+/// controls, e.g. `LD_PRELOAD` or `GLIBC_TUNABLES`) must not reach the dynamic loader
+/// of the init, which keeps the server's privileges; it travels as arguments and is
+/// only given to the target.
 pub(super) fn init_argv(a: &InitArgs<'_>) -> Result<CStringArray, SpawnError> {
-    let num = |n: RawFd| CString::new(n.to_string()).unwrap_or_default();
+    let num = |n: usize| CString::new(n.to_string()).unwrap_or_default();
+    let fd = |n: RawFd| CString::new(n.to_string()).unwrap_or_default();
     let creds = match a.credentials {
         None => c"-".to_owned(),
         Some((uid, gid)) => CString::new(format!("{uid}:{gid}")).unwrap_or_default(),
@@ -119,18 +125,20 @@ pub(super) fn init_argv(a: &InitArgs<'_>) -> Result<CStringArray, SpawnError> {
     let mut out = vec![
         c"qexec-init".to_owned(),
         sys::INIT_MODE_MAGIC.to_owned(),
-        num(a.status_fd),
-        num(a.err_fd),
-        num(a.stdio[0]),
-        num(a.stdio[1]),
-        num(a.stdio[2]),
+        fd(a.status_fd),
+        fd(a.err_fd),
+        fd(a.stdio[0]),
+        fd(a.stdio[1]),
+        fd(a.stdio[2]),
         text(a.cwd, "the working directory")?,
         creds,
         text(a.path, "the program path")?,
+        num(a.argv.len()),
     ];
     for arg in a.argv {
         out.push(text(arg, "an argument")?);
     }
+    out.extend(a.env.iter().cloned());
     Ok(CStringArray::new(out))
 }
 
@@ -150,7 +158,7 @@ pub(super) fn exec_init(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infal
             return report_and_exit(plan.err_fd, Stage::KeepFds, e);
         }
     }
-    let e = sys::execveat_fd(iso.self_exe, iso.init_argv, plan.envp);
+    let e = sys::execveat_fd(iso.self_exe, iso.init_argv, iso.init_envp);
     report_and_exit(plan.err_fd, Stage::ExecInit, e)
 }
 
@@ -163,10 +171,12 @@ struct Parsed<'a> {
     credentials: Option<(u32, u32)>,
     path: &'a CStr,
     argv: &'a [&'a CStr],
+    env: &'a [&'a CStr],
 }
 
 fn parse<'a>(args: &'a [&'a CStr]) -> Option<Parsed<'a>> {
     let fd = |i: usize| -> Option<RawFd> { args.get(i)?.to_str().ok()?.parse().ok() };
+    let argc: usize = args.get(10)?.to_str().ok()?.parse().ok()?;
     let creds = args.get(8)?.to_str().ok()?;
     let credentials = match creds {
         "-" => None,
@@ -182,14 +192,17 @@ fn parse<'a>(args: &'a [&'a CStr]) -> Option<Parsed<'a>> {
         cwd: args.get(7)?,
         credentials,
         path: args.get(9)?,
-        argv: args.get(FIXED_ARGS..)?,
+        argv: args.get(FIXED_ARGS..FIXED_ARGS.checked_add(argc)?)?,
+        env: args.get(FIXED_ARGS + argc..)?,
     })
 }
 
 /// Entry of the re-executed init (called by the `.init_array` hook in `crate::sys`
 /// before `main`). Runs in a fresh, single-threaded process: allocation is fine here.
 /// Never returns.
-pub(crate) fn reexec_main(args: &[&CStr], env: &[&CStr]) -> Infallible {
+/// `_env` (the init's own environment) is empty by construction and ignored: the
+/// target's environment comes from the command line.
+pub(crate) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
     let Some(p) = parse(args) else {
         // The error pipe is the 4th argument; without it nobody can be told.
         if let Some(err_fd) = args.get(3).and_then(|a| a.to_str().ok()?.parse().ok()) {
@@ -204,7 +217,7 @@ pub(crate) fn reexec_main(args: &[&CStr], env: &[&CStr]) -> Infallible {
         Err(e) => return report_and_exit(p.err_fd, Stage::InitSignals, e),
     };
     let argv = CStringArray::new(p.argv.iter().map(|a| (*a).to_owned()).collect());
-    let envp = CStringArray::new(env.iter().map(|e| (*e).to_owned()).collect());
+    let envp = CStringArray::new(p.env.iter().map(|e| (*e).to_owned()).collect());
     let stack = match sys::ChildStack::new() {
         Ok(s) => s,
         Err(e) => {
@@ -434,6 +447,28 @@ mod tests {
             "the init holds {rss_anon_kib} KiB of anonymous memory (server heap: 256 MiB)"
         );
         std::hint::black_box(&big);
+    }
+
+    /// The init (which keeps the server's privileges) is executed with an empty
+    /// environment, so a job's `LD_PRELOAD`/`GLIBC_TUNABLES` cannot reach its dynamic
+    /// loader; the target still gets the job's environment.
+    #[test]
+    fn init_has_an_empty_environment_and_the_target_gets_the_jobs() {
+        if !have_root("init_has_an_empty_environment_and_the_target_gets_the_jobs") {
+            return;
+        }
+        let argv = sh("echo \"$FOO\"; exec sleep 1000");
+        let env = vec![(b"FOO".to_vec(), b"bar baz".to_vec())];
+        let iso = iso();
+        let mut config = isolated(&argv, &iso);
+        config.env = &env;
+        let mut child = spawn(&config).unwrap();
+        let out = read_until(&child.stdout, |d| d.ends_with(b"\n"));
+        let init_env = std::fs::read(format!("/proc/{}/environ", child.pid)).unwrap();
+        child.process.kill().unwrap();
+        assert_eq!(wait_exit(&mut child.process), Termination::Signaled(9));
+        assert_eq!(out, b"bar baz\n");
+        assert!(init_env.is_empty(), "init environment: {init_env:?}");
     }
 
     /// terminate(): SIGTERM reaches every process of the namespace, not only the

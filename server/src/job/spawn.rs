@@ -273,6 +273,8 @@ pub(super) struct ChildIsolation<'a> {
     pub(super) self_exe: RawFd,
     /// The init's command line (see [`init::init_argv`]).
     pub(super) init_argv: &'a CStringArray,
+    /// The init's environment: empty.
+    pub(super) init_envp: &'a CStringArray,
 }
 
 /// Everything the child side needs, prepared by the parent. Only raw descriptors and
@@ -321,7 +323,9 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
             .map(|(i, a)| c_string(a, &format!("argument {i}")))
             .collect::<Result<_, _>>()?,
     );
-    let envp = CStringArray::new(build_env(config.env, path_var.is_none())?);
+    let env_strings = build_env(config.env, path_var.is_none())?;
+    let envp = CStringArray::new(env_strings.clone());
+    let init_envp = CStringArray::new(Vec::new());
 
     let hostname = match config.isolation {
         Some(iso) if iso.hostname.is_empty() || iso.hostname.len() > HOST_NAME_MAX => {
@@ -383,6 +387,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                 credentials: config.credentials,
                 path: program.as_os_str().as_bytes(),
                 argv: config.argv,
+                env: &env_strings,
             })?;
             Some((self_exe.as_raw_fd(), args))
         }
@@ -412,6 +417,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                     status_fd: w.as_raw_fd(),
                     self_exe: *self_exe,
                     init_argv,
+                    init_envp: &init_envp,
                 })
             }
             _ => None,
