@@ -48,8 +48,8 @@
 use std::convert::Infallible;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use qexec_protocol::SpawnFailure;
@@ -98,31 +98,60 @@ pub(super) struct InitArgs<'a> {
     pub(super) env: &'a [CString],
 }
 
-/// Field count before the target's argv on the init's command line.
-const FIXED_ARGS: usize = 11;
+/// The init's command line and its parameter file.
+#[derive(Debug)]
+pub(super) struct InitCommand {
+    /// `qexec-init MAGIC status err stdin stdout stderr params` (descriptor numbers).
+    pub(super) argv: CStringArray,
+    /// A memfd holding the rest (see [`init_command`]).
+    pub(super) params: OwnedFd,
+}
 
-/// The init's command line: `qexec-init MAGIC status err stdin stdout stderr cwd creds
-/// path N argv[0..N] env...` (`creds` is `-` or `uid:gid`). The init itself is executed
-/// with an **empty environment**: the job's environment (which the job's owner
-/// controls, e.g. `LD_PRELOAD` or `GLIBC_TUNABLES`) must not reach the dynamic loader
-/// of the init, which keeps the server's privileges; it travels as arguments and is
-/// only given to the target.
-pub(super) fn init_argv(a: &InitArgs<'_>) -> Result<CStringArray, SpawnError> {
-    let num = |n: usize| CString::new(n.to_string()).unwrap_or_default();
+/// Builds the init's command line. Only descriptor numbers go on it; the rest (cwd,
+/// credentials, program path, the target's argv and **environment**) is written to a
+/// memfd as NUL-terminated strings — `cwd creds path N argv[0..N] env...` (`creds` is
+/// `-` or `uid:gid`) — because a command line is readable by every user of the host
+/// (`/proc/PID/cmdline`) and a job's environment may hold secrets. The init itself is
+/// executed with an **empty environment**: the job's environment (which the job's
+/// owner controls, e.g. `LD_PRELOAD` or `GLIBC_TUNABLES`) must not reach the dynamic
+/// loader of the init, which keeps the server's privileges; only the target gets it.
+pub(super) fn init_command(a: &InitArgs<'_>) -> Result<InitCommand, SpawnError> {
     let fd = |n: RawFd| CString::new(n.to_string()).unwrap_or_default();
-    let creds = match a.credentials {
-        None => c"-".to_owned(),
-        Some((uid, gid)) => CString::new(format!("{uid}:{gid}")).unwrap_or_default(),
-    };
-    let text = |bytes: &[u8], what: &str| {
-        CString::new(bytes).map_err(|_| {
-            SpawnError::new(
+    let mut params: Vec<u8> = Vec::new();
+    let mut push = |bytes: &[u8], what: &str| -> Result<(), SpawnError> {
+        if bytes.contains(&0) {
+            return Err(SpawnError::new(
                 SpawnFailure::Other,
                 format!("{what} contains a NUL byte, which cannot be passed to a program"),
-            )
-        })
+            ));
+        }
+        params.extend_from_slice(bytes);
+        params.push(0);
+        Ok(())
     };
-    let mut out = vec![
+    push(a.cwd, "the working directory")?;
+    match a.credentials {
+        None => push(b"-", "credentials")?,
+        Some((uid, gid)) => push(format!("{uid}:{gid}").as_bytes(), "credentials")?,
+    }
+    push(a.path, "the program path")?;
+    push(a.argv.len().to_string().as_bytes(), "argc")?;
+    for arg in a.argv {
+        push(arg, "an argument")?;
+    }
+    for kv in a.env {
+        push(kv.as_bytes(), "an environment variable")?;
+    }
+    let io_err = |e: io::Error| {
+        SpawnError::new(
+            SpawnFailure::Setup,
+            format!("cannot pass the job's parameters to its init (memfd): {e}"),
+        )
+    };
+    let mut file = File::from(sys::memfd(c"qexec-init-params").map_err(io_err)?);
+    file.write_all(&params).map_err(io_err)?;
+    let params = OwnedFd::from(file);
+    let argv = CStringArray::new(vec![
         c"qexec-init".to_owned(),
         sys::INIT_MODE_MAGIC.to_owned(),
         fd(a.status_fd),
@@ -130,16 +159,9 @@ pub(super) fn init_argv(a: &InitArgs<'_>) -> Result<CStringArray, SpawnError> {
         fd(a.stdio[0]),
         fd(a.stdio[1]),
         fd(a.stdio[2]),
-        text(a.cwd, "the working directory")?,
-        creds,
-        text(a.path, "the program path")?,
-        num(a.argv.len()),
-    ];
-    for arg in a.argv {
-        out.push(text(arg, "an argument")?);
-    }
-    out.extend(a.env.iter().cloned());
-    Ok(CStringArray::new(out))
+        fd(params.as_raw_fd()),
+    ]);
+    Ok(InitCommand { argv, params })
 }
 
 /// Child side (the vfork-style child in the new namespaces, sharing the server's
@@ -152,7 +174,14 @@ pub(super) fn exec_init(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infal
         return report_and_exit(plan.err_fd, stage, e);
     }
     let [stdin, stdout, stderr] = plan.stdio;
-    for fd in [iso.status_fd, plan.err_fd, stdin, stdout, stderr] {
+    for fd in [
+        iso.status_fd,
+        plan.err_fd,
+        stdin,
+        stdout,
+        stderr,
+        iso.params_fd,
+    ] {
         // dup2 onto itself clears close-on-exec: the init inherits these.
         if let Err(e) = sys::dup2(fd, fd) {
             return report_and_exit(plan.err_fd, Stage::KeepFds, e);
@@ -162,7 +191,7 @@ pub(super) fn exec_init(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infal
     report_and_exit(plan.err_fd, Stage::ExecInit, e)
 }
 
-/// The init's parameters, parsed from its command line.
+/// The init's parameters, parsed from its command line and parameter file.
 struct Parsed<'a> {
     status_fd: RawFd,
     err_fd: RawFd,
@@ -170,30 +199,41 @@ struct Parsed<'a> {
     cwd: &'a CStr,
     credentials: Option<(u32, u32)>,
     path: &'a CStr,
-    argv: &'a [&'a CStr],
-    env: &'a [&'a CStr],
+    argv: Vec<&'a CStr>,
+    env: Vec<&'a CStr>,
 }
 
-fn parse<'a>(args: &'a [&'a CStr]) -> Option<Parsed<'a>> {
-    let fd = |i: usize| -> Option<RawFd> { args.get(i)?.to_str().ok()?.parse().ok() };
-    let argc: usize = args.get(10)?.to_str().ok()?.parse().ok()?;
-    let creds = args.get(8)?.to_str().ok()?;
-    let credentials = match creds {
+/// Descriptor number `i` of the command line.
+fn arg_fd(args: &[&CStr], i: usize) -> Option<RawFd> {
+    args.get(i)?.to_str().ok()?.parse().ok()
+}
+
+fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
+    let mut fields = params
+        .split_inclusive(|b| *b == 0)
+        .map(CStr::from_bytes_with_nul);
+    let mut next = || fields.next()?.ok();
+    let cwd = next()?;
+    let credentials = match next()?.to_str().ok()? {
         "-" => None,
         c => {
             let (uid, gid) = c.split_once(':')?;
             Some((uid.parse().ok()?, gid.parse().ok()?))
         }
     };
+    let path = next()?;
+    let argc: usize = next()?.to_str().ok()?.parse().ok()?;
+    let argv = (0..argc).map(|_| next()).collect::<Option<Vec<_>>>()?;
+    let env = std::iter::from_fn(&mut next).collect();
     Some(Parsed {
-        status_fd: fd(2)?,
-        err_fd: fd(3)?,
-        stdio: [fd(4)?, fd(5)?, fd(6)?],
-        cwd: args.get(7)?,
+        status_fd: arg_fd(args, 2)?,
+        err_fd: arg_fd(args, 3)?,
+        stdio: [arg_fd(args, 4)?, arg_fd(args, 5)?, arg_fd(args, 6)?],
+        cwd,
         credentials,
-        path: args.get(9)?,
-        argv: args.get(FIXED_ARGS..FIXED_ARGS.checked_add(argc)?)?,
-        env: args.get(FIXED_ARGS + argc..)?,
+        path,
+        argv,
+        env,
     })
 }
 
@@ -201,9 +241,10 @@ fn parse<'a>(args: &'a [&'a CStr]) -> Option<Parsed<'a>> {
 /// before `main`). Runs in a fresh, single-threaded process: allocation is fine here.
 /// Never returns.
 /// `_env` (the init's own environment) is empty by construction and ignored: the
-/// target's environment comes from the command line.
+/// target's environment comes from the parameter file.
 pub(crate) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
-    let Some(p) = parse(args) else {
+    let params = arg_fd(args, 7).and_then(|fd| sys::read_from_start(fd).ok());
+    let Some(p) = params.as_deref().and_then(|params| parse(args, params)) else {
         // The error pipe is the 4th argument; without it nobody can be told.
         if let Some(err_fd) = args.get(3).and_then(|a| a.to_str().ok()?.parse().ok()) {
             return report_and_exit(err_fd, Stage::InitArgs, Errno(libc::EINVAL));
@@ -451,7 +492,8 @@ mod tests {
 
     /// The init (which keeps the server's privileges) is executed with an empty
     /// environment, so a job's `LD_PRELOAD`/`GLIBC_TUNABLES` cannot reach its dynamic
-    /// loader; the target still gets the job's environment.
+    /// loader, and its command line does not expose the job's environment; the target
+    /// still gets the job's environment.
     #[test]
     fn init_has_an_empty_environment_and_the_target_gets_the_jobs() {
         if !have_root("init_has_an_empty_environment_and_the_target_gets_the_jobs") {
@@ -465,10 +507,20 @@ mod tests {
         let mut child = spawn(&config).unwrap();
         let out = read_until(&child.stdout, |d| d.ends_with(b"\n"));
         let init_env = std::fs::read(format!("/proc/{}/environ", child.pid)).unwrap();
+        let init_cmdline = std::fs::read(format!("/proc/{}/cmdline", child.pid)).unwrap();
         child.process.kill().unwrap();
         assert_eq!(wait_exit(&mut child.process), Termination::Signaled(9));
         assert_eq!(out, b"bar baz\n");
         assert!(init_env.is_empty(), "init environment: {init_env:?}");
+        // Nor is the job's environment on the init's world-readable command line.
+        assert!(
+            init_cmdline.starts_with(b"qexec-init\0"),
+            "{init_cmdline:?}"
+        );
+        assert!(
+            !init_cmdline.windows(3).any(|w| w == b"FOO"),
+            "{init_cmdline:?}"
+        );
     }
 
     /// terminate(): SIGTERM reaches every process of the namespace, not only the

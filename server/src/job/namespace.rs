@@ -209,6 +209,20 @@ mod tests {
         assert_eq!(lines[6].trim(), "0", "/tmp is not private");
     }
 
+    /// Nothing of the server or of the init (status pipe, signalfd, parameter file)
+    /// leaks into an isolated target: it has exactly 0, 1, 2 (and `ls`'s own fd 3).
+    #[test]
+    fn isolated_target_inherits_only_stdio() {
+        if !have_root("isolated_target_inherits_only_stdio") {
+            return;
+        }
+        let argv = args(&["ls", "/proc/self/fd"]);
+        let iso = iso();
+        let (t, out, err) = run(&config(&argv, Some(&iso)));
+        assert_eq!(t, Termination::Exited(0), "{err}");
+        assert_eq!(out, "0\n1\n2\n3\n");
+    }
+
     /// Issue 5: the job's /proc lists only its init and descendants.
     #[test]
     fn proc_lists_only_the_jobs_processes() {

@@ -271,8 +271,10 @@ pub(super) struct ChildIsolation<'a> {
     pub(super) status_fd: RawFd,
     /// The server binary (`/proc/self/exe`), executed as the init.
     pub(super) self_exe: RawFd,
-    /// The init's command line (see [`init::init_argv`]).
+    /// The init's command line (see [`init::init_command`]).
     pub(super) init_argv: &'a CStringArray,
+    /// The init's parameter file (a memfd).
+    pub(super) params_fd: RawFd,
     /// The init's environment: empty.
     pub(super) init_envp: &'a CStringArray,
 }
@@ -375,7 +377,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                     "cannot open /proc/self/exe to run the job's init: {e}; isolation needs /proc"
                 ))
             })?;
-            let args = init::init_argv(&init::InitArgs {
+            let command = init::init_command(&init::InitArgs {
                 status_fd: status_w.as_raw_fd(),
                 err_fd: err_write.as_raw_fd(),
                 stdio: [
@@ -389,7 +391,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                 argv: config.argv,
                 env: &env_strings,
             })?;
-            Some((self_exe.as_raw_fd(), args))
+            Some((self_exe.as_raw_fd(), command))
         }
         _ => None,
     };
@@ -410,13 +412,14 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         cgroup_procs: config.cgroup_procs,
         credentials: config.credentials,
         isolation: match (config.isolation, hostname, &status_pipe, &init_setup) {
-            (Some(iso), Some(hostname), Some((_, w)), Some((self_exe, init_argv))) => {
+            (Some(iso), Some(hostname), Some((_, w)), Some((self_exe, command))) => {
                 Some(ChildIsolation {
                     hostname,
                     private_tmp: iso.private_tmp,
                     status_fd: w.as_raw_fd(),
                     self_exe: *self_exe,
-                    init_argv,
+                    init_argv: &command.argv,
+                    params_fd: command.params.as_raw_fd(),
                     init_envp: &init_envp,
                 })
             }

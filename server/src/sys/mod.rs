@@ -28,7 +28,7 @@ pub(crate) use ns::{
 };
 pub(crate) use process::{
     ChildStack, chdir, close_fds_except, dup2, execve, execveat_fd, exit_now, kill,
-    mark_fds_cloexec_from, pidfd_send_signal, pidfd_try_wait, pidfd_wait,
+    mark_fds_cloexec_from, memfd, pidfd_send_signal, pidfd_try_wait, pidfd_wait, read_from_start,
     reset_signal_dispositions, set_no_new_privs, set_process_name, setgid, setgroups_empty, setsid,
     setuid, unblock_all_signals, vfork_and_run, waitpid_any_nohang, write_all,
 };

@@ -496,3 +496,43 @@ pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<Termina
 pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>) -> io::Result<Termination> {
     pidfd_waitid(pidfd, 0)?.ok_or_else(|| io::Error::other("waitid returned no child"))
 }
+
+/// Parent side: an anonymous memory file (`memfd_create`, close-on-exec).
+pub(crate) fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string; flags only.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads the whole file behind `fd` from offset 0 (`pread`, so the shared file offset
+/// does not matter). For the re-executed init only: it allocates.
+pub(crate) fn read_from_start(fd: RawFd) -> SysResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast::<c_void>(),
+                buf.len(),
+                out.len() as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
