@@ -392,6 +392,7 @@ mod tests {
     }
 
     /// Issue 5: exit 3 → exited(3); SIGKILL → signaled(9), through the init.
+    /// spec: QX-MSG-TYPE-3
     #[test]
     fn target_exit_code_and_signal_are_exact() {
         if !have_root("target_exit_code_and_signal_are_exact") {
@@ -549,7 +550,7 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), "ready\nchild-term\n");
     }
 
-    /// signal(): the init forwards it to the target only.
+    /// signal(): the init forwards it to the target only. spec: QX-MSG-CTRL-6
     #[test]
     fn signal_is_forwarded_to_the_target_only() {
         if !have_root("signal_is_forwarded_to_the_target_only") {

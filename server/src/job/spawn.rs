@@ -587,7 +587,7 @@ fn read_report(pipe: OwnedFd) -> io::Result<Option<(u32, i32)>> {
     }
 }
 
-/// Turns a child-side report into a typed error.
+/// Turns a child-side report into a typed error. spec: QX-MSG-TYPE-5
 fn failure_for(stage: u32, errno: i32, argv0: &[u8], program: &Path, cwd: &Path) -> SpawnError {
     let name = String::from_utf8_lossy(argv0);
     let err = io::Error::from_raw_os_error(errno);
@@ -663,6 +663,7 @@ fn check_cwd(cwd: &Path) -> Result<(), SpawnError> {
 
 /// Finds the file to execute: `argv0` itself when it contains a `/` (relative to the
 /// job's cwd), else the first executable `dir/argv0` over `PATH`.
+/// spec: QX-MSG-TYPE-5 (precise `NotFound`, `PermissionDenied`, `NotExecutable`)
 fn resolve_program(
     argv0: &[u8],
     path_var: Option<&[u8]>,
@@ -747,7 +748,8 @@ fn check_candidate(p: &Path) -> Result<(), SpawnError> {
     }
 }
 
-/// `KEY=VALUE` strings, plus the default `PATH` when `add_path`.
+/// `KEY=VALUE` strings, plus the default `PATH` when `add_path`: exactly the job's
+/// environment, nothing of the server's. spec: QX-SEC-5
 fn build_env(env: &[(Vec<u8>, Vec<u8>)], add_path: bool) -> Result<Vec<CString>, SpawnError> {
     let mut out = Vec::with_capacity(env.len() + 1);
     for (k, v) in env {
@@ -867,6 +869,7 @@ impl ChildProcess {
     /// when the init itself was killed before the target ended (e.g. by
     /// [`ChildProcess::kill`]), the init's own termination (`Signaled(9)`).
     /// After a successful reap, every later call returns the same value.
+    /// spec: QX-MSG-TYPE-3
     pub(crate) fn try_reap(&mut self) -> io::Result<Option<Termination>> {
         if let Some(t) = self.reaped {
             return Ok(Some(t));
@@ -905,6 +908,7 @@ impl ChildProcess {
 
     /// Sends `sig` to the job's main program (through the init when isolated; it
     /// forwards it to the target only). Uses the pidfd, so it cannot hit a recycled pid.
+    /// spec: QX-MSG-CTRL-6
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         let value = self.is_isolated().then_some(init::SIGNAL_TARGET_ONLY);
         sys::pidfd_send_signal(self.pidfd.as_fd(), sig, value)
@@ -1167,6 +1171,7 @@ pub(super) mod tests {
         assert!(iso.private_tmp);
     }
 
+    // spec: QX-MSG-TYPE-5 (this test and the four below)
     #[test]
     fn empty_argv_is_its_own_error() {
         let e = spawn_err(&config(&[], None));
@@ -1256,6 +1261,7 @@ pub(super) mod tests {
         }
     }
 
+    // spec: QX-MSG-TYPE-3
     #[test]
     fn exit_code_and_signal_are_exact() {
         let argv = sh("exit 3");
@@ -1290,6 +1296,7 @@ pub(super) mod tests {
         assert_eq!(err, b"err\n");
     }
 
+    // spec: QX-SEC-5
     #[test]
     fn default_path_is_used_and_given_to_the_job() {
         let argv = args(&["sh", "-c", "echo \"$PATH\""]);
