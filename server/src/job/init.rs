@@ -456,12 +456,15 @@ mod tests {
         assert!(pids.contains(&child.pid));
         child.process.kill().unwrap();
         assert_eq!(wait_exit(&mut child.process), Termination::Signaled(9));
+        read_to_eof(&child.stdout);
+        // The init exits only once the kernel has ended the namespace; dropping the
+        // handle reaps the init's zombie.
+        drop(child);
         for pid in pids {
             // Gone, or (pid reused) no longer in that namespace.
             let now = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
             assert_ne!(now.as_ref(), Some(&ns), "pid {pid} survived the kill");
         }
-        read_to_eof(&child.stdout);
     }
 
     /// The init gives back its copy-on-write copy of the server's memory: a server

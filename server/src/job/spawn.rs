@@ -51,9 +51,11 @@
 //!   it loses its output pipes (its next write fails with `SIGPIPE`/`EPIPE`) and, once
 //!   cgroups are in use, a restarted server finds it in its cgroup. The manager stops
 //!   every job on an orderly shutdown.
-//! - **Reaping** is explicit: [`ChildProcess::try_reap`] after the pidfd became readable.
-//!   Dropping an unreaped [`ChildProcess`] kills and reaps it (blocking briefly) as a
-//!   last resort, so no zombie is ever left behind.
+//! - **Reaping**: [`ChildProcess::try_reap`] after the pidfd became readable reports
+//!   the exit and keeps the process a zombie, so the job's pid and process-group id
+//!   stay reserved while the manager may still signal leftovers; dropping the
+//!   [`ChildProcess`] reaps it (and kills it first if it still runs), so no zombie
+//!   outlives the handle.
 
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
@@ -472,7 +474,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         pid,
         pidfd,
         status: status_read,
-        reaped: None,
+        exited: None,
     };
     match read_report(err_read) {
         Ok(None) => Ok(SpawnedChild {
@@ -829,24 +831,31 @@ fn termination_from_wait_status(status: i32) -> Termination {
     }
 }
 
-/// A running (or exited, not yet reaped) job process: the target program itself, or
-/// the init of its namespaces when isolated.
+/// A job's first process: the target program itself, or the init of its namespaces
+/// when isolated.
 ///
 /// Its [`AsRawFd`] descriptor is the pidfd of that first process: it becomes readable
 /// when the process exits (usable with tokio's `AsyncFd`); then call
 /// [`ChildProcess::try_reap`].
 ///
-/// Dropping a `ChildProcess` that was not reaped kills it ([`ChildProcess::kill`]) and
-/// reaps it, blocking until the kernel has ended it. The manager should always reap
-/// explicitly; this is the last resort that guarantees no zombie is left.
+/// **Zombie until dropped**: `try_reap` reports the termination but leaves the process
+/// a zombie (`waitid(.., WNOWAIT)`), so its pid — which is also the job's process-group
+/// id — cannot be reused while this handle lives: [`ChildProcess::terminate`] and
+/// [`ChildProcess::kill`] can still reach processes the target left behind (e.g. a
+/// background child holding the output pipe) without any risk of hitting an unrelated
+/// group (pid_max is often only 32768). Dropping the handle reaps the zombie, so drop
+/// it when the job is over. Dropping it while the process still runs kills it
+/// ([`ChildProcess::kill`]) and reaps it, blocking until the kernel has ended it: the
+/// last resort that guarantees no zombie is left.
 #[derive(Debug)]
 pub(crate) struct ChildProcess {
     pid: u32,
     pidfd: OwnedFd,
     /// Read end of the init's status pipe (isolated jobs only).
     status: Option<OwnedFd>,
-    /// The termination, once reaped.
-    reaped: Option<Termination>,
+    /// How the job ended, once the first process has exited (it is then a zombie
+    /// until dropped).
+    exited: Option<Termination>,
 }
 
 #[allow(
@@ -864,32 +873,33 @@ impl ChildProcess {
         self.status.is_some()
     }
 
-    /// Reaps the first process if it has exited, without blocking. Returns the
+    /// How the job ended, if its first process has exited; never blocks. Returns the
     /// **target program's** termination, also when isolated (reported by the init);
     /// when the init itself was killed before the target ended (e.g. by
-    /// [`ChildProcess::kill`]), the init's own termination (`Signaled(9)`).
-    /// After a successful reap, every later call returns the same value.
-    /// spec: QX-MSG-TYPE-3
+    /// [`ChildProcess::kill`]), the init's own termination (`Signaled(9)`). Every later
+    /// call returns the same value. The process stays a zombie until the handle is
+    /// dropped (see the type's docs). spec: QX-MSG-TYPE-3
     pub(crate) fn try_reap(&mut self) -> io::Result<Option<Termination>> {
-        if let Some(t) = self.reaped {
+        if let Some(t) = self.exited {
             return Ok(Some(t));
         }
-        let Some(own) = sys::pidfd_try_wait(self.pidfd.as_fd())? else {
+        let Some(own) = sys::pidfd_try_wait(self.pidfd.as_fd(), true)? else {
             return Ok(None);
         };
         let t = self.target_termination(own);
-        self.reaped = Some(t);
+        self.exited = Some(t);
         Ok(Some(t))
     }
 
-    /// Waits for the first process to exit and reaps it (blocking).
+    /// Waits for the first process to exit (blocking); otherwise as
+    /// [`ChildProcess::try_reap`].
     pub(crate) fn wait_blocking(&mut self) -> io::Result<Termination> {
-        if let Some(t) = self.reaped {
+        if let Some(t) = self.exited {
             return Ok(t);
         }
-        let own = sys::pidfd_wait(self.pidfd.as_fd())?;
+        let own = sys::pidfd_wait(self.pidfd.as_fd(), true)?;
         let t = self.target_termination(own);
-        self.reaped = Some(t);
+        self.exited = Some(t);
         Ok(t)
     }
 
@@ -916,9 +926,9 @@ impl ChildProcess {
 
     /// Sends SIGTERM to every process of the job it can reach: when isolated, the init
     /// does `kill(-1, SIGTERM)` inside the namespace; else the job's process group
-    /// (the target leads its own session) while the target is not reaped. Processes
-    /// that left the group, or outlived the reaped target, are only reachable through
-    /// the job's cgroup. Not an error when nothing is left.
+    /// (the target leads its own session), also after the target exited. Processes
+    /// that left the group are only reachable through the job's cgroup. Not an error
+    /// when nothing is left.
     pub(crate) fn terminate(&self) -> io::Result<()> {
         if self.is_isolated() {
             return ignore_gone(sys::pidfd_send_signal(
@@ -934,7 +944,7 @@ impl ChildProcess {
     /// namespace; else to the target and its process group (same reach as
     /// [`ChildProcess::terminate`]). Not an error when nothing is left.
     pub(crate) fn kill(&self) -> io::Result<()> {
-        if self.reaped.is_none() {
+        if self.exited.is_none() {
             ignore_gone(sys::pidfd_send_signal(
                 self.pidfd.as_fd(),
                 libc::SIGKILL,
@@ -947,15 +957,9 @@ impl ChildProcess {
         self.signal_group(libc::SIGKILL)
     }
 
-    /// Signals the target's process group (its id is the target's pid), as long as the
-    /// target is not reaped: until then the pid, and so the group id, cannot be
-    /// recycled. After the reap the number may belong to an unrelated process group
-    /// (pid_max is often only 32768), so nothing is sent: processes left over from the
-    /// job are then only reachable through its cgroup.
+    /// Signals the target's process group. Its id is the target's pid, which cannot be
+    /// recycled while this handle lives (the target is running, or a zombie we hold).
     fn signal_group(&self, sig: i32) -> io::Result<()> {
-        if self.reaped.is_some() {
-            return Ok(());
-        }
         match sys::kill(-(self.pid as i32), sig) {
             Ok(()) => Ok(()),
             Err(e) if e.0 == libc::ESRCH => Ok(()),
@@ -985,12 +989,12 @@ impl AsFd for ChildProcess {
 }
 
 impl Drop for ChildProcess {
+    /// Reaps the zombie; a process still running is killed first.
     fn drop(&mut self) {
-        if self.reaped.is_some() {
-            return;
+        if self.exited.is_none() {
+            let _ = self.kill();
         }
-        let _ = self.kill();
-        let _ = self.wait_blocking();
+        let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
     }
 }
 
@@ -1385,6 +1389,31 @@ pub(super) mod tests {
             child.process.terminate().unwrap();
             child.process.kill().unwrap();
         }
+    }
+
+    /// After the target exited (and `try_reap` reported it), the job's process group
+    /// is still reachable: the target stays a zombie, so its pid/group id is reserved.
+    #[test]
+    fn leftovers_are_reachable_after_the_target_exited_and_dropping_reaps() {
+        // The background sleep holds stdout: EOF proves it died.
+        let argv = sh("sleep 1000 & echo ready");
+        let mut child = spawn(&config(&argv, None)).unwrap();
+        let out = read_until(&child.stdout, |d| d.ends_with(b"ready\n"));
+        assert_eq!(out, b"ready\n");
+        assert_eq!(wait_exit(&mut child.process), Termination::Exited(0));
+        let pid = child.pid;
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(") ").next().map(|r| r.chars().next()))
+                .flatten()
+        };
+        assert_eq!(state(), Some('Z'), "the target is kept as a zombie");
+        child.process.kill().unwrap();
+        read_to_eof(&child.stdout);
+        drop(child);
+        // Reaped: no /proc entry (a reused pid would not be in our session's state Z).
+        assert_ne!(state(), Some('Z'), "dropping the handle reaps the zombie");
     }
 
     #[test]

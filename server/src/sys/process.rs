@@ -487,14 +487,17 @@ fn pidfd_waitid(pidfd: BorrowedFd<'_>, extra: libc::c_int) -> io::Result<Option<
     }
 }
 
-/// Reaps the process behind `pidfd` if it has exited, without blocking.
-pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<Termination>> {
-    pidfd_waitid(pidfd, libc::WNOHANG)
+/// Reports how the process behind `pidfd` ended, if it has, without blocking. With
+/// `keep` the process stays a zombie (`WNOWAIT`): its pid cannot be reused until a
+/// later call without `keep` reaps it.
+pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>, keep: bool) -> io::Result<Option<Termination>> {
+    pidfd_waitid(pidfd, libc::WNOHANG | if keep { libc::WNOWAIT } else { 0 })
 }
 
-/// Waits for the process behind `pidfd` to exit and reaps it (blocking).
-pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>) -> io::Result<Termination> {
-    pidfd_waitid(pidfd, 0)?.ok_or_else(|| io::Error::other("waitid returned no child"))
+/// Waits for the process behind `pidfd` to exit (blocking); reaps it unless `keep`.
+pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>, keep: bool) -> io::Result<Termination> {
+    pidfd_waitid(pidfd, if keep { libc::WNOWAIT } else { 0 })?
+        .ok_or_else(|| io::Error::other("waitid returned no child"))
 }
 
 /// Parent side: an anonymous memory file (`memfd_create`, close-on-exec).
