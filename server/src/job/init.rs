@@ -9,8 +9,9 @@
 //!    it), sets up the namespaces ([`super::namespace::setup_inside`]: private mount
 //!    propagation, a fresh `/proc`, a private `/tmp`, `lo` up, the hostname), clears
 //!    close-on-exec on the descriptors the init needs, and **re-executes the server
-//!    binary** (`execveat` on `/proc/self/exe`, opened once) with the command line of
-//!    [`init_argv`]. Every signal stays blocked across that exec.
+//!    binary** (`execveat` on `/proc/self/exe`, opened once) with the command line and
+//!    parameter memfd of [`init_command`], and an empty environment. Every signal stays
+//!    blocked across that exec.
 //! 2. In the fresh process, the `.init_array` hook of `crate::sys` recognises the
 //!    command line before `main` runs and calls [`reexec_main`]. Why re-exec: a
 //!    forked init would keep a copy-on-write copy of the whole server for the job's
