@@ -20,8 +20,12 @@
 //! root in a job is root on the host's files (jobs that must not be root run with
 //! credentials, and always with `no_new_privs`).
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use qexec_protocol::{SpawnFailure, Termination};
 
@@ -77,8 +81,12 @@ pub(crate) enum IsolationUnavailable {
         /// Its message.
         message: String,
     },
-    /// The probe job started but did not end as expected.
-    #[error("an isolated probe job ended with {termination:?} instead of exiting with 0")]
+    /// The probe job started but did not end as expected (e.g. the binary has no init
+    /// hook, which needs glibc).
+    #[error(
+        "an isolated probe job ended with {termination:?} without its expected output: \
+         this binary cannot act as the job's init (it needs glibc and the qexec init hook)"
+    )]
     Probe {
         /// How it ended.
         termination: Termination,
@@ -93,7 +101,8 @@ pub(crate) enum IsolationUnavailable {
 
 /// Whether jobs can be isolated here: probes once (per process) by running a
 /// throw-away isolated job through the whole path (namespaces, their set-up, the
-/// re-executed init, a target that exits 0), and caches the answer. The manager calls
+/// re-executed init, a target — this binary in probe mode — that prints a marker and
+/// exits 0), and caches the answer. The manager calls
 /// it at start-up to turn isolation on by default and log what is available.
 pub(crate) fn isolation_available() -> Result<(), IsolationUnavailable> {
     static PROBE: OnceLock<Result<(), IsolationUnavailable>> = OnceLock::new();
@@ -123,15 +132,21 @@ fn probe() -> Result<(), IsolationUnavailable> {
         failure: e.failure,
         message: e.message,
     })?;
+    // Blocking read of the whole output (the probe writes one line and exits).
+    let mut out = Vec::new();
+    let read = fcntl(&child.stdout, FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(std::io::Error::from)
+        .and_then(|_| File::from(child.stdout).read_to_end(&mut out));
     let termination = child
         .process
         .wait_blocking()
         .map_err(|e| IsolationUnavailable::Reap {
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
-    match termination {
-        Termination::Exited(0) => Ok(()),
-        termination => Err(IsolationUnavailable::Probe { termination }),
+    // Exit 0 alone is not proof: a binary without the init hook would run its `main`.
+    match (termination, read) {
+        (Termination::Exited(0), Ok(_)) if out == sys::PROBE_MODE_OUTPUT => Ok(()),
+        (termination, _) => Err(IsolationUnavailable::Probe { termination }),
     }
 }
 

@@ -11,15 +11,21 @@ use std::ffi::{CStr, c_char, c_int};
 
 /// `argv[1]` of a re-executed init.
 pub(crate) const INIT_MODE_MAGIC: &CStr = c"\x01qexec-init-v1";
-/// `argv[1]` of the isolation probe's target: exits 0 at once.
+/// `argv[1]` of the isolation probe's target: prints [`PROBE_MODE_OUTPUT`], exits 0.
 pub(crate) const PROBE_MODE_MAGIC: &CStr = c"\x01qexec-probe-v1";
 
-/// Registered in `.init_array`; kept by `#[used]`.
+/// What the probe-mode process writes to its stdout before exiting 0.
+pub(crate) const PROBE_MODE_OUTPUT: &[u8] = b"qexec-probe-ok\n";
+
+/// Registered in `.init_array`; kept by `#[used]`. Only glibc passes `(argc, argv,
+/// envp)` to these functions; elsewhere there is no hook and the isolation probe fails.
+#[cfg(target_env = "gnu")]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT_MODE_HOOK: extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
     init_mode_hook;
 
+#[cfg(target_env = "gnu")]
 #[allow(
     unreachable_code,
     reason = "reexec_main returns Infallible: the hook never returns in init mode"
@@ -37,6 +43,7 @@ extern "C" fn init_mode_hook(argc: c_int, argv: *const *const c_char, envp: *con
     // SAFETY: a valid C string of argv (see above).
     let second = unsafe { CStr::from_ptr(second) };
     if second == PROBE_MODE_MAGIC {
+        let _ = super::write_all(1, PROBE_MODE_OUTPUT);
         super::exit_now(0);
     }
     if second != INIT_MODE_MAGIC {
@@ -66,5 +73,6 @@ extern "C" fn init_mode_hook(argc: c_int, argv: *const *const c_char, envp: *con
 /// References the hook, so that every binary that can start an isolated job links the
 /// object file holding it (the probe of `job::namespace` checks it works).
 pub(crate) fn keep_hook_linked() {
+    #[cfg(target_env = "gnu")]
     std::hint::black_box(&INIT_MODE_HOOK);
 }

@@ -22,7 +22,7 @@ mod process;
 use std::ffi::{CString, c_char};
 use std::fmt;
 
-pub(crate) use hook::{INIT_MODE_MAGIC, PROBE_MODE_MAGIC, keep_hook_linked};
+pub(crate) use hook::{INIT_MODE_MAGIC, PROBE_MODE_MAGIC, PROBE_MODE_OUTPUT, keep_hook_linked};
 pub(crate) use ns::{
     SignalFd, bring_up_loopback, make_mounts_private, mount, poll_signal_or_hangup, set_hostname,
 };
