@@ -4,6 +4,9 @@
 
 pub mod cgroup;
 pub mod job;
+mod sys;
+#[doc(hidden)]
+pub use job::spawn::bench_hooks as __spawn_bench_hooks;
 
 pub use job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,

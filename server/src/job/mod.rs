@@ -10,6 +10,8 @@
 //!   period, then SIGKILLs what remains; stopping a finished job returns its status.
 //! - Dropping or [`JobManager::shutdown`] stops every running job.
 
+mod init;
+mod namespace;
 pub(crate) mod spawn;
 
 use std::path::PathBuf;
