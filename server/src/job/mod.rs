@@ -10,6 +10,7 @@
 //!   period, then SIGKILLs what remains; stopping a finished job returns its status.
 //! - Dropping or [`JobManager::shutdown`] stops every running job.
 
+mod output;
 pub(crate) mod spawn;
 
 use std::path::PathBuf;
