@@ -3,6 +3,9 @@
 #![warn(missing_docs)]
 
 pub mod job;
+mod sys;
+#[doc(hidden)]
+pub use job::spawn::bench_hooks as __spawn_bench_hooks;
 
 pub use job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,

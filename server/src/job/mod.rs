@@ -11,6 +11,8 @@
 //! - Dropping or [`JobManager::shutdown`] stops every running job.
 
 mod output;
+mod init;
+mod namespace;
 pub(crate) mod spawn;
 
 use std::path::PathBuf;
