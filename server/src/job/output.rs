@@ -5,7 +5,9 @@
 //! `[stream: u8][len: u32 LE][len payload bytes]`, stream 1 = stdout, 2 = stderr, in
 //! the order the server captured them. The *combined offset* of a byte is the number
 //! of payload bytes before it (headers do not count), so it is the same offset a
-//! client sees in `Data` frames.
+//! client sees in `Data` frames. Order within a stream is exact; between the two
+//! streams it is the order of the server's reads (stdout and stderr are two pipes, so
+//! bytes written to both close together may be captured in either order).
 //!
 //! # Writer and followers
 //! Exactly one [`LogWriter`] (owned by the job's supervisor) appends whole records
@@ -149,7 +151,8 @@ pub(crate) enum Appended {
 /// The single writer of a job's output log.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
-    file: File,
+    /// `None` only inside `drop`.
+    file: Option<File>,
     shared: Arc<LogShared>,
     state: Committed,
     cap: u64,
@@ -167,7 +170,7 @@ impl LogWriter {
             .open(&path)?;
         let (committed, _) = watch::channel(Committed::default());
         Ok(Self {
-            file,
+            file: Some(file),
             shared: Arc::new(LogShared {
                 path,
                 committed,
@@ -215,10 +218,11 @@ impl LogWriter {
             buf[1..HEADER_LEN].copy_from_slice(&keep32.to_le_bytes());
             // Positioned write: after a failed write, nothing past `file_len` is
             // committed, so a partial record is never visible.
-            match self
-                .file
-                .write_all_at(&buf[..HEADER_LEN + keep], self.state.file_len)
-            {
+            let written = match &self.file {
+                Some(file) => file.write_all_at(&buf[..HEADER_LEN + keep], self.state.file_len),
+                None => Err(io::Error::other("output log already closed")),
+            };
+            match written {
                 Ok(()) => {
                     self.shared
                         .index
@@ -253,6 +257,7 @@ impl LogWriter {
     }
 
     /// What is committed so far.
+    #[cfg(test)]
     pub(crate) fn committed(&self) -> Committed {
         self.state
     }
@@ -261,6 +266,8 @@ impl LogWriter {
 impl Drop for LogWriter {
     /// Ends the log: readers deliver what is committed, then end.
     fn drop(&mut self) {
+        // Close the file first: whoever sees the end sees no fd of this job left.
+        drop(self.file.take());
         self.state.ended = true;
         self.shared.committed.send_replace(self.state);
     }
@@ -647,11 +654,8 @@ mod tests {
             }
             drop(w);
             let mut total = 0;
-            loop {
-                match active.next().await.unwrap() {
-                    ReadEvent::Data { data, .. } => total += data.len(),
-                    ReadEvent::End => break,
-                }
+            while let ReadEvent::Data { data, .. } = active.next().await.unwrap() {
+                total += data.len();
             }
             assert_eq!(total, 1000 + 100 * 100_000);
         });
