@@ -52,8 +52,10 @@ use tokio::time::Instant;
 
 use super::lifecycle::{Action, Lifecycle};
 use super::output::{Appended, HEADER_LEN, LogShared, LogWriter};
-use super::spawn::{self, ChildProcess, SpawnConfig};
-use super::{JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob};
+use super::spawn::{self, ChildProcess, IsolationConfig, SpawnConfig};
+use super::{
+    Capabilities, JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob,
+};
 
 /// `PATH` given to a job whose environment has none.
 pub(crate) const DEFAULT_PATH: &[u8] =
@@ -82,6 +84,8 @@ pub(crate) fn now_ms() -> u64 {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: ManagerConfig,
+    /// What the host offers, probed once at start-up.
+    pub(crate) capabilities: Capabilities,
     jobs_dir: PathBuf,
     table: Mutex<Table>,
 }
@@ -219,8 +223,10 @@ impl Shared {
                 }
             }
         }
+        let capabilities = probe_capabilities(&config);
         Ok(Self {
             config,
+            capabilities,
             jobs_dir,
             table: Mutex::new(Table::default()),
         })
@@ -313,6 +319,26 @@ impl Shared {
             remove_dir(&dir);
         }
     }
+}
+
+/// Probes what the host offers and logs it.
+fn probe_capabilities(config: &ManagerConfig) -> Capabilities {
+    let mut caps = Capabilities::default();
+    if !config.isolation {
+        tracing::info!("job isolation (namespaces) is turned off by configuration");
+        return caps;
+    }
+    match spawn::isolation_available() {
+        Ok(()) => {
+            caps.isolation = true;
+            tracing::info!("jobs run isolated: own PID, mount, network, UTS and IPC namespaces");
+        }
+        Err(e) => {
+            tracing::warn!(reason = %e, "job isolation is unavailable; jobs run without namespaces");
+            caps.isolation_unavailable = Some(e.to_string());
+        }
+    }
+    caps
 }
 
 fn remove_dir(dir: &Path) {
@@ -425,6 +451,10 @@ pub(crate) async fn start(
     let cwd = spec.cwd.unwrap_or_else(|| PathBuf::from("/"));
     let argv = spec.argv;
     let want_stdin = spec.stdin;
+    let isolation = shared
+        .capabilities
+        .isolation
+        .then(|| IsolationConfig::for_job(&id));
     // spawn() blocks until exec (or its failure); keep it off the runtime threads.
     let (argv, spawned) = tokio::task::spawn_blocking(move || {
         let config = SpawnConfig {
@@ -432,8 +462,8 @@ pub(crate) async fn start(
             env: &env,
             cwd: &cwd,
             stdin: want_stdin,
-            // Seam: isolation (issue 5) and the job's cgroup (issue 4) plug in here.
-            isolation: None,
+            isolation: isolation.as_ref(),
+            // Seam: the job's cgroup (issue 4) plugs in here.
             cgroup_procs: &[],
             credentials: None,
         };
