@@ -256,6 +256,7 @@ fn pattern_files(dir: &Path, len: usize) -> Result<(PathBuf, PathBuf, Vec<u8>, V
     Ok((po, pe, out, err))
 }
 
+// spec: QX-STREAM-12, QX-STREAM-13, QX-STREAM-14
 #[test]
 fn three_followers_at_different_times_get_identical_streams() {
     run(|| async {
@@ -334,6 +335,7 @@ fn three_followers_at_different_times_get_identical_streams() {
     });
 }
 
+// spec: QX-STREAM-14
 #[test]
 fn follow_from_a_middle_offset_yields_the_tail() {
     run(|| async {
@@ -444,6 +446,7 @@ impl Drop for NoexecMount {
     }
 }
 
+// spec: QX-MSG-TYPE-5
 #[test]
 fn each_spawn_error_is_its_own_variant() {
     run(|| async {
@@ -526,6 +529,7 @@ fn too_many_jobs_is_its_own_variant() {
     });
 }
 
+// spec: QX-MSG-CTRL-2, QX-MSG-TYPE-4, QX-MSG-TYPE-6
 #[test]
 fn stop_terminates_then_kills_and_records_who() {
     run(|| async {
@@ -572,6 +576,7 @@ fn stop_terminates_then_kills_and_records_who() {
     });
 }
 
+// spec: QX-MSG-CTRL-2
 #[test]
 fn stopping_a_finished_job_returns_its_status_unchanged() {
     run(|| async {

@@ -57,9 +57,6 @@ use super::{
     Capabilities, JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob,
 };
 
-/// `PATH` given to a job whose environment has none.
-pub(crate) const DEFAULT_PATH: &[u8] =
-    b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Size asked for each output pipe (the unprivileged maximum by default).
 const PIPE_SIZE: i32 = 1 << 20;
 /// Read buffer of a running job (the header space comes in front of it).
@@ -139,6 +136,7 @@ impl Job {
             pid: Some(self.pid),
             started_at_ms: self.started_at_ms,
             ended_at_ms: run.ended_at_ms,
+            // spec: QX-MSG-TYPE-8 (their sum is the combined output length so far)
             stdout_bytes: committed.stdout,
             stderr_bytes: committed.stderr,
             // spec: the cap (and a failing log) is visible, never silent.
@@ -166,12 +164,18 @@ impl Job {
         self.stop_notify.notify_one();
     }
 
-    /// Sends `signal` to the main program; `Ok(false)` when the job already ended.
+    /// Sends `signal` to the main program; `Ok(false)` when it already ended.
     pub(crate) fn signal(&self, signal: i32) -> io::Result<bool> {
         let process = lock(&self.process).clone();
-        match process {
-            Some(p) => lock(&p.process).signal(signal).map(|()| true),
-            None => Ok(false),
+        let Some(p) = process else {
+            return Ok(false);
+        };
+        let result = lock(&p.process).signal(signal);
+        match result {
+            Ok(()) => Ok(true),
+            // Exited (perhaps reaped) but the job has not ended yet (output drain).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -446,7 +450,7 @@ pub(crate) async fn start(
 
     let mut env = spec.env;
     if !env.iter().any(|(k, _)| k == b"PATH") {
-        env.push((b"PATH".to_vec(), DEFAULT_PATH.to_vec()));
+        env.push((b"PATH".to_vec(), spawn::DEFAULT_PATH.as_bytes().to_vec()));
     }
     let cwd = spec.cwd.unwrap_or_else(|| PathBuf::from("/"));
     let argv = spec.argv;

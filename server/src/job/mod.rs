@@ -262,6 +262,7 @@ impl JobManager {
     ) -> Result<JobStatus, JobError> {
         let job = self.inner.shared.job(id)?;
         let status = job.status();
+        // spec: QX-MSG-CTRL-2 (stopping an ended job answers its status unchanged)
         if !status.state.is_running() {
             return Ok(status);
         }
