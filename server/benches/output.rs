@@ -29,7 +29,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn producer(bytes: u64) -> Vec<String> {
     const BLOCK: u64 = 128 << 10;
     assert!(
-        bytes % BLOCK == 0,
+        bytes.is_multiple_of(BLOCK),
         "QEXEC_BENCH_BYTES must be a multiple of 128 KiB"
     );
     vec![
