@@ -717,33 +717,41 @@ fn setsid_grandchild_is_gone_after_stop_when_isolated() {
         if !isolation_or_skip(&m, "setsid_grandchild_is_gone_after_stop_when_isolated")? {
             return Ok(());
         }
+        // The grandchild leaves the job's session, then prints its (namespace) pid.
         let job = m
-            .start(sh("sh -c 'setsid sleep 1000 & echo started; wait' & wait"))
+            .start(sh(
+                "sh -c 'setsid sh -c \"echo \\$$; exec sleep 1000\" & wait' & wait",
+            ))
             .await?;
         let mut f = m.follow(job.id, 0)?;
-        within("started", f.next()).await??;
+        let Some(FollowEvent::Data { data, .. }) = within("pid", f.next()).await?? else {
+            bail!("expected the grandchild's pid");
+        };
+        let ns_pid = String::from_utf8(data.to_vec())?.trim().to_string();
         let pids = pids_in_pid_namespace_of(job.pid)?;
-        let session_leaders: Vec<u32> = pids
+        let grandchild = pids
             .iter()
             .copied()
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
-                    let f: Vec<&str> = st
-                        .rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .split_whitespace()
-                        .collect();
-                    // fields after ")": state ppid pgrp session
-                    f.get(3) == Some(&p.to_string().as_str())
-                        && std::fs::read_to_string(format!("/proc/{p}/comm"))
-                            .is_ok_and(|c| c.trim() == "sleep")
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|st| {
+                    st.lines().any(|l| {
+                        l.starts_with("NSpid:")
+                            && l.split_whitespace().last() == Some(ns_pid.as_str())
+                    })
                 })
             })
+            .with_context(|| format!("no process with namespace pid {ns_pid} among {pids:?}"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
             .collect();
+        // Fields after the command: state ppid pgrp session.
         ensure!(
-            session_leaders.len() == 1,
-            "expected one setsid sleep among {pids:?}, found {session_leaders:?}"
+            fields.get(3) == Some(&grandchild.to_string().as_str()),
+            "the grandchild leads its own session: {stat}"
         );
         let by = StopReason::Requested { by: "t".into() };
         let status = within("stop", m.stop(job.id, Some(Duration::from_millis(500)), by)).await??;

@@ -11,9 +11,11 @@
 //! across an `.await`.
 //!
 //! # One supervisor per job
-//! It owns the job's pidfd, both output pipes (non-blocking, resized to 1 MiB,
-//! read into one buffer per job straight after the record header space), the
-//! [`LogWriter`], the timeout and the [`Lifecycle`]. It waits on all of them at once
+//! It owns the job's pidfd, both output pipes (non-blocking, resized to 1 MiB), the
+//! [`LogWriter`], the timeout and the [`Lifecycle`]. Output moves from a pipe into
+//! the log with `splice(2)` (no copy through user space, no buffer per job); past the
+//! output cap, or on a file system that cannot splice, it is read into a buffer
+//! allocated on first use (discarded, or appended with one write per record). It waits on all of them at once
 //! (`tokio::select!`) and on stop requests (a [`Notify`]).
 //!
 //! # When a job ends
@@ -51,7 +53,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::lifecycle::{Action, Lifecycle};
-use super::output::{Appended, HEADER_LEN, LogShared, LogWriter};
+use super::output::{Appended, HEADER_LEN, LogShared, LogWriter, SpliceError};
 use super::spawn::{self, ChildProcess, IsolationConfig, SpawnConfig};
 use super::{
     Capabilities, JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob,
@@ -59,8 +61,10 @@ use super::{
 
 /// Size asked for each output pipe (the unprivileged maximum by default).
 const PIPE_SIZE: i32 = 1 << 20;
-/// Read buffer of a running job (the header space comes in front of it).
+/// Read buffer of the copy path (the header space comes in front of it).
 const READ_BUF: usize = 128 << 10;
+/// Largest record moved by one splice (the pipe holds at most its size).
+const SPLICE_MAX: usize = PIPE_SIZE as usize;
 /// Reads per pipe in the final non-blocking drain, so a writer that never stops
 /// cannot keep a job alive.
 const FINAL_DRAIN_READS: usize = 64;
@@ -525,7 +529,8 @@ pub(crate) async fn start(
         stdout: None,
         stderr: None,
         log: Some(log),
-        buf: vec![0; HEADER_LEN + READ_BUF],
+        buf: Vec::new(),
+        splice: true,
         life: Lifecycle::new(),
         timeout_at: spec.timeout.map(|t| Instant::now() + t),
         drain_until: None,
@@ -603,7 +608,10 @@ struct Supervisor {
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
     log: Option<LogWriter>,
+    /// Read buffer of the copy path, allocated on first use.
     buf: Vec<u8>,
+    /// Output is spliced into the log (until the file system says it cannot).
+    splice: bool,
     life: Lifecycle,
     timeout_at: Option<Instant>,
     drain_until: Option<Instant>,
@@ -665,6 +673,7 @@ impl Supervisor {
             stderr,
             buf,
             log,
+            splice,
             ..
         } = self;
         let pipe = match stream {
@@ -674,6 +683,45 @@ impl Supervisor {
         let Some(fd) = pipe.as_ref() else {
             return Pumped::Eof;
         };
+        // Fast path: pipe → file in the kernel, while there is room under the cap.
+        if let Some(log) = log.as_mut().filter(|l| *splice && l.room() > 0) {
+            let moved = fd.try_io(|| match log.splice_from(stream, fd.as_fd(), SPLICE_MAX) {
+                Ok(n) => Ok(Ok(n)),
+                Err(SpliceError::Io(e)) => Err(e),
+                Err(other) => Ok(Err(other)),
+            });
+            match moved {
+                Ok(Ok(0)) => {
+                    *pipe = None;
+                    return Pumped::Eof;
+                }
+                Ok(Ok(_)) => return Pumped::Data,
+                Ok(Err(SpliceError::Log(e))) => {
+                    tracing::error!(
+                        job = %self.job.id,
+                        path = %self.job.log.path().display(),
+                        error = %e,
+                        "cannot write the job's output log; further output is discarded and the status says output_truncated"
+                    );
+                    return Pumped::Data;
+                }
+                Ok(Err(_unsupported)) => {
+                    tracing::debug!(job = %self.job.id, "the state directory cannot splice; copying output instead");
+                    *splice = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pumped::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Pumped::WouldBlock,
+                Err(e) => {
+                    tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading an output pipe failed; closing it");
+                    *pipe = None;
+                    return Pumped::Eof;
+                }
+            }
+        }
+        // Copy path: past the cap (read and discard), or where splicing is unsupported.
+        if buf.is_empty() {
+            buf.resize(HEADER_LEN + READ_BUF, 0);
+        }
         let read = fd.try_read(&mut buf[HEADER_LEN..]);
         match read {
             Ok(0) => {

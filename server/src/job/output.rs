@@ -27,6 +27,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -139,6 +140,18 @@ impl LogShared {
     }
 }
 
+/// Failure of [`LogWriter::splice_from`].
+#[derive(Debug)]
+pub(crate) enum SpliceError {
+    /// The file system (or this pair of files) does not support splicing, or the
+    /// log has no room left: use the read-and-append path.
+    Unsupported,
+    /// Reading the pipe failed (`WouldBlock`: it is empty).
+    Io(io::Error),
+    /// Writing the log failed; from now on output is discarded (and counted).
+    Log(io::Error),
+}
+
 /// Outcome of one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Appended {
@@ -223,19 +236,7 @@ impl LogWriter {
                 None => Err(io::Error::other("output log already closed")),
             };
             match written {
-                Ok(()) => {
-                    self.shared
-                        .index
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .record_start(self.state.payload, self.state.file_len);
-                    self.state.payload += keep as u64;
-                    self.state.file_len += (HEADER_LEN + keep) as u64;
-                    match stream {
-                        OutputStream::Stdout => self.state.stdout += keep as u64,
-                        OutputStream::Stderr => self.state.stderr += keep as u64,
-                    }
-                }
+                Ok(()) => self.commit(stream, keep),
                 Err(e) => {
                     self.failed = true;
                     self.state.discarded += keep as u64;
@@ -246,6 +247,87 @@ impl LogWriter {
         self.state.discarded += (len - keep) as u64;
         self.shared.committed.send_replace(self.state);
         result
+    }
+
+    /// Payload bytes that may still be kept (0 past the cap or after a write error).
+    pub(crate) fn room(&self) -> u64 {
+        if self.failed {
+            0
+        } else {
+            self.cap.saturating_sub(self.state.payload)
+        }
+    }
+
+    /// Moves up to `max` bytes waiting in `pipe` into a new record with `splice(2)`:
+    /// the kernel copies them from the pipe into the file's pages, nothing goes
+    /// through user space. The payload is placed after room for the header, then the
+    /// header is written; readers see the record once both are done.
+    ///
+    /// Returns the bytes moved, 0 at end of file. Never keeps more than
+    /// [`LogWriter::room`] (the caller reads and discards past the cap).
+    /// Errors: `WouldBlock` when the pipe is empty; [`SpliceError::Unsupported`]
+    /// when this file system cannot splice (use [`LogWriter::append_framed`]).
+    pub(crate) fn splice_from(
+        &mut self,
+        stream: OutputStream,
+        pipe: BorrowedFd<'_>,
+        max: usize,
+    ) -> Result<usize, SpliceError> {
+        let max = max.min(usize::try_from(self.room()).unwrap_or(usize::MAX));
+        let file = self.file.as_ref().ok_or(SpliceError::Unsupported)?;
+        if max == 0 {
+            return Err(SpliceError::Unsupported);
+        }
+        let mut at = i64::try_from(self.state.file_len + HEADER_LEN as u64)
+            .map_err(|_| SpliceError::Unsupported)?;
+        let moved = nix::fcntl::splice(
+            pipe,
+            None,
+            file,
+            Some(&mut at),
+            max,
+            nix::fcntl::SpliceFFlags::SPLICE_F_NONBLOCK,
+        );
+        let n = match moved {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(SpliceError::Io(io::ErrorKind::WouldBlock.into()));
+            }
+            Err(nix::errno::Errno::EINVAL) => return Err(SpliceError::Unsupported),
+            Err(e) => return Err(SpliceError::Io(e.into())),
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = tag(stream);
+        // `n` <= `max`, far below 4 GiB (the pipe holds at most its size).
+        let n32 = u32::try_from(n).map_err(|e| SpliceError::Io(io::Error::other(e)))?;
+        header[1..].copy_from_slice(&n32.to_le_bytes());
+        if let Err(e) = file.write_all_at(&header, self.state.file_len) {
+            self.failed = true;
+            self.state.discarded += n as u64;
+            self.shared.committed.send_replace(self.state);
+            return Err(SpliceError::Log(e));
+        }
+        self.commit(stream, n);
+        Ok(n)
+    }
+
+    /// Publishes a record of `n` payload bytes written at `file_len`.
+    fn commit(&mut self, stream: OutputStream, n: usize) {
+        self.shared
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record_start(self.state.payload, self.state.file_len);
+        self.state.payload += n as u64;
+        self.state.file_len += (HEADER_LEN + n) as u64;
+        match stream {
+            OutputStream::Stdout => self.state.stdout += n as u64,
+            OutputStream::Stderr => self.state.stderr += n as u64,
+        }
+        self.shared.committed.send_replace(self.state);
     }
 
     /// Appends `data` (copies it; [`LogWriter::append_framed`] avoids the copy).
@@ -599,6 +681,45 @@ mod tests {
         let rt = rt();
         let mut r = LogReader::open(&shared, 0).unwrap();
         assert_eq!(flatten(&collect_until_end(&rt, &mut r)), b"12345678ab");
+    }
+
+    #[test]
+    fn splice_moves_pipe_bytes_into_records_and_respects_the_cap() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::create(dir.path().join("output"), 100_010).unwrap();
+        let (r, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        let empty = w.splice_from(OutputStream::Stdout, r.as_fd(), 1 << 20);
+        assert!(
+            matches!(empty, Err(SpliceError::Io(ref e)) if e.kind() == io::ErrorKind::WouldBlock)
+        );
+        let data: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(nix::unistd::write(&wr, &data).unwrap(), data.len());
+        assert_eq!(
+            w.splice_from(OutputStream::Stderr, r.as_fd(), 1 << 20)
+                .unwrap(),
+            60_000
+        );
+        assert_eq!(nix::unistd::write(&wr, &data).unwrap(), data.len());
+        // Only 40,010 bytes of room are left under the cap.
+        assert_eq!(
+            w.splice_from(OutputStream::Stdout, r.as_fd(), 1 << 20)
+                .unwrap(),
+            40_010
+        );
+        assert_eq!(w.room(), 0);
+        drop(wr);
+        let c = w.committed();
+        assert_eq!((c.stdout, c.stderr, c.payload), (40_010, 60_000, 100_010));
+        let shared = Arc::clone(w.shared());
+        drop(w);
+        let rt = rt();
+        let mut rd = LogReader::open(&shared, 0).unwrap();
+        let ev = collect_until_end(&rt, &mut rd);
+        assert_eq!(ev.len(), 2);
+        assert_eq!((ev[0].0, ev[0].1), (OutputStream::Stderr, 0));
+        assert_eq!((ev[1].0, ev[1].1), (OutputStream::Stdout, 60_000));
+        assert!(ev[0].2 == data && ev[1].2 == data[..40_010]);
     }
 
     #[test]
