@@ -107,6 +107,20 @@ async fn through_manager(m: &JobManager, bytes: u64) -> Result<Duration> {
     }
 }
 
+/// CPU seconds (user + system) used so far by this process and by its reaped
+/// descendants.
+fn cpu_seconds() -> Result<(f64, f64)> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let secs = |u: nix::sys::resource::Usage| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    };
+    Ok((
+        secs(getrusage(UsageWho::RUSAGE_SELF)?),
+        secs(getrusage(UsageWho::RUSAGE_CHILDREN)?),
+    ))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -151,8 +165,11 @@ fn main() -> Result<()> {
     let mut pipe = Vec::new();
     let mut manager = Vec::new();
     let mut peak_kib = 0;
+    let (mut pipe_cpu, mut manager_cpu) = (Vec::new(), Vec::new());
     for run in 0..runs {
+        let (s0, c0) = cpu_seconds()?;
         let p = mbps(bytes, plain_pipe(bytes)?);
+        let (s1, c1) = cpu_seconds()?;
         let dir = tempfile::tempdir_in(&base)?;
         reset_peak_rss()?;
         let q = rt.block_on(async {
@@ -161,10 +178,26 @@ fn main() -> Result<()> {
             anyhow::Ok(mbps(bytes, d))
         })?;
         peak_kib = peak_kib.max(peak_rss_kib()?);
-        println!("run {run}: plain pipe {p:8.1} MB/s   job manager + follower {q:8.1} MB/s");
+        let (s2, c2) = cpu_seconds()?;
+        println!(
+            "run {run}: plain pipe {p:8.1} MB/s (reader {:.2} s CPU, writer {:.2} s)   \
+             job manager + follower {q:8.1} MB/s (server {:.2} s CPU, job {:.2} s)",
+            s1 - s0,
+            c1 - c0,
+            s2 - s1,
+            c2 - c1
+        );
         pipe.push(p);
         manager.push(q);
+        pipe_cpu.push(s1 - s0);
+        manager_cpu.push(s2 - s1);
+        drop(dir);
     }
+    println!(
+        "median CPU of this process per run: plain pipe reader {:.2} s, job manager + follower {:.2} s",
+        median(&mut pipe_cpu),
+        median(&mut manager_cpu)
+    );
     let (p, q) = (median(&mut pipe), median(&mut manager));
     let ratio = q / p;
     println!("median: plain pipe {p:.1} MB/s, job manager + follower {q:.1} MB/s");
