@@ -1,8 +1,8 @@
 //! A job's namespaces: which ones, how the init sets them up, and the start-up probe.
 //!
 //! Every isolated job gets new PID, mount, network, UTS and IPC namespaces, created by
-//! the `clone3` that creates its init ([`CLONE_FLAGS`]). Inside, before forking the
-//! target, the init runs [`setup_inside`], in this order:
+//! the `clone` that creates its init ([`CLONE_FLAGS`]). Inside, before executing the
+//! init, the child that becomes the init runs [`setup_inside`], in this order:
 //! 1. mount propagation of `/` made `MS_REC | MS_PRIVATE` **before any mount**, so
 //!    nothing mounted in the job ever propagates to the host (and host mounts made
 //!    later do not appear in the job);
@@ -20,23 +20,24 @@
 //! root in a job is root on the host's files (jobs that must not be root run with
 //! credentials, and always with `no_new_privs`).
 
-use std::convert::Infallible;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::OnceLock;
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use super::spawn::{ChildIsolation, Stage, report_and_exit};
+use qexec_protocol::{SpawnFailure, Termination};
+
+use super::spawn::{ChildIsolation, IsolationConfig, SpawnConfig, Stage, spawn};
 use crate::sys::{self, Errno};
 
 /// The namespaces every isolated job gets.
-pub(super) const CLONE_FLAGS: u64 = (libc::CLONE_NEWPID
+pub(super) const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC) as u64;
+    | libc::CLONE_NEWIPC;
 
 /// Child side (the init, inside the new namespaces): sets them up. Reports the failed
 /// step and its errno.
@@ -69,107 +70,83 @@ pub(super) fn setup_inside(iso: &ChildIsolation<'_>) -> Result<(), (Stage, Errno
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum IsolationUnavailable {
-    /// The namespaces could not be created.
+    /// An isolated probe job could not be started.
     #[error(
-        "cannot create PID/mount/network/UTS/IPC namespaces (clone3): {err}; run qexecd as \
-         root on a kernel with namespace support, or turn isolation off",
-        err = Errno(*errno)
+        "cannot start an isolated job: {message}; run qexecd as root on a kernel with \
+         PID/mount/network/UTS/IPC namespace support, or turn isolation off"
     )]
-    Namespaces {
-        /// errno of `clone3`.
-        errno: i32,
+    Spawn {
+        /// The spawn failure.
+        failure: SpawnFailure,
+        /// Its message.
+        message: String,
     },
-    /// The namespaces were created but one set-up step failed.
+    /// The probe job started but did not end as expected (e.g. the binary has no init
+    /// hook, which needs glibc).
     #[error(
-        "namespaces can be created but the job's init cannot {step}: {err}; turn isolation \
-         off or fix the host",
-        err = Errno(*errno)
+        "an isolated probe job ended with {termination:?} without its expected output: \
+         this binary cannot act as the job's init (it needs glibc and the qexec init hook)"
     )]
-    Setup {
-        /// The step that failed.
-        step: &'static str,
-        /// Its errno.
-        errno: i32,
-    },
-    /// The probe itself could not run.
-    #[error("cannot probe for namespace support: failed to {what}: {err}", err = Errno(*errno))]
     Probe {
-        /// What failed.
-        what: &'static str,
-        /// Its errno.
+        /// How it ended.
+        termination: Termination,
+    },
+    /// The probe job could not be reaped.
+    #[error("cannot reap the isolated probe job: {err}", err = Errno(*errno))]
+    Reap {
+        /// errno of `waitid`.
         errno: i32,
     },
 }
 
-/// Whether jobs can be isolated here: probes once (per process) by creating the
-/// namespaces and running the init's set-up in a throw-away child, and caches the
-/// answer. The manager calls it at start-up to turn isolation on by default and log
-/// what is available.
+/// Whether jobs can be isolated here: probes once (per process) by running a
+/// throw-away isolated job through the whole path (namespaces, their set-up, the
+/// re-executed init, a target — this binary in probe mode — that prints a marker and
+/// exits 0), and caches the answer. The manager calls
+/// it at start-up to turn isolation on by default and log what is available.
 pub(crate) fn isolation_available() -> Result<(), IsolationUnavailable> {
     static PROBE: OnceLock<Result<(), IsolationUnavailable>> = OnceLock::new();
     PROBE.get_or_init(probe).clone()
 }
 
 fn probe() -> Result<(), IsolationUnavailable> {
-    let errno_of = |e: &std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
-    let (read, write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| IsolationUnavailable::Probe {
-            what: "create a pipe",
-            errno: e as i32,
-        })?;
-    let iso = ChildIsolation {
-        hostname: b"qexec-probe",
+    // The target is this binary again; its `.init_array` hook exits 0 at once.
+    let argv = [
+        b"/proc/self/exe".to_vec(),
+        sys::PROBE_MODE_MAGIC.to_bytes().to_vec(),
+    ];
+    let iso = IsolationConfig {
+        hostname: "qexec-probe".to_owned(),
         private_tmp: true,
-        status_fd: -1,
     };
-    let report_fd = write.as_raw_fd();
-    let (_pid, pidfd) = sys::clone_and_run(CLONE_FLAGS, true, || probe_child(&iso, report_fd))
-        .map_err(|e| IsolationUnavailable::Namespaces {
-            errno: errno_of(&e),
+    let config = SpawnConfig {
+        argv: &argv,
+        env: &[],
+        cwd: Path::new("/"),
+        stdin: false,
+        isolation: Some(&iso),
+        cgroup_procs: &[],
+        credentials: None,
+    };
+    let mut child = spawn(&config).map_err(|e| IsolationUnavailable::Spawn {
+        failure: e.failure,
+        message: e.message,
+    })?;
+    // Blocking read of the whole output (the probe writes one line and exits).
+    let mut out = Vec::new();
+    let read = fcntl(&child.stdout, FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(std::io::Error::from)
+        .and_then(|_| File::from(child.stdout).read_to_end(&mut out));
+    let termination = child
+        .process
+        .wait_blocking()
+        .map_err(|e| IsolationUnavailable::Reap {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
-    drop(write);
-    let mut buf = [0u8; 8];
-    let mut got = 0;
-    let mut file = File::from(read);
-    while got < buf.len() {
-        match file.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(IsolationUnavailable::Probe {
-                    what: "read the probe's report",
-                    errno: errno_of(&e),
-                });
-            }
-        }
-    }
-    if let Some(pidfd) = pidfd {
-        sys::pidfd_wait(std::os::fd::AsFd::as_fd(&pidfd)).map_err(|e| {
-            IsolationUnavailable::Probe {
-                what: "reap the probe",
-                errno: errno_of(&e),
-            }
-        })?;
-    }
-    if got < buf.len() {
-        return Ok(());
-    }
-    let (a, b) = buf.split_at(4);
-    let stage = u32::from_ne_bytes(a.try_into().unwrap_or_default());
-    let errno = i32::from_ne_bytes(b.try_into().unwrap_or_default());
-    Err(IsolationUnavailable::Setup {
-        step: Stage::from_u32(stage).map_or("set up its namespaces", Stage::describe),
-        errno,
-    })
-}
-
-/// Child side of the probe.
-fn probe_child(iso: &ChildIsolation<'_>, report_fd: i32) -> Infallible {
-    sys::reset_signal_dispositions();
-    match setup_inside(iso) {
-        Ok(()) => sys::exit_now(0),
-        Err((stage, e)) => report_and_exit(report_fd, stage, e),
+    // Exit 0 alone is not proof: a binary without the init hook would run its `main`.
+    match (termination, read) {
+        (Termination::Exited(0), Ok(_)) if out == sys::PROBE_MODE_OUTPUT => Ok(()),
+        (termination, _) => Err(IsolationUnavailable::Probe { termination }),
     }
 }
 
@@ -247,7 +224,21 @@ mod tests {
         assert_eq!(lines[6].trim(), "0", "/tmp is not private");
     }
 
-    /// spec: the job's /proc lists only its init and descendants.
+    /// Nothing of the server or of the init (status pipe, signalfd, parameter file)
+    /// leaks into an isolated target: it has exactly 0, 1, 2 (and `ls`'s own fd 3).
+    #[test]
+    fn isolated_target_inherits_only_stdio() {
+        if !have_root("isolated_target_inherits_only_stdio") {
+            return;
+        }
+        let argv = args(&["ls", "/proc/self/fd"]);
+        let iso = iso();
+        let (t, out, err) = run(&config(&argv, Some(&iso)));
+        assert_eq!(t, Termination::Exited(0), "{err}");
+        assert_eq!(out, "0\n1\n2\n3\n");
+    }
+
+    /// Issue 5: the job's /proc lists only its init and descendants.
     #[test]
     fn proc_lists_only_the_jobs_processes() {
         if !have_root("proc_lists_only_the_jobs_processes") {
@@ -303,7 +294,7 @@ mod tests {
         );
     }
 
-    /// spec: only `lo`, up; the job talks to itself but not to the host's loopback.
+    /// Issue 5: only `lo`, up; the job talks to itself but not to the host's loopback.
     #[test]
     fn network_has_only_lo_which_is_up_and_cannot_reach_the_host() {
         if is_helper(NET_HELPER) {
@@ -361,7 +352,7 @@ mod tests {
         std::io::stdin().read_to_end(&mut rest).unwrap();
     }
 
-    /// spec: nothing a job mounts is visible on the host.
+    /// Issue 5: nothing a job mounts is visible on the host.
     #[test]
     fn a_mount_made_in_a_job_is_not_visible_on_the_host() {
         if is_helper(MOUNT_HELPER) {
@@ -430,18 +421,14 @@ mod tests {
         let argv = vec![garbage.as_os_str().as_encoded_bytes().to_vec()];
         let iso = iso();
         let e = spawn(&config(&argv, Some(&iso))).unwrap_err();
-        assert_eq!(
-            e.failure,
-            qexec_protocol::SpawnFailure::NotExecutable,
-            "{e}"
-        );
+        assert_eq!(e.failure, SpawnFailure::NotExecutable, "{e}");
         let argv = args(&["/bin/true"]);
         let bad = IsolationConfig {
             hostname: "x".repeat(65),
             private_tmp: false,
         };
         let e = spawn(&config(&argv, Some(&bad))).unwrap_err();
-        assert_eq!(e.failure, qexec_protocol::SpawnFailure::Setup, "{e}");
+        assert_eq!(e.failure, SpawnFailure::Setup, "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Starting a job's process tree: `clone3`, child set-up, `execve`, and the handle the
+//! Starting a job's process tree: `clone`, child set-up, `execve`, and the handle the
 //! manager uses to signal and reap it.
 //!
 //! # Design
@@ -9,17 +9,19 @@
 //!   `NotExecutable`, `BadCwd`), the working directory, and the pipes. Our ends of the
 //!   stdin/stdout/stderr pipes are non-blocking and close-on-exec; every descriptor the
 //!   server opens is close-on-exec.
-//! - **The child is created with the raw `clone3` system call** (`CLONE_PIDFD`, exit
-//!   signal `SIGCHLD`, plus `CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS |
-//!   CLONE_NEWIPC` when isolated), never with `fork()` or `std::process`: the child of a
-//!   multi-threaded server runs only the allocation-free, lock-free, async-signal-safe
-//!   wrappers of [`crate::sys`]. It starts with every signal blocked, resets every
-//!   disposition to `SIG_DFL` (the server ignores `SIGPIPE`; a job must not inherit
-//!   that), and joins the job's cgroups by writing `0` to each
-//!   [`SpawnConfig::cgroup_procs`] descriptor — before forking anything, so the whole
-//!   tree is accounted.
-//! - **Target set-up** (directly in the clone child when not isolated, in the init's
-//!   child when isolated): `setsid` (the job leads its own session and process group),
+//! - **The child is created with a raw `clone`**, never with `fork()` or
+//!   `std::process`: `CLONE_VM | CLONE_VFORK | CLONE_PIDFD` on a small guarded stack,
+//!   as `posix_spawn` does — no page tables are copied whatever the server's size, and
+//!   the calling thread waits until the child has exec'd. When isolated, the same call
+//!   adds `CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC`.
+//!   Exit signal `SIGCHLD`. The child of a multi-threaded server runs only the
+//!   allocation-free, lock-free, async-signal-safe wrappers of [`crate::sys`]. It
+//!   starts with every signal blocked, resets every disposition to `SIG_DFL` (the
+//!   server ignores `SIGPIPE`; a job must not inherit that), and joins the job's
+//!   cgroups by writing `0` to each [`SpawnConfig::cgroup_procs`] descriptor — before
+//!   anything else is started, so the whole tree is accounted.
+//! - **Target set-up** (in the clone child when not isolated, in the init's child when
+//!   isolated): `setsid` (the job leads its own session and process group),
 //!   stdin/stdout/stderr `dup2`, `chdir`, optional credentials (`setgroups([])`,
 //!   `setresgid`, `setresuid`, as raw system calls), `PR_SET_NO_NEW_PRIVS`, every other
 //!   descriptor marked close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`), signal
@@ -29,11 +31,12 @@
 //!   means `execve` succeeded (the pipe closed on exec), a report becomes a typed
 //!   [`SpawnError`] after the child was reaped. [`spawn`] therefore blocks until the
 //!   program is running or has failed to start; call it from a blocking context.
-//! - **Isolated jobs** get an init as PID 1 of the new PID namespace (the clone child
-//!   itself; see [`super::init`]) which sets up the namespaces ([`super::namespace`]),
-//!   forks the target, forwards signals, reaps every orphan, and reports the target's
-//!   exact wait status on a 4-byte **status pipe** before exiting (an exiting ns-init
-//!   makes the kernel kill everything left in the namespace).
+//! - **Isolated jobs** get an init as PID 1 of the new PID namespace: the clone child
+//!   sets up the namespaces ([`super::namespace`]) and re-executes the server binary as
+//!   the init ([`super::init`]), which starts the target, forwards signals, reaps every
+//!   orphan, and reports the target's exact wait status on a 4-byte **status pipe**
+//!   before exiting (an exiting ns-init makes the kernel kill everything left in the
+//!   namespace). The server keeps `/proc/self/exe` open (one descriptor) for that.
 //! - **Privileges**: `no_new_privs` is always set, so nothing the job executes can gain
 //!   privileges through setuid binaries or file capabilities. Credentials are optional
 //!   here; with `None` the job keeps the server's uid/gid — the default the service
@@ -48,9 +51,11 @@
 //!   it loses its output pipes (its next write fails with `SIGPIPE`/`EPIPE`) and, once
 //!   cgroups are in use, a restarted server finds it in its cgroup. The manager stops
 //!   every job on an orderly shutdown.
-//! - **Reaping** is explicit: [`ChildProcess::try_reap`] after the pidfd became readable.
-//!   Dropping an unreaped [`ChildProcess`] kills and reaps it (blocking briefly) as a
-//!   last resort, so no zombie is ever left behind.
+//! - **Reaping**: [`ChildProcess::try_reap`] after the pidfd became readable reports
+//!   the exit and keeps the process a zombie, so the job's pid and process-group id
+//!   stay reserved while the manager may still signal leftovers; dropping the
+//!   [`ChildProcess`] reaps it (and kills it first if it still runs), so no zombie
+//!   outlives the handle.
 
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
@@ -64,6 +69,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use qexec_protocol::{JobId, SpawnFailure, Termination};
 
+pub(crate) use super::init::reexec_main;
 #[allow(
     unused_imports,
     reason = "API of the job manager, which calls it from its own module"
@@ -161,7 +167,7 @@ pub(crate) struct SpawnError {
 }
 
 impl SpawnError {
-    fn new(failure: SpawnFailure, message: impl Into<String>) -> Self {
+    pub(super) fn new(failure: SpawnFailure, message: impl Into<String>) -> Self {
         Self {
             failure,
             message: message.into(),
@@ -192,10 +198,13 @@ pub(super) enum Stage {
     Hostname,
     ForkTarget,
     InitSignals,
+    ExecInit,
+    InitArgs,
+    KeepFds,
 }
 
 impl Stage {
-    const ALL: [Stage; 19] = [
+    const ALL: [Stage; 22] = [
         Self::JoinCgroup,
         Self::Setsid,
         Self::Stdin,
@@ -215,6 +224,9 @@ impl Stage {
         Self::Hostname,
         Self::ForkTarget,
         Self::InitSignals,
+        Self::ExecInit,
+        Self::InitArgs,
+        Self::KeepFds,
     ];
 
     pub(super) fn from_u32(v: u32) -> Option<Self> {
@@ -243,6 +255,9 @@ impl Stage {
             Self::Hostname => "set the job's hostname",
             Self::ForkTarget => "fork the target program from the job's init",
             Self::InitSignals => "set up the init's signal handling",
+            Self::ExecInit => "execute the job's init (/proc/self/exe)",
+            Self::InitArgs => "read the init's command line",
+            Self::KeepFds => "pass descriptors to the job's init",
         }
     }
 }
@@ -256,6 +271,14 @@ pub(super) struct ChildIsolation<'a> {
     pub(super) private_tmp: bool,
     /// Write end of the status pipe (the init reports the target's wait status).
     pub(super) status_fd: RawFd,
+    /// The server binary (`/proc/self/exe`), executed as the init.
+    pub(super) self_exe: RawFd,
+    /// The init's command line (see [`init::init_command`]).
+    pub(super) init_argv: &'a CStringArray,
+    /// The init's parameter file (a memfd).
+    pub(super) params_fd: RawFd,
+    /// The init's environment: empty.
+    pub(super) init_envp: &'a CStringArray,
 }
 
 /// Everything the child side needs, prepared by the parent. Only raw descriptors and
@@ -304,7 +327,9 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
             .map(|(i, a)| c_string(a, &format!("argument {i}")))
             .collect::<Result<_, _>>()?,
     );
-    let envp = CStringArray::new(build_env(config.env, path_var.is_none())?);
+    let env_strings = build_env(config.env, path_var.is_none())?;
+    let envp = CStringArray::new(env_strings.clone());
+    let init_envp = CStringArray::new(Vec::new());
 
     let hostname = match config.isolation {
         Some(iso) if iso.hostname.is_empty() || iso.hostname.len() > HOST_NAME_MAX => {
@@ -347,6 +372,34 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         None => None,
     };
 
+    let init_setup = match (config.isolation, &status_pipe) {
+        (Some(_), Some((_, status_w))) => {
+            let self_exe = init::self_exe().map_err(|e| {
+                setup_error(format!(
+                    "cannot open /proc/self/exe to run the job's init: {e}; isolation needs /proc"
+                ))
+            })?;
+            let command = init::init_command(&init::InitArgs {
+                status_fd: status_w.as_raw_fd(),
+                err_fd: err_write.as_raw_fd(),
+                stdio: [
+                    stdin_child.as_raw_fd(),
+                    stdout_child.as_raw_fd(),
+                    stderr_child.as_raw_fd(),
+                ],
+                cwd: config.cwd.as_os_str().as_bytes(),
+                credentials: config.credentials,
+                path: program.as_os_str().as_bytes(),
+                argv: config.argv,
+                env: &env_strings,
+            })?;
+            Some((self_exe.as_raw_fd(), command))
+        }
+        _ => None,
+    };
+
+    let stack = sys::ChildStack::new()
+        .map_err(|e| setup_error(format!("cannot map a stack for the job's start-up: {e}")))?;
     let plan = ChildPlan {
         path: &path_c,
         argv: &argv,
@@ -360,12 +413,18 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         err_fd: err_write.as_raw_fd(),
         cgroup_procs: config.cgroup_procs,
         credentials: config.credentials,
-        isolation: match (config.isolation, hostname, &status_pipe) {
-            (Some(iso), Some(hostname), Some((_, w))) => Some(ChildIsolation {
-                hostname,
-                private_tmp: iso.private_tmp,
-                status_fd: w.as_raw_fd(),
-            }),
+        isolation: match (config.isolation, hostname, &status_pipe, &init_setup) {
+            (Some(iso), Some(hostname), Some((_, w)), Some((self_exe, command))) => {
+                Some(ChildIsolation {
+                    hostname,
+                    private_tmp: iso.private_tmp,
+                    status_fd: w.as_raw_fd(),
+                    self_exe: *self_exe,
+                    init_argv: &command.argv,
+                    params_fd: command.params.as_raw_fd(),
+                    init_envp: &init_envp,
+                })
+            }
             _ => None,
         },
     };
@@ -375,28 +434,32 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         0
     };
 
-    let (pid, pidfd) = sys::clone_and_run(flags, true, || child_main(&plan)).map_err(|e| {
-        let failure = if flags != 0 {
-            SpawnFailure::Setup
-        } else {
-            SpawnFailure::Other
-        };
-        SpawnError::new(
-            failure,
-            format!(
-                "cannot create the job's process (clone3{}): {e}",
-                if flags != 0 {
-                    " with new namespaces"
-                } else {
-                    ""
-                }
-            ),
-        )
-    })?;
+    // A vfork-style child that shares our memory until it execs: no page-table copy,
+    // whatever the server's size. When isolated it is created in the new namespaces,
+    // sets them up and execs the init (this binary again).
+    let (pid, pidfd) =
+        sys::vfork_and_run(&stack, flags, true, || child_main(&plan)).map_err(|e| {
+            let failure = if flags != 0 {
+                SpawnFailure::Setup
+            } else {
+                SpawnFailure::Other
+            };
+            SpawnError::new(
+                failure,
+                format!(
+                    "cannot create the job's process (clone{}): {e}",
+                    if flags != 0 {
+                        " with new PID/mount/network/UTS/IPC namespaces"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        })?;
     let Some(pidfd) = pidfd else {
         return Err(SpawnError::new(
             SpawnFailure::Other,
-            "clone3 returned no pidfd: the kernel must support CLONE_PIDFD (Linux 5.2+)",
+            "clone returned no pidfd: the kernel must support CLONE_PIDFD (Linux 5.2+)",
         ));
     };
     // The child has its copies; close ours so EOF on the error pipe means exec.
@@ -411,7 +474,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         pid,
         pidfd,
         status: status_read,
-        reaped: None,
+        exited: None,
     };
     match read_report(err_read) {
         Ok(None) => Ok(SpawnedChild {
@@ -433,7 +496,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
     }
 }
 
-/// Child side, first code after `clone3`.
+/// Child side, first code after `clone`.
 fn child_main(plan: &ChildPlan<'_>) -> Infallible {
     sys::reset_signal_dispositions();
     for fd in plan.cgroup_procs {
@@ -443,7 +506,7 @@ fn child_main(plan: &ChildPlan<'_>) -> Infallible {
     }
     match &plan.isolation {
         None => exec_target(plan),
-        Some(iso) => init::run(plan, iso),
+        Some(iso) => init::exec_init(plan, iso),
     }
 }
 
@@ -526,7 +589,7 @@ fn read_report(pipe: OwnedFd) -> io::Result<Option<(u32, i32)>> {
     }
 }
 
-/// Turns a child-side report into a typed error.
+/// Turns a child-side report into a typed error. spec: QX-MSG-TYPE-5
 fn failure_for(stage: u32, errno: i32, argv0: &[u8], program: &Path, cwd: &Path) -> SpawnError {
     let name = String::from_utf8_lossy(argv0);
     let err = io::Error::from_raw_os_error(errno);
@@ -602,6 +665,7 @@ fn check_cwd(cwd: &Path) -> Result<(), SpawnError> {
 
 /// Finds the file to execute: `argv0` itself when it contains a `/` (relative to the
 /// job's cwd), else the first executable `dir/argv0` over `PATH`.
+/// spec: QX-MSG-TYPE-5 (precise `NotFound`, `PermissionDenied`, `NotExecutable`)
 fn resolve_program(
     argv0: &[u8],
     path_var: Option<&[u8]>,
@@ -686,7 +750,8 @@ fn check_candidate(p: &Path) -> Result<(), SpawnError> {
     }
 }
 
-/// `KEY=VALUE` strings, plus the default `PATH` when `add_path`.
+/// `KEY=VALUE` strings, plus the default `PATH` when `add_path`: exactly the job's
+/// environment, nothing of the server's. spec: QX-SEC-5
 fn build_env(env: &[(Vec<u8>, Vec<u8>)], add_path: bool) -> Result<Vec<CString>, SpawnError> {
     let mut out = Vec::with_capacity(env.len() + 1);
     for (k, v) in env {
@@ -766,24 +831,31 @@ fn termination_from_wait_status(status: i32) -> Termination {
     }
 }
 
-/// A running (or exited, not yet reaped) job process: the target program itself, or
-/// the init of its namespaces when isolated.
+/// A job's first process: the target program itself, or the init of its namespaces
+/// when isolated.
 ///
 /// Its [`AsRawFd`] descriptor is the pidfd of that first process: it becomes readable
 /// when the process exits (usable with tokio's `AsyncFd`); then call
 /// [`ChildProcess::try_reap`].
 ///
-/// Dropping a `ChildProcess` that was not reaped kills it ([`ChildProcess::kill`]) and
-/// reaps it, blocking until the kernel has ended it. The manager should always reap
-/// explicitly; this is the last resort that guarantees no zombie is left.
+/// **Zombie until dropped**: `try_reap` reports the termination but leaves the process
+/// a zombie (`waitid(.., WNOWAIT)`), so its pid — which is also the job's process-group
+/// id — cannot be reused while this handle lives: [`ChildProcess::terminate`] and
+/// [`ChildProcess::kill`] can still reach processes the target left behind (e.g. a
+/// background child holding the output pipe) without any risk of hitting an unrelated
+/// group (pid_max is often only 32768). Dropping the handle reaps the zombie, so drop
+/// it when the job is over. Dropping it while the process still runs kills it
+/// ([`ChildProcess::kill`]) and reaps it, blocking until the kernel has ended it: the
+/// last resort that guarantees no zombie is left.
 #[derive(Debug)]
 pub(crate) struct ChildProcess {
     pid: u32,
     pidfd: OwnedFd,
     /// Read end of the init's status pipe (isolated jobs only).
     status: Option<OwnedFd>,
-    /// The termination, once reaped.
-    reaped: Option<Termination>,
+    /// How the job ended, once the first process has exited (it is then a zombie
+    /// until dropped).
+    exited: Option<Termination>,
 }
 
 #[allow(
@@ -801,31 +873,33 @@ impl ChildProcess {
         self.status.is_some()
     }
 
-    /// Reaps the first process if it has exited, without blocking. Returns the
+    /// How the job ended, if its first process has exited; never blocks. Returns the
     /// **target program's** termination, also when isolated (reported by the init);
     /// when the init itself was killed before the target ended (e.g. by
-    /// [`ChildProcess::kill`]), the init's own termination (`Signaled(9)`).
-    /// After a successful reap, every later call returns the same value.
+    /// [`ChildProcess::kill`]), the init's own termination (`Signaled(9)`). Every later
+    /// call returns the same value. The process stays a zombie until the handle is
+    /// dropped (see the type's docs). spec: QX-MSG-TYPE-3
     pub(crate) fn try_reap(&mut self) -> io::Result<Option<Termination>> {
-        if let Some(t) = self.reaped {
+        if let Some(t) = self.exited {
             return Ok(Some(t));
         }
-        let Some(own) = sys::pidfd_try_wait(self.pidfd.as_fd())? else {
+        let Some(own) = sys::pidfd_try_wait(self.pidfd.as_fd(), true)? else {
             return Ok(None);
         };
         let t = self.target_termination(own);
-        self.reaped = Some(t);
+        self.exited = Some(t);
         Ok(Some(t))
     }
 
-    /// Waits for the first process to exit and reaps it (blocking).
+    /// Waits for the first process to exit (blocking); otherwise as
+    /// [`ChildProcess::try_reap`].
     pub(crate) fn wait_blocking(&mut self) -> io::Result<Termination> {
-        if let Some(t) = self.reaped {
+        if let Some(t) = self.exited {
             return Ok(t);
         }
-        let own = sys::pidfd_wait(self.pidfd.as_fd())?;
+        let own = sys::pidfd_wait(self.pidfd.as_fd(), true)?;
         let t = self.target_termination(own);
-        self.reaped = Some(t);
+        self.exited = Some(t);
         Ok(t)
     }
 
@@ -844,6 +918,7 @@ impl ChildProcess {
 
     /// Sends `sig` to the job's main program (through the init when isolated; it
     /// forwards it to the target only). Uses the pidfd, so it cannot hit a recycled pid.
+    /// spec: QX-MSG-CTRL-6
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         let value = self.is_isolated().then_some(init::SIGNAL_TARGET_ONLY);
         sys::pidfd_send_signal(self.pidfd.as_fd(), sig, value)
@@ -851,8 +926,9 @@ impl ChildProcess {
 
     /// Sends SIGTERM to every process of the job it can reach: when isolated, the init
     /// does `kill(-1, SIGTERM)` inside the namespace; else the job's process group
-    /// (the target leads its own session). Processes that left the group are only
-    /// reachable through the job's cgroup. Not an error when nothing is left.
+    /// (the target leads its own session), also after the target exited. Processes
+    /// that left the group are only reachable through the job's cgroup. Not an error
+    /// when nothing is left.
     pub(crate) fn terminate(&self) -> io::Result<()> {
         if self.is_isolated() {
             return ignore_gone(sys::pidfd_send_signal(
@@ -865,10 +941,10 @@ impl ChildProcess {
     }
 
     /// Sends SIGKILL to everything: when isolated, to the init, which ends the whole
-    /// namespace; else to the process group and the target. Not an error when nothing
-    /// is left.
+    /// namespace; else to the target and its process group (same reach as
+    /// [`ChildProcess::terminate`]). Not an error when nothing is left.
     pub(crate) fn kill(&self) -> io::Result<()> {
-        if self.reaped.is_none() {
+        if self.exited.is_none() {
             ignore_gone(sys::pidfd_send_signal(
                 self.pidfd.as_fd(),
                 libc::SIGKILL,
@@ -881,8 +957,8 @@ impl ChildProcess {
         self.signal_group(libc::SIGKILL)
     }
 
-    /// Signals the target's process group. The group id is the target's pid; it cannot
-    /// be recycled while any process of the group (or the unreaped leader) exists.
+    /// Signals the target's process group. Its id is the target's pid, which cannot be
+    /// recycled while this handle lives (the target is running, or a zombie we hold).
     fn signal_group(&self, sig: i32) -> io::Result<()> {
         match sys::kill(-(self.pid as i32), sig) {
             Ok(()) => Ok(()),
@@ -913,12 +989,12 @@ impl AsFd for ChildProcess {
 }
 
 impl Drop for ChildProcess {
+    /// Reaps the zombie; a process still running is killed first.
     fn drop(&mut self) {
-        if self.reaped.is_some() {
-            return;
+        if self.exited.is_none() {
+            let _ = self.kill();
         }
-        let _ = self.kill();
-        let _ = self.wait_blocking();
+        let _ = sys::pidfd_wait(self.pidfd.as_fd(), false);
     }
 }
 
@@ -1092,6 +1168,15 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn job_hostname_is_derived_from_the_job_id() {
+        let id = JobId(*b"\x01\x23\x45\x67\x89\xab\xcd\xef\x00\x11\x22\x33\x44\x55\x66\x77");
+        let iso = IsolationConfig::for_job(&id);
+        assert_eq!(iso.hostname, "qexec-0123456789ab");
+        assert!(iso.private_tmp);
+    }
+
+    // spec: QX-MSG-TYPE-5 (this test and the four below)
+    #[test]
     fn empty_argv_is_its_own_error() {
         let e = spawn_err(&config(&[], None));
         assert_eq!(e.failure, SpawnFailure::EmptyArgv, "{e}");
@@ -1180,6 +1265,7 @@ pub(super) mod tests {
         }
     }
 
+    // spec: QX-MSG-TYPE-3
     #[test]
     fn exit_code_and_signal_are_exact() {
         let argv = sh("exit 3");
@@ -1214,6 +1300,7 @@ pub(super) mod tests {
         assert_eq!(err, b"err\n");
     }
 
+    // spec: QX-SEC-5
     #[test]
     fn default_path_is_used_and_given_to_the_job() {
         let argv = args(&["sh", "-c", "echo \"$PATH\""]);
@@ -1302,6 +1389,31 @@ pub(super) mod tests {
             child.process.terminate().unwrap();
             child.process.kill().unwrap();
         }
+    }
+
+    /// After the target exited (and `try_reap` reported it), the job's process group
+    /// is still reachable: the target stays a zombie, so its pid/group id is reserved.
+    #[test]
+    fn leftovers_are_reachable_after_the_target_exited_and_dropping_reaps() {
+        // The background sleep holds stdout: EOF proves it died.
+        let argv = sh("sleep 1000 & echo ready");
+        let mut child = spawn(&config(&argv, None)).unwrap();
+        let out = read_until(&child.stdout, |d| d.ends_with(b"ready\n"));
+        assert_eq!(out, b"ready\n");
+        assert_eq!(wait_exit(&mut child.process), Termination::Exited(0));
+        let pid = child.pid;
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(") ").next().map(|r| r.chars().next()))
+                .flatten()
+        };
+        assert_eq!(state(), Some('Z'), "the target is kept as a zombie");
+        child.process.kill().unwrap();
+        read_to_eof(&child.stdout);
+        drop(child);
+        // Reaped: no /proc entry (a reused pid would not be in our session's state Z).
+        assert_ne!(state(), Some('Z'), "dropping the handle reaps the zombie");
     }
 
     #[test]
@@ -1401,9 +1513,13 @@ pub(super) mod tests {
             hostname: "qexec-test".into(),
             private_tmp: true,
         };
-        // Warm up lazily-opened descriptors (e.g. /dev/null probing by std).
+        // Warm up lazily-opened descriptors (e.g. /dev/null probing by std, and the
+        // server binary kept open to execute isolated jobs' inits).
         let argv = args(&["/bin/true"]);
         run(&config(&argv, None));
+        if isolated {
+            run(&config(&argv, Some(&iso)));
+        }
         let before = fd_count();
         for i in 0..200 {
             let argv = if i % 2 == 0 {

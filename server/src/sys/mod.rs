@@ -2,32 +2,35 @@
 //! system calls that process creation, isolation and reaping need.
 //!
 //! Two kinds of callers use this module:
-//! - **parent side** (ordinary server threads): [`clone_and_run`], pidfd signalling and
+//! - **parent side** (ordinary server threads): [`vfork_and_run`], pidfd signalling and
 //!   waiting ([`pidfd_send_signal`], [`pidfd_wait`]), process-group signals.
-//! - **child side** (the code that runs between `clone3` and `execve`, in the child of a
-//!   multi-threaded process, and the job's init): everything else. These functions are
-//!   async-signal-safe: each is one or a few raw system calls, they never allocate,
+//! - **child side** (the code that runs between `clone` and `execve`, in the child of
+//!   a multi-threaded process, and the job's init): everything else. These functions
+//!   are async-signal-safe: each is one or a few raw system calls, they never allocate,
 //!   never take a lock, never panic, and report failure as a plain [`Errno`].
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The one function with a
-//! contract its type cannot express is [`clone_and_run`]: the closure it runs in the
+//! contract its type cannot express is [`vfork_and_run`]: the closure it runs in the
 //! child must only call the child-side functions of this module (see its docs). Its
-//! callers are `job::spawn`, `job::init` and `job::namespace`.
+//! callers are `job::spawn` and `job::init`. The `hook` submodule holds the
+//! `.init_array` entry point of the re-executed init.
 
+mod hook;
 mod ns;
 mod process;
 
 use std::ffi::{CString, c_char};
 use std::fmt;
 
+pub(crate) use hook::{INIT_MODE_MAGIC, PROBE_MODE_MAGIC, PROBE_MODE_OUTPUT, keep_hook_linked};
 pub(crate) use ns::{
     SignalFd, bring_up_loopback, make_mounts_private, mount, poll_signal_or_hangup, set_hostname,
 };
 pub(crate) use process::{
-    chdir, clone_and_run, close_fds_except, dup2, execve, exit_now, kill, mark_fds_cloexec_from,
-    pidfd_send_signal, pidfd_try_wait, pidfd_wait, reset_signal_dispositions, set_no_new_privs,
-    set_process_name, setgid, setgroups_empty, setsid, setuid, unblock_all_signals,
-    waitpid_any_nohang, write_all,
+    ChildStack, chdir, close_fds_except, dup2, execve, execveat_fd, exit_now, kill,
+    mark_fds_cloexec_from, memfd, pidfd_send_signal, pidfd_try_wait, pidfd_wait, read_from_start,
+    reset_signal_dispositions, set_no_new_privs, set_process_name, setgid, setgroups_empty, setsid,
+    setuid, unblock_all_signals, vfork_and_run, waitpid_any_nohang, write_all,
 };
 
 /// A raw `errno` value reported by a child-side system call.

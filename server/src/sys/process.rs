@@ -10,60 +10,121 @@ use qexec_protocol::Termination;
 
 use super::{CStringArray, Errno, SysResult, check};
 
-/// Creates a child process with the raw `clone3` system call and runs `child` in it.
-///
-/// `flags` are `CLONE_*` flags (e.g. namespace flags); with `want_pidfd` the parent also
-/// gets a pidfd (`CLONE_PIDFD`, always close-on-exec). The child's exit signal is
-/// `SIGCHLD`. All signals are blocked in the calling thread around the clone, so the
-/// child starts with every signal blocked and never runs a handler inherited from the
-/// server; the parent thread's mask is restored before this returns.
+/// Size of a [`ChildStack`], guard page included.
+const CHILD_STACK_LEN: usize = 256 * 1024;
+
+/// The stack of a [`vfork_and_run`] child: a private anonymous mapping whose lowest
+/// page is a guard (an overflow faults instead of corrupting memory).
+#[derive(Debug)]
+pub(crate) struct ChildStack {
+    base: *mut c_void,
+}
+
+impl ChildStack {
+    /// Maps a new stack (parent side).
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CHILD_STACK_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base };
+        // SAFETY: the first page lies inside the mapping we own.
+        if unsafe { libc::mprotect(base, page_size(), libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer (stacks grow down; 16-byte aligned).
+    fn top(&self) -> *mut c_void {
+        self.base.wrapping_byte_add(CHILD_STACK_LEN)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no child runs on it any
+        // more (vfork children have exec'd or exited when `vfork_and_run` returns).
+        unsafe { libc::munmap(self.base, CHILD_STACK_LEN) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory arguments.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
+/// Creates a child that **shares the caller's memory** (`CLONE_VM | CLONE_VFORK`, as
+/// `posix_spawn` does) and runs `child` in it on `stack`. The calling thread is
+/// suspended until the child has called `execve` or exited, so no page tables are
+/// copied, whatever the size of the server: the cheap way to start a program.
+/// `ns_flags` adds `CLONE_NEW*` flags (the child is then created in new namespaces).
+/// Exit signal `SIGCHLD`; with `want_pidfd` also a pidfd (`CLONE_PIDFD`, always
+/// close-on-exec). All signals are blocked in the calling thread around the call, so
+/// the child starts with every signal blocked and never runs a handler inherited from
+/// the server; the caller's mask is restored before this returns.
 ///
 /// Returns the child's pid (as seen from the caller's PID namespace) and its pidfd.
 ///
 /// # Contract of `child`
 /// It runs in the child of a multi-threaded process whose other threads do not exist
-/// there: any lock they held stays locked forever, and glibc still believes they exist.
-/// It must therefore only call the async-signal-safe child-side functions of this module
-/// (raw system calls; no allocation, no locks, no glibc wrappers that talk to other
-/// threads such as `setuid`), must not panic, and must end with [`execve`] or
-/// [`exit_now`] (its `Infallible` return type makes returning impossible).
-pub(crate) fn clone_and_run<F>(
-    flags: u64,
+/// there: any lock they held stays locked, and glibc still believes they exist. It
+/// therefore only calls the async-signal-safe child-side functions of this module (raw
+/// system calls; no allocation, no locks, no glibc wrappers that talk to other threads
+/// such as `setuid`), must not panic, and ends with [`execve`]/[`execveat_fd`] or
+/// [`exit_now`] (its `Infallible` return type makes returning impossible). As it writes
+/// into the caller's memory, it modifies nothing but its own stack and `errno` (the
+/// suspended caller looks at neither).
+pub(crate) fn vfork_and_run<F>(
+    stack: &ChildStack,
+    ns_flags: libc::c_int,
     want_pidfd: bool,
     child: F,
 ) -> io::Result<(u32, Option<OwnedFd>)>
 where
     F: FnOnce() -> Infallible,
 {
+    #[allow(
+        unreachable_code,
+        reason = "`f` returns `Infallible`; the empty match only turns that into c_int"
+    )]
+    extern "C" fn trampoline<F: FnOnce() -> Infallible>(arg: *mut c_void) -> libc::c_int {
+        // SAFETY: `arg` points at the caller's `ManuallyDrop<F>`, alive while the
+        // caller is suspended; it is read exactly once and the caller never drops it.
+        let f = unsafe { std::ptr::read(arg.cast::<F>()) };
+        match f() {}
+    }
+    let mut child = mem::ManuallyDrop::new(child);
     let mut pidfd: libc::c_int = -1;
-    // SAFETY: clone_args is a plain C struct of integers; all-zero is its documented
-    // "no options" value.
-    let mut args: libc::clone_args = unsafe { mem::zeroed() };
-    args.flags = flags
-        | if want_pidfd {
-            libc::CLONE_PIDFD as u64
-        } else {
-            0
-        };
-    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
-
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | ns_flags;
+    if want_pidfd {
+        flags |= libc::CLONE_PIDFD;
+    }
     let old = block_all_signals();
-    // SAFETY: clone3 with a zero stack behaves like fork: the child continues on a
-    // copy of this stack. `args` is valid for the call and `pidfd` outlives it. What
-    // the child may do afterwards is the documented contract of this function.
+    // SAFETY: `stack` is a valid, exclusively used stack mapping; `trampoline::<F>` gets
+    // a pointer to `child`, which outlives the child's use of it (CLONE_VFORK); with
+    // CLONE_PIDFD the kernel writes the pidfd through the parent_tid argument. What the
+    // child does is the documented contract above.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const libc::clone_args,
-            size_of::<libc::clone_args>(),
+        libc::clone(
+            trampoline::<F>,
+            stack.top(),
+            flags,
+            (&mut *child as *mut F).cast::<c_void>(),
+            &mut pidfd as *mut libc::c_int,
         )
     };
-    if ret == 0 {
-        // In the child: `child` ends with execve or _exit; its `Infallible` type means
-        // the call never returns here.
-        child();
-    }
     let result = if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -277,6 +338,24 @@ pub(crate) fn execve(path: &CStr, argv: &CStringArray, envp: &CStringArray) -> E
     Errno::last()
 }
 
+/// Child side: executes the file open at `fd` (`execveat(fd, "", ..., AT_EMPTY_PATH)`;
+/// works on an `O_PATH` descriptor). Only returns on failure.
+pub(crate) fn execveat_fd(fd: RawFd, argv: &CStringArray, envp: &CStringArray) -> Errno {
+    // SAFETY: "" is a valid NUL-terminated string; argv/envp are NULL-terminated arrays
+    // of valid strings kept alive by the (suspended) parent.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Errno::last()
+}
+
 /// Child side: ends the process at once (no destructors, no atexit handlers).
 pub(crate) fn exit_now(code: i32) -> Infallible {
     // SAFETY: _exit is async-signal-safe and never returns.
@@ -408,12 +487,55 @@ fn pidfd_waitid(pidfd: BorrowedFd<'_>, extra: libc::c_int) -> io::Result<Option<
     }
 }
 
-/// Reaps the process behind `pidfd` if it has exited, without blocking.
-pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>) -> io::Result<Option<Termination>> {
-    pidfd_waitid(pidfd, libc::WNOHANG)
+/// Reports how the process behind `pidfd` ended, if it has, without blocking. With
+/// `keep` the process stays a zombie (`WNOWAIT`): its pid cannot be reused until a
+/// later call without `keep` reaps it.
+pub(crate) fn pidfd_try_wait(pidfd: BorrowedFd<'_>, keep: bool) -> io::Result<Option<Termination>> {
+    pidfd_waitid(pidfd, libc::WNOHANG | if keep { libc::WNOWAIT } else { 0 })
 }
 
-/// Waits for the process behind `pidfd` to exit and reaps it (blocking).
-pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>) -> io::Result<Termination> {
-    pidfd_waitid(pidfd, 0)?.ok_or_else(|| io::Error::other("waitid returned no child"))
+/// Waits for the process behind `pidfd` to exit (blocking); reaps it unless `keep`.
+pub(crate) fn pidfd_wait(pidfd: BorrowedFd<'_>, keep: bool) -> io::Result<Termination> {
+    pidfd_waitid(pidfd, if keep { libc::WNOWAIT } else { 0 })?
+        .ok_or_else(|| io::Error::other("waitid returned no child"))
+}
+
+/// Parent side: an anonymous memory file (`memfd_create`, close-on-exec).
+pub(crate) fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string; flags only.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads the whole file behind `fd` from offset 0 (`pread`, so the shared file offset
+/// does not matter). For the re-executed init only: it allocates.
+pub(crate) fn read_from_start(fd: RawFd) -> SysResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast::<c_void>(),
+                buf.len(),
+                out.len() as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
 }
