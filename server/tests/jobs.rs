@@ -922,3 +922,29 @@ fn two_hundred_short_jobs_leave_no_zombie_and_no_fd() {
         Ok(())
     });
 }
+
+/// The service runs these futures on a multi-threaded runtime: they must be `Send`.
+#[test]
+fn api_futures_and_handles_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<JobManager>();
+    send_sync::<Follower>();
+    send_sync::<qexec_server::JobStdin>();
+    run(|| async {
+        let dir = tempdir()?;
+        let m = manager(dir.path()).await?;
+        let start = m.start(spec(&["/bin/true"]));
+        send(&start);
+        let job = start.await?;
+        let by = StopReason::Requested { by: "t".into() };
+        let stop = m.stop(job.id, None, by);
+        send(&stop);
+        send(&m.wait(job.id));
+        send(&m.shutdown());
+        let mut f = m.follow(job.id, 0)?;
+        send(&f.next());
+        stop.await?;
+        Ok(())
+    });
+}
