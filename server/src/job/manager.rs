@@ -518,7 +518,14 @@ pub(crate) async fn start(
         stop_notify: Notify::new(),
         process: Mutex::new(Some(Arc::clone(&handle))),
     });
-    lock(&shared.table).jobs.insert(id, Arc::clone(&job));
+    {
+        let mut table = lock(&shared.table);
+        table.jobs.insert(id, Arc::clone(&job));
+        if table.shutting_down {
+            // A shutdown began while this job was being spawned: it did not see it.
+            job.request_stop(StopReason::Shutdown, shared.config.default_grace);
+        }
+    }
     slot.armed = false;
     // From here on the supervisor owns the cleanup (its Drop kills and reaps).
     let mut sup = Supervisor {
