@@ -75,6 +75,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         return;
     }
     let max = ctx.shared.max_jobs_per_user;
+    // spec: QX-SRV-2
     let Some(slot) = ctx.shared.user_jobs.reserve(&ctx.identity.name, max) else {
         ctx.audit(Op::Start, None, Err(ErrorCode::ResourceExhausted));
         let message = format!(
@@ -225,6 +226,7 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
 /// `stop_on_detach`: stop the job if the control stream was reset or the connection
 /// is lost before the job ends.
 async fn detach_watch(ctx: &ConnCtx, id: JobId, end: InputEnd) {
+    // spec: QX-SRV-7
     let detached = match end {
         InputEnd::Reset | InputEnd::Lost => true,
         InputEnd::Finished | InputEnd::Fault => {
