@@ -13,10 +13,10 @@ use qexec_protocol::{
 
 use super::job_error;
 use crate::job::{JobSpec, JobStdin, StartError};
-use crate::service::authz::{Op, authorize};
+use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
-use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault};
+use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault, decide};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +65,9 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
 }
 
 pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
-    if let Some(code) = authorize(&ctx.identity, Op::Start, None).error_code() {
-        ctx.audit(Op::Start, None, Err(code));
-        let message = format!(
-            "role {} may not start jobs; use a certificate with role user or admin",
-            ctx.identity.role
-        );
-        ctl.refuse(Refusal { code, message }, None).await;
+    if let Err(refusal) = decide(&ctx.identity, Op::Start, None, None) {
+        ctx.audit(Op::Start, None, Err(refusal.code));
+        ctl.refuse(refusal, None).await;
         return;
     }
     let max = ctx.shared.max_jobs_per_user;
