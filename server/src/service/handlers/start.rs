@@ -85,17 +85,24 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         ctl.refuse(r, None).await;
         return;
     };
+    let StartRequest {
+        argv,
+        env,
+        cwd,
+        limits,
+        timeout_ms,
+        stdin,
+        follow,
+        stop_on_detach,
+    } = req;
     let spec = JobSpec {
-        argv: req.argv.clone(),
-        env: req.env.clone(),
-        cwd: req
-            .cwd
-            .clone()
-            .map(|c| PathBuf::from(OsString::from_vec(c))),
-        stdin: req.stdin,
-        timeout: req.timeout_ms.map(Duration::from_millis),
+        argv,
+        env,
+        cwd: cwd.map(|c| PathBuf::from(OsString::from_vec(c))),
+        stdin,
+        timeout: timeout_ms.map(Duration::from_millis),
         owner: ctx.identity.name.clone(),
-        limits: req.limits.clone(),
+        limits,
     };
     let started = tokio::select! {
         s = ctx.shared.manager.start(spec) => s,
@@ -113,7 +120,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
     let id = started.id;
     ctx.shared.watch_job(id, slot);
     ctx.audit(Op::Start, Some(id), Ok(()));
-    let follower = if req.follow {
+    let follower = if follow {
         match ctx.shared.manager.follow(id, 0) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -132,7 +139,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
 
     let request_stream = ctl.id;
     let input = async {
-        let end = if req.stdin {
+        let end = if stdin {
             stdin_phase(ctx, &mut ctl, started.stdin).await
         } else {
             if let Some(w) = started.stdin {
@@ -140,7 +147,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
             }
             drain(&mut ctl).await
         };
-        if req.stop_on_detach {
+        if stop_on_detach {
             detach_watch(ctx, id, end).await;
         }
     };
