@@ -122,23 +122,10 @@ impl ServerConfig {
     }
 }
 
-/// The default job state directory: `/var/lib/qexec` for root, else
-/// `$XDG_STATE_HOME/qexec` or `~/.local/state/qexec`.
+/// The default job state directory (the job library's:
+/// [`ManagerConfig::default_state_dir`]).
 pub fn default_state_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/qexec");
-    }
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = env("XDG_STATE_HOME") {
-        return d.join("qexec");
-    }
-    env("HOME")
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join(".local/state/qexec")
+    ManagerConfig::default_state_dir()
 }
 
 /// Failure to start serving.

@@ -32,35 +32,34 @@ enum InputEnd {
 }
 
 fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
+    let refusal = |code| Refusal {
+        code,
+        message: e.to_string(),
+    };
     match e {
-        StartError::Spawn {
-            failure: SpawnFailure::TooManyJobs,
-            message,
-        } => (
-            Refusal {
-                code: ErrorCode::ResourceExhausted,
-                message: message.clone(),
-            },
+        StartError::TooManyJobs { .. } => (
+            refusal(ErrorCode::ResourceExhausted),
             Some(SpawnFailure::TooManyJobs),
         ),
-        StartError::Spawn { failure, message } => (
-            Refusal {
-                code: ErrorCode::SpawnFailed,
-                message: message.clone(),
-            },
-            Some(*failure),
+        StartError::Spawn {
+            failure: SpawnFailure::TooManyJobs,
+            ..
+        } => (
+            refusal(ErrorCode::ResourceExhausted),
+            Some(SpawnFailure::TooManyJobs),
         ),
+        StartError::Spawn { failure, .. } => (refusal(ErrorCode::SpawnFailed), Some(*failure)),
+        StartError::InvalidLimits { .. } => (refusal(ErrorCode::InvalidArgument), None),
+        StartError::ShuttingDown => (refusal(ErrorCode::ShuttingDown), None),
+        StartError::Io { .. } | StartError::Internal { .. } => {
+            tracing::error!(error = %e, "job start failed on the server side");
+            (refusal(ErrorCode::Internal), None)
+        }
         #[allow(
             unreachable_patterns,
             reason = "StartError is non_exhaustive and growing"
         )]
-        other => (
-            Refusal {
-                code: ErrorCode::Internal,
-                message: other.to_string(),
-            },
-            None,
-        ),
+        _ => (refusal(ErrorCode::Internal), None),
     }
 }
 
