@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qexec_protocol::{ErrorCode, JobId};
+use qexec_protocol::{ErrorCode, JobId, limits};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -103,8 +103,8 @@ impl ServerConfig {
             max_jobs: 1024,
             max_jobs_per_user: 256,
             max_connections: 1024,
-            max_streams_per_connection: 256,
-            request_timeout: Duration::from_secs(10),
+            max_streams_per_connection: limits::DEFAULT_MAX_CONCURRENT_BIDI_STREAMS,
+            request_timeout: limits::REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
         }
@@ -228,6 +228,8 @@ pub(crate) struct Shared {
     pub(crate) user_jobs: UserJobs,
     /// One watcher per running job (releases its user slot when it ends).
     pub(crate) job_watchers: Tasks,
+    /// Set once shutdown began: new requests are refused, output streams reset.
+    pub(crate) shutting_down: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -247,7 +249,6 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     max_connections: usize,
-    stop: watch::Sender<bool>,
 }
 
 impl Server {
@@ -258,7 +259,7 @@ impl Server {
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
-            .max_concurrent_uni_streams(0u32.into())
+            .max_concurrent_uni_streams(limits::MAX_CLIENT_UNI_STREAMS.into())
             .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
             .receive_window(CONNECTION_RECEIVE_WINDOW.into())
             .send_window(SEND_WINDOW)
@@ -301,9 +302,9 @@ impl Server {
                 max_jobs_per_user: config.max_jobs_per_user,
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
+                shutting_down: watch::channel(false).0,
             }),
             max_connections: config.max_connections,
-            stop: watch::channel(false).0,
         })
     }
 
@@ -324,7 +325,7 @@ impl Server {
     pub async fn run(&self) {
         let mut conns = JoinSet::new();
         let active = Arc::new(AtomicUsize::new(0));
-        let mut stop = self.stop.subscribe();
+        let mut stop = self.shared.shutting_down.subscribe();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
@@ -361,12 +362,13 @@ impl Server {
         }
     }
 
-    /// Graceful shutdown: stop accepting, stop every job (reason `Shutdown`), close
-    /// every connection with `ShuttingDown`, end all tasks.
+    /// Graceful shutdown (spec: QX-ERR-8): stop accepting, answer new requests and
+    /// reset open output streams with `ShuttingDown`, stop every job (reason
+    /// `Shutdown`), close every connection with `ShuttingDown`, end all tasks.
     pub async fn shutdown(&self) {
         // spec: QX-SRV-8
         tracing::info!("shutting down: no new connections, stopping jobs");
-        self.stop.send_replace(true);
+        self.shared.shutting_down.send_replace(true);
         self.endpoint.set_server_config(None);
         self.shared.manager.shutdown().await;
         self.endpoint.close(

@@ -8,8 +8,8 @@ use super::OUTPUT_PRIORITY;
 use super::conn::ConnCtx;
 use crate::job::{FollowEvent, Follower};
 
-/// Largest payload of one `Data` frame.
-pub(crate) const MAX_DATA: usize = 64 * 1024;
+/// Largest payload of one `Data` frame (spec: QX-LIMIT-11).
+const MAX_DATA: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
 
 fn code(c: ErrorCode) -> VarInt {
     VarInt::from_u32(c.as_u32())
@@ -32,6 +32,7 @@ pub(crate) async fn pump(
     let _ = send.set_priority(OUTPUT_PRIORITY);
     let stopped = send.stopped();
     tokio::pin!(stopped);
+    let mut shutdown = ctx.shared.shutting_down.subscribe();
     let mut buf = Vec::with_capacity(MAX_DATA + 64);
     let header = OutputFrame::Header {
         request_stream,
@@ -56,9 +57,15 @@ pub(crate) async fn pump(
         let event = tokio::select! {
             ev = follower.next() => ev,
             s = &mut stopped => {
+                // spec: QX-STREAM-15
                 if matches!(s, Ok(Some(_))) {
                     let _ = send.reset(code(ErrorCode::Cancelled));
                 }
+                return;
+            }
+            _ = shutdown.wait_for(|s| *s) => {
+                // spec: QX-ERR-8
+                let _ = send.reset(code(ErrorCode::ShuttingDown));
                 return;
             }
         };

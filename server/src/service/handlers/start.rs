@@ -16,7 +16,7 @@ use crate::job::{JobSpec, JobStdin, StartError};
 use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
-use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault, decide};
+use crate::service::request::{Refusal, StreamFault, decide};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,9 +192,6 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
     loop {
         match ctl.next_frame().await {
             Ok(Some(ClientMessage::StdinData(data))) => {
-                if data.len() > MAX_STDIN_FRAME {
-                    return bad_frame(ctl, "StdinData frame larger than 64 KiB");
-                }
                 if let Some(w) = stdin.as_mut() {
                     let written = tokio::select! {
                         r = w.write_all(&data) => r,
@@ -218,7 +215,8 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
             Ok(Some(_)) => {
                 return bad_frame(ctl, "only StdinData and StdinEof may follow a Start");
             }
-            // FIN without StdinEof: the input ends there too.
+            // The stream state refuses a FIN before StdinEof (a fault, below); the
+            // job's stdin is closed either way when `stdin` is dropped.
             Ok(None) => return InputEnd::Finished,
             Err(e) => return read_end(ctl, e),
         }
