@@ -796,3 +796,42 @@ async fn reset_control_stream_detaches() -> Result {
     );
     server.stop().await
 }
+
+// Subscriptions per connection are limited; a cancelled one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_limit() -> Result {
+    let server =
+        TestServer::start_with(|c: &mut ServerConfig| c.max_subscriptions_per_connection = 1)
+            .await?;
+    let c = server.connect("alice").await?;
+    let job = c.start(&["/bin/sleep", "1000"], false).await?;
+    let mut first = c.attach(job, 0).await?;
+    assert!(matches!(
+        first.next().await?,
+        Some(OutputFrame::Header { .. })
+    ));
+    let second = c
+        .request(&ClientMessage::Attach(AttachRequest { job, from: 0 }))
+        .await?;
+    assert_eq!(outcome(&second), Some(ErrorCode::ResourceExhausted));
+    let followed = c.request(&start_msg(&["/bin/true"], true)).await?;
+    assert_eq!(outcome(&followed), Some(ErrorCode::ResourceExhausted));
+    // Cancel the first subscription (spec: QX-STREAM-15); attaching works again.
+    first.recv.stop(code(ErrorCode::Cancelled))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let again = c
+            .request(&ClientMessage::Attach(AttachRequest { job, from: 0 }))
+            .await?;
+        if outcome(&again).is_none() {
+            break;
+        }
+        assert_eq!(outcome(&again), Some(ErrorCode::ResourceExhausted));
+        assert!(
+            Instant::now() < deadline,
+            "cancelled subscription kept its slot"
+        );
+        tokio::task::yield_now().await;
+    }
+    server.stop().await
+}

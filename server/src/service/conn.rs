@@ -28,6 +28,8 @@ pub(crate) struct ConnCtx {
     pub(crate) identity: Identity,
     pub(crate) peer: SocketAddr,
     pub(crate) shared: Arc<Shared>,
+    /// Permits for concurrent output streams of this connection.
+    pub(crate) subscriptions: Arc<tokio::sync::Semaphore>,
 }
 
 impl ConnCtx {
@@ -101,6 +103,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
         conn: conn.clone(),
         identity,
         peer,
+        subscriptions: Arc::new(tokio::sync::Semaphore::new(
+            shared.max_subscriptions_per_connection,
+        )),
         shared,
     });
     let mut streams = JoinSet::new();

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most concurrent client-opened (control) streams per connection.
     pub max_streams_per_connection: u32,
+    /// Most concurrent subscriptions (output streams) per connection; past it
+    /// `Attach`/`Start{follow}` are answered `ResourceExhausted`.
+    pub max_subscriptions_per_connection: usize,
     /// A request must arrive complete this soon after its stream opened (→ `Timeout`).
     pub request_timeout: Duration,
     /// A connection with no traffic for this long is closed.
@@ -93,7 +96,8 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
     /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections, 256 streams
-    /// per connection, 10 s request timeout, 60 s idle timeout, 15 s keep-alive.
+    /// and 1024 subscriptions per connection, 10 s request timeout, 60 s idle
+    /// timeout, 15 s keep-alive.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
@@ -104,6 +108,7 @@ impl ServerConfig {
             max_jobs_per_user: 256,
             max_connections: 1024,
             max_streams_per_connection: limits::DEFAULT_MAX_CONCURRENT_BIDI_STREAMS,
+            max_subscriptions_per_connection: 1024,
             request_timeout: limits::REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
@@ -225,6 +230,7 @@ pub(crate) struct Shared {
     pub(crate) manager: JobManager,
     pub(crate) request_timeout: Duration,
     pub(crate) max_jobs_per_user: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) user_jobs: UserJobs,
     /// One watcher per running job (releases its user slot when it ends).
     pub(crate) job_watchers: Tasks,
@@ -300,6 +306,7 @@ impl Server {
                 manager,
                 request_timeout: config.request_timeout,
                 max_jobs_per_user: config.max_jobs_per_user,
+                max_subscriptions_per_connection: config.max_subscriptions_per_connection,
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,

@@ -84,6 +84,19 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         ctl.refuse(r, None).await;
         return;
     };
+    // A followed start needs an output stream: refuse before starting the job.
+    let permit = if req.follow {
+        match output::subscription_permit(ctx) {
+            Ok(p) => Some(p),
+            Err(r) => {
+                ctx.audit(Op::Start, None, Err(r.code));
+                ctl.refuse(r, None).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let StartRequest {
         argv,
         env,
@@ -119,16 +132,16 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
     let id = started.id;
     ctx.shared.watch_job(id, slot);
     ctx.audit(Op::Start, Some(id), Ok(()));
-    let follower = if follow {
-        match ctx.shared.manager.follow(id, 0) {
-            Ok(f) => Some(f),
+    let follower = match (permit, follow) {
+        (Some(permit), true) => match ctx.shared.manager.follow(id, 0) {
+            Ok(f) => Some((permit, f)),
             Err(e) => {
-                tracing::warn!(job = %id, error = %job_error(id, &e).message, "cannot follow a job just started");
+                let r = job_error(id, &e);
+                tracing::warn!(job = %id, error = %r.message, "cannot follow a job just started");
                 None
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     ctl.answer(&[ServerMessage::Started(StartedResponse {
         job: id,
@@ -151,8 +164,9 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         }
     };
     let output = async {
-        if let Some(f) = follower {
+        if let Some((permit, f)) = follower {
             output::pump(ctx, request_stream, id, 0, f).await;
+            drop(permit);
         }
     };
     tokio::join!(input, output);
