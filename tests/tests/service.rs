@@ -835,3 +835,29 @@ async fn subscription_limit() -> Result {
     }
     server.stop().await
 }
+
+// The service with isolation on (the qexecd default): jobs run in their own PID
+// namespace under an init, so the job sees itself as a low pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_jobs_over_the_wire() -> Result {
+    let server = TestServer::start_with(|c: &mut ServerConfig| c.isolation = true).await?;
+    let caps = server.server.manager().capabilities();
+    if !caps.isolation {
+        let why = caps.isolation_unavailable.unwrap_or_default();
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("isolation unavailable under CI=true: {why}");
+        }
+        eprintln!("SKIP isolated_jobs_over_the_wire: isolation unavailable: {why}");
+        return server.stop().await;
+    }
+    let c = server.connect("alice").await?;
+    c.start(&["/bin/sh", "-c", "echo $$"], true).await?;
+    let out = c.accept_output().await?.read_to_end().await?;
+    let pid: u32 = String::from_utf8(out.data)?.trim().parse()?;
+    assert!(pid <= 3, "job pid {pid} is not from a fresh PID namespace");
+    assert_eq!(
+        out.status.state.termination(),
+        Some(qexec_protocol::Termination::Exited(0))
+    );
+    server.stop().await
+}

@@ -72,7 +72,8 @@ pub struct ServerConfig {
     pub tls: TlsSource,
     /// Job state directory (output logs).
     pub state_dir: PathBuf,
-    /// Run jobs in namespaces (when the job library supports it).
+    /// Run jobs in their own namespaces (when the host allows it; the job library
+    /// reports why not otherwise).
     pub isolation: bool,
     /// Most jobs running at once.
     pub max_jobs: usize,
@@ -281,6 +282,7 @@ impl Server {
 
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
+        mc.isolation = config.isolation;
         let manager = JobManager::new(mc)
             .await
             .map_err(|source| ServeError::Manager {
@@ -294,10 +296,14 @@ impl Server {
                 source,
             }
         })?;
+        let caps = manager.capabilities();
+        if let Some(why) = &caps.isolation_unavailable {
+            tracing::warn!(reason = %why, "jobs run WITHOUT namespace isolation");
+        }
         tracing::info!(
             listen = %endpoint.local_addr().unwrap_or(config.listen),
             state_dir = %config.state_dir.display(),
-            isolation = config.isolation,
+            isolation = caps.isolation,
             "qexecd listening"
         );
         Ok(Server {
