@@ -4,6 +4,8 @@
 
 pub mod cgroup;
 pub mod job;
+pub mod pki;
+pub mod service;
 mod sys;
 #[doc(hidden)]
 pub use job::spawn::bench_hooks as __spawn_bench_hooks;
