@@ -66,14 +66,14 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::lifecycle::{Action, Lifecycle};
-use crate::cgroup::{
-    CgroupCapabilities, CgroupError, CgroupVersion, Cgroups, DeviceNumber, HostLayout, JobCgroup,
-    LimitError, LimitKind, block_device_of,
-};
 use super::output::{Appended, HEADER_LEN, LogShared, LogWriter, SpliceError};
 use super::spawn::{self, ChildProcess, IsolationConfig, SpawnConfig};
 use super::{
     Capabilities, JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob,
+};
+use crate::cgroup::{
+    CgroupCapabilities, CgroupError, CgroupVersion, Cgroups, DeviceNumber, HostLayout, JobCgroup,
+    LimitError, LimitKind, block_device_of,
 };
 
 /// Size asked for each output pipe (the unprivileged maximum by default).

@@ -58,8 +58,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use qexec_protocol::{JobId, JobStatus, Limits, OutputStream, SpawnFailure, StopReason};
 use crate::cgroup::{CgroupCapabilities, CgroupError, DeviceNumber, HostLayout};
+use qexec_protocol::{JobId, JobStatus, Limits, OutputStream, SpawnFailure, StopReason};
 use tokio::task::JoinSet;
 
 use self::manager::{Job, Shared};
