@@ -189,6 +189,38 @@ fn memory_limit_oom_kills_and_status_says_so() {
 }
 
 #[test]
+fn an_oom_kill_of_a_child_ends_the_whole_job() {
+    // v2: memory.oom.group; v1 (no such file): the manager sees the OOM flag and kills
+    // the rest of the job itself.
+    run("an_oom_kill_of_a_child_ends_the_whole_job", || async {
+        let dir = tempdir()?;
+        let subtree = unique_subtree("oomgroup");
+        let (m, dirs) = manager(dir.path(), &subtree).await?;
+        let limits = Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        };
+        // The shell survives its dd child's OOM kill and would sleep on.
+        let job = m
+            .start(sh(
+                "dd if=/dev/zero of=/dev/null bs=256M count=1; exec sleep 1000",
+                limits,
+            ))
+            .await?;
+        let status = within("the job's end after the OOM kill", m.wait(job.id)).await??;
+        assert!(status.oom_killed, "OOM flag not set: {status:?}");
+        assert_eq!(
+            status.state,
+            JobState::Exited {
+                termination: Termination::Signaled(libc::SIGKILL)
+            },
+            "the state does not show the kill"
+        );
+        finish(m, dirs).await
+    });
+}
+
+#[test]
 fn pids_limit_contains_a_fork_bomb_and_stop_cleans_it() {
     run(
         "pids_limit_contains_a_fork_bomb_and_stop_cleans_it",

@@ -49,7 +49,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -187,8 +187,9 @@ impl Job {
             stderr_bytes: committed.stderr,
             // spec: the cap (and a failing log) is visible, never silent.
             output_truncated: committed.discarded > 0,
+            // spec: QX-MSG-TYPE-8 (the kernel OOM killer killed a process of the job)
             oom_killed,
-            // The effective limits (request, then server defaults).
+            // spec: QX-MSG-TYPE-1 (the limits in force after defaults were applied)
             limits: self.limits.clone(),
             usage,
         }
@@ -235,17 +236,6 @@ impl Job {
 #[derive(Debug)]
 pub(crate) struct ProcessHandle {
     process: Mutex<ChildProcess>,
-    pidfd: RawFd,
-}
-
-/// Lets the reactor watch the pidfd while the process stays shared.
-#[derive(Debug)]
-struct PidFd(Arc<ProcessHandle>);
-
-impl AsRawFd for PidFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.pidfd
-    }
 }
 
 impl Shared {
@@ -494,6 +484,7 @@ fn limit_field(kind: LimitKind) -> &'static str {
 
 fn limit_error(e: LimitError) -> StartError {
     match e {
+        // spec: QX-ERR-5 (over a server maximum: refused, never clamped)
         LimitError::AboveMax {
             limit,
             requested,
@@ -574,6 +565,7 @@ fn create_cgroup(
 }
 
 /// Usage and OOM flag of a job cgroup now (what cannot be read is left unknown).
+/// spec: QX-MSG-TYPE-7 (`None` where not measured)
 fn read_accounting(cg: &JobCgroup, id: JobId) -> (ResourceUsage, bool) {
     let usage = cg.usage().unwrap_or_else(|e| {
         tracing::debug!(job = %id, error = %e, "cannot read the job's cgroup usage");
@@ -695,10 +687,11 @@ pub(crate) async fn start(
     });
     let started_at_ms = now_ms();
     let pid = child.pid;
-    let pidfd = child.process.as_raw_fd();
+    // The reactor watches a duplicate of the pidfd (same open file description), so
+    // the process itself stays shared with `signal`.
+    let watched_pidfd = child.process.as_fd().try_clone_to_owned();
     let handle = Arc::new(ProcessHandle {
         process: Mutex::new(child.process),
-        pidfd,
     });
     let job = Arc::new(Job {
         id,
@@ -751,12 +744,7 @@ pub(crate) async fn start(
         finished: false,
     };
     let registered = (|| -> io::Result<Option<JobStdin>> {
-        // `AsyncFd::with_interest` is deprecated because it cannot know that an
-        // arbitrary `AsRawFd` keeps its fd open; `PidFd` does (it owns an `Arc` of the
-        // `ChildProcess` that owns the pidfd), and the unsafe replacement is not
-        // allowed outside `sys`.
-        #[allow(deprecated, reason = "sound here, see above")]
-        let pidfd = AsyncFd::with_interest(PidFd(Arc::clone(&handle)), Interest::READABLE)?;
+        let pidfd = crate::sys::async_fd(watched_pidfd?, Interest::READABLE)?;
         sup.pidfd = Some(pidfd);
         sup.stdout = Some(output_pipe(child.stdout)?);
         sup.stderr = Some(output_pipe(child.stderr)?);
@@ -839,7 +827,8 @@ struct Supervisor {
     job: Arc<Job>,
     /// The main process; `None` once the job ended (closes the pidfd).
     handle: Option<Arc<ProcessHandle>>,
-    pidfd: Option<AsyncFd<PidFd>>,
+    /// The reactor's duplicate of the main process' pidfd.
+    pidfd: Option<AsyncFd<OwnedFd>>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
     log: Option<LogWriter>,
@@ -1094,6 +1083,7 @@ impl Supervisor {
     fn apply(&mut self, action: Action) {
         match action {
             Action::Nothing => return,
+            // spec: QX-MSG-CTRL-2 (SIGTERM to every process of the job, then SIGKILL)
             Action::Terminate => {
                 // The cgroup first: it holds every process of the job, wherever it went.
                 if let Some(cg) = &self.cgroup

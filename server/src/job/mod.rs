@@ -546,6 +546,8 @@ impl StartError {
         match self {
             Self::Spawn { failure, .. } => Some(*failure),
             Self::TooManyJobs { .. } => Some(SpawnFailure::TooManyJobs),
+            // spec: QX-MSG-TYPE-5 (`Setup`: limits or isolation could not be set up)
+            Self::LimitUnavailable { .. } | Self::Cgroup { .. } => Some(SpawnFailure::Setup),
             _ => None,
         }
     }
