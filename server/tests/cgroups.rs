@@ -427,3 +427,30 @@ fn stale_cgroups_are_emptied_and_removed_at_start() {
         finish(m, dirs).await
     });
 }
+
+#[test]
+fn a_second_manager_on_the_same_subtree_leaves_the_first_ones_jobs_alone() {
+    run(
+        "a_second_manager_on_the_same_subtree_leaves_the_first_ones_jobs_alone",
+        || async {
+            let dir = tempdir()?;
+            let dir2 = tempdir()?;
+            let subtree = unique_subtree("shared");
+            let (m1, dirs) = manager(dir.path(), &subtree).await?;
+            let job = m1.start(sh("exec sleep 1000", Limits::default())).await?;
+            let (m2, _) = manager(dir2.path(), &subtree).await?;
+            // m2 did not take m1's job cgroup for a stale one.
+            assert!(m1.status(job.id)?.state.is_running());
+            let cg = dirs[0].join(job.id.to_string());
+            assert!(cg.exists(), "m2 removed the cgroup of m1's job");
+            within("m2 shutdown", m2.shutdown()).await?;
+            drop(m2);
+            assert!(dirs[0].exists(), "m2 removed the subtree m1 still uses");
+            assert!(m1.status(job.id)?.state.is_running());
+            // m1 still works in it.
+            let other = m1.start(sh("exit 0", Limits::default())).await?;
+            within("a job of m1", m1.wait(other.id)).await??;
+            finish(m1, dirs).await
+        },
+    );
+}

@@ -38,6 +38,9 @@
 //! is no `memory.oom.group`: while a job with a memory limit runs, the supervisor
 //! checks the OOM flag every [`OOM_CHECK`] (v1 offers no event without an eventfd
 //! registration) and when the main process exits; once set, the whole job is killed.
+//! Managers sharing a cgroup subtree coordinate through a `flock` on it
+//! ([`SubtreeLock`]): only a manager alone there cleans up stale cgroups at start or
+//! removes the subtree when it goes.
 //!
 //! # Retention
 //! Finished jobs stay listed, with their output file, until more than
@@ -55,6 +58,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use qexec_protocol::{
     JobId, JobState, JobStatus, Limits, OutputStream, ResourceUsage, StopReason, Termination,
 };
@@ -108,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) capabilities: Capabilities,
     /// The host's cgroups; `None` when turned off by configuration.
     cgroups: Option<Cgroups>,
+    /// Held while this manager uses the cgroup subtree.
+    subtree_lock: Option<SubtreeLock>,
     jobs_dir: PathBuf,
     table: Mutex<Table>,
 }
@@ -158,6 +165,9 @@ impl Job {
     /// The job's status now.
     pub(crate) fn status(&self) -> JobStatus {
         let committed = self.log.committed();
+        // The cgroup before the state: the supervisor stores the final figures before
+        // it lets go of the cgroup, so a running state seen after this has its cgroup.
+        let cgroup = lock(&self.cgroup).clone();
         let (state, ended_at_ms, mut usage, mut oom_killed) = {
             let run = lock(&self.run);
             (
@@ -169,7 +179,6 @@ impl Job {
         };
         if state.is_running() {
             // Live figures: a few small cgroupfs reads, no lock held meanwhile.
-            let cgroup = lock(&self.cgroup).clone();
             if let Some(cg) = cgroup {
                 (usage, oom_killed) = read_accounting(&cg, self.id);
             }
@@ -264,7 +273,7 @@ impl Shared {
             }
         }
         let mut capabilities = probe_capabilities(&config);
-        let cgroups = prepare_cgroups(&config);
+        let (cgroups, subtree_lock) = prepare_cgroups(&config);
         capabilities.cgroups = match &cgroups {
             Some(cg) => cg.capabilities().clone(),
             None => CgroupCapabilities {
@@ -280,6 +289,7 @@ impl Shared {
             config,
             capabilities,
             cgroups,
+            subtree_lock,
             jobs_dir,
             table: Mutex::new(Table::default()),
         })
@@ -380,9 +390,12 @@ impl Shared {
 }
 
 impl Drop for Shared {
-    /// Every supervisor is gone (they hold this): remove the now empty subtree.
+    /// Every supervisor is gone (they hold this): remove the now empty subtree,
+    /// unless another manager still uses it.
     fn drop(&mut self) {
-        if let Some(cg) = self.cgroups()
+        let alone = self.subtree_lock.as_ref().is_none_or(SubtreeLock::alone);
+        if alone
+            && let Some(cg) = self.cgroups()
             && let Err(e) = cg.remove_subtree()
         {
             tracing::debug!(error = %e, "cannot remove the job cgroup subtree");
@@ -512,28 +525,88 @@ fn limit_error(e: LimitError) -> StartError {
 
 /// Detects the host's cgroups (unless turned off), logs what it found and removes the
 /// job cgroups a previous server left.
-fn prepare_cgroups(config: &ManagerConfig) -> Option<Cgroups> {
+fn prepare_cgroups(config: &ManagerConfig) -> (Option<Cgroups>, Option<SubtreeLock>) {
     if !config.cgroups {
         tracing::info!("job cgroups are turned off by configuration; resource limits are refused");
-        return None;
+        return (None, None);
     }
     let cgroups = Cgroups::detect_with_subtree(&config.cgroup_subtree);
     let caps = cgroups.capabilities();
-    if cgroups.is_available() {
-        tracing::info!("{caps}");
-    } else {
+    if !cgroups.is_available() {
         tracing::warn!("{caps}; jobs run without cgroups and starts with limits are refused");
+        return (Some(cgroups), None);
     }
-    // spec: stale job cgroups of a crashed server are emptied and removed at start.
-    match cgroups.cleanup_stale() {
-        Ok(stale) => {
-            for s in &stale {
-                tracing::warn!(cgroup = %s.name, killed = ?s.killed, "removed a stale job cgroup left by an earlier server");
+    tracing::info!("{caps}");
+    let (lock, alone) = SubtreeLock::acquire(caps.subtree.first().map(PathBuf::as_path));
+    if alone {
+        // spec: stale job cgroups of a crashed server are emptied and removed at start.
+        match cgroups.cleanup_stale() {
+            Ok(stale) => {
+                for s in &stale {
+                    tracing::warn!(cgroup = %s.name, killed = ?s.killed, "removed a stale job cgroup left by an earlier server");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clean up stale job cgroups"),
+        }
+    } else {
+        tracing::warn!(
+            subtree = %config.cgroup_subtree,
+            "another job manager uses this cgroup subtree; stale cgroups are not cleaned up (give each manager its own ManagerConfig::cgroup_subtree)"
+        );
+    }
+    if let Some(l) = &lock
+        && let Err(e) = l.0.relock(FlockArg::LockShared)
+    {
+        tracing::warn!(error = %e, "cannot take the shared lock on the job cgroup subtree");
+    }
+    (Some(cgroups), lock)
+}
+
+/// A `flock` on the cgroup subtree directory, held by every manager that uses the
+/// subtree: shared while it runs, exclusive (non-blocking) for the two operations that
+/// touch other jobs' cgroups — the stale cleanup at start and removing the subtree
+/// when the manager goes — so a manager never kills or removes what a live manager
+/// of the same subtree owns. A crashed server's lock goes with its process.
+#[derive(Debug)]
+struct SubtreeLock(Flock<std::fs::File>);
+
+impl SubtreeLock {
+    /// Locks `dir`; `alone` is true when the lock was exclusive (no other manager).
+    /// Without a lock (it cannot be taken) the manager behaves as if alone.
+    fn acquire(dir: Option<&Path>) -> (Option<Self>, bool) {
+        let Some(dir) = dir else {
+            return (None, true);
+        };
+        let file = match std::fs::File::open(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot open the job cgroup subtree to lock it");
+                return (None, true);
+            }
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => (Some(Self(lock)), true),
+            Err((file, Errno::EWOULDBLOCK)) => {
+                // Waits only while another manager does its own stale cleanup.
+                match Flock::lock(file, FlockArg::LockShared) {
+                    Ok(lock) => (Some(Self(lock)), false),
+                    Err((_, e)) => {
+                        tracing::warn!(path = %dir.display(), error = %e, "cannot lock the job cgroup subtree");
+                        (None, false)
+                    }
+                }
+            }
+            Err((_, e)) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot lock the job cgroup subtree");
+                (None, true)
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot clean up stale job cgroups"),
     }
-    Some(cgroups)
+
+    /// True when no other manager holds the subtree (the lock is exclusive now).
+    fn alone(&self) -> bool {
+        self.0.relock(FlockArg::LockExclusiveNonblock).is_ok()
+    }
 }
 
 /// Creates the cgroup of job `id` with `limits`; IO limits apply to the disk behind

@@ -100,8 +100,10 @@ pub struct ManagerConfig {
     pub cgroups: bool,
     /// Name of the directory holding the job cgroups in each hierarchy. Default
     /// [`crate::cgroup::DEFAULT_SUBTREE`] (`qexec`). Job cgroups found there at start-up
-    /// are stale (a crashed server's): their processes are killed and they are removed,
-    /// so two managers must never share one subtree.
+    /// are stale (a crashed server's): their processes are killed and they are removed.
+    /// Managers using one subtree at once hold a lock on it: a manager that is not
+    /// alone there skips that cleanup (and leaves the subtree in place when it goes),
+    /// so it never touches the jobs of another; still, give each its own subtree.
     pub cgroup_subtree: String,
     /// Disks (whole-disk `major:minor`) IO limits apply to when no block device backs
     /// the job's working directory (tmpfs, overlay). Empty: such a start with IO
