@@ -12,11 +12,13 @@
 //!
 //! # One supervisor per job
 //! It owns the job's pidfd, both output pipes (non-blocking, resized to 1 MiB), the
-//! [`LogWriter`], the timeout, the [`Lifecycle`] and the job's cgroup. Output moves from a pipe into
-//! the log with `splice(2)` (no copy through user space, no buffer per job); past the
-//! output cap, or on a file system that cannot splice, it is read into a buffer
-//! allocated on first use (discarded, or appended with one write per record). It waits on all of them at once
-//! (`tokio::select!`) and on stop requests (a [`Notify`]).
+//! [`LogWriter`], the timeout, the [`Lifecycle`] and the job's cgroup. Output moves
+//! from a pipe into the log with `splice(2)` (no copy through user space, no buffer
+//! per job); past the output cap, or on a file system that cannot splice, it is read
+//! into a buffer allocated on first use (discarded, or appended with one write per
+//! record). It waits on all of them at once (`tokio::select!`), on stop requests (a
+//! [`Notify`]), on a running cgroup kill and, for v1 jobs with a memory limit, on the
+//! OOM check.
 //!
 //! # When a job ends
 //! A job has ended when its main process was reaped **and** both output pipes were
