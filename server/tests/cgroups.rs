@@ -454,3 +454,55 @@ fn a_second_manager_on_the_same_subtree_leaves_the_first_ones_jobs_alone() {
         },
     );
 }
+
+#[test]
+fn a_daemonised_grandchild_does_not_outlive_its_job() {
+    // Without isolation (no PID namespace to end): only the cgroup reaches it.
+    run(
+        "a_daemonised_grandchild_does_not_outlive_its_job",
+        || async {
+            let dir = tempdir()?;
+            let subtree = unique_subtree("daemon");
+            let mut c = config(dir.path(), &subtree);
+            c.isolation = false;
+            let m = JobManager::new(c).await?;
+            let dirs = m.capabilities().cgroups.subtree;
+            ensure!(!dirs.is_empty(), "cgroups are unavailable as root");
+            // The grandchild leaves the session and lets go of the output pipes, so
+            // neither the process group nor the pipes tie it to the job.
+            let mut spec = sh(
+                "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
+                Limits::default(),
+            );
+            spec.stdin = false;
+            let job = m.start(spec).await?;
+            let mut f = m.follow(job.id, 0)?;
+            let mut out = Vec::new();
+            let status = loop {
+                match within("the job's output", f.next()).await?? {
+                    Some(qexec_server::FollowEvent::Data { data, .. }) => {
+                        out.extend_from_slice(&data)
+                    }
+                    Some(qexec_server::FollowEvent::End(status)) => break status,
+                    None => bail!("the follower ended without a status"),
+                }
+            };
+            let pid: u32 = String::from_utf8(out)?.trim().parse()?;
+            assert_eq!(
+                status.state,
+                JobState::Exited {
+                    termination: Termination::Exited(0)
+                }
+            );
+            let alive = pid_alive(pid);
+            if alive {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            assert!(!alive, "daemonised grandchild {pid} outlived its job");
+            finish(m, dirs).await
+        },
+    );
+}
