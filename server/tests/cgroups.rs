@@ -470,11 +470,10 @@ fn a_daemonised_grandchild_does_not_outlive_its_job() {
             ensure!(!dirs.is_empty(), "cgroups are unavailable as root");
             // The grandchild leaves the session and lets go of the output pipes, so
             // neither the process group nor the pipes tie it to the job.
-            let mut spec = sh(
+            let spec = sh(
                 "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
                 Limits::default(),
             );
-            spec.stdin = false;
             let job = m.start(spec).await?;
             let mut f = m.follow(job.id, 0)?;
             let mut out = Vec::new();
