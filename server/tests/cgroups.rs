@@ -505,3 +505,65 @@ fn a_daemonised_grandchild_does_not_outlive_its_job() {
         },
     );
 }
+
+#[test]
+fn io_limits_apply_to_the_disk_behind_the_working_directory() {
+    run(
+        "io_limits_apply_to_the_disk_behind_the_working_directory",
+        || async {
+            let dir = tempdir()?;
+            let subtree = unique_subtree("io");
+            let (m, dirs) = manager(dir.path(), &subtree).await?;
+            let disk = match qexec_server::cgroup::block_device_of(dir.path()) {
+                Ok(d) => d,
+                Err(e) => {
+                    ensure!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "no disk behind the test directory: {e}"
+                    );
+                    println!(
+                        "SKIPPED io_limits_apply_to_the_disk_behind_the_working_directory: {e}"
+                    );
+                    return finish(m, dirs).await;
+                }
+            };
+            let limits = Limits {
+                io_write_bps: Some(5_000_000),
+                ..Limits::default()
+            };
+            // Direct writes (v1 throttles only those): 10 MiB at 5 MB/s, about 2 s.
+            let mut spec = sh(
+                "dd if=/dev/zero of=./out bs=1M count=10 oflag=direct 2>/dev/null; rm -f ./out",
+                limits,
+            );
+            spec.cwd = Some(dir.path().to_owned());
+            let job = m.start(spec).await?;
+            let id = job.id.to_string();
+            let (file, expected) = match dirs[0].join(&id).join("io.max").exists() {
+                true => ("io.max", format!("{disk} rbps=max wbps=5000000")),
+                false => ("blkio.throttle.write_bps_device", format!("{disk} 5000000")),
+            };
+            let cg = dirs
+                .iter()
+                .map(|d| d.join(&id))
+                .find(|d| d.join(file).exists())
+                .context("the job has no io cgroup")?;
+            let set = std::fs::read_to_string(cg.join(file))?;
+            assert!(
+                set.lines().any(|l| l.starts_with(&expected)),
+                "{file} is {set:?}, expected {expected:?}"
+            );
+            let status = within("the job's end", m.wait(job.id)).await??;
+            assert_eq!(
+                status.state,
+                JobState::Exited {
+                    termination: Termination::Exited(0)
+                }
+            );
+            assert_eq!(status.limits.io_write_bps, Some(5_000_000));
+            let written = status.usage.io_write_bytes.context("no IO usage")?;
+            assert!(written >= 10 << 20, "{written} bytes written reported");
+            finish(m, dirs).await
+        },
+    );
+}
