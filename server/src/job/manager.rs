@@ -12,21 +12,37 @@
 //!
 //! # One supervisor per job
 //! It owns the job's pidfd, both output pipes (non-blocking, resized to 1 MiB), the
-//! [`LogWriter`], the timeout and the [`Lifecycle`]. Output moves from a pipe into
-//! the log with `splice(2)` (no copy through user space, no buffer per job); past the
-//! output cap, or on a file system that cannot splice, it is read into a buffer
-//! allocated on first use (discarded, or appended with one write per record). It waits on all of them at once
-//! (`tokio::select!`) and on stop requests (a [`Notify`]).
+//! [`LogWriter`], the timeout, the [`Lifecycle`] and the job's cgroup. Output moves
+//! from a pipe into the log with `splice(2)` (no copy through user space, no buffer
+//! per job); past the output cap, or on a file system that cannot splice, it is read
+//! into a buffer allocated on first use (discarded, or appended with one write per
+//! record). It waits on all of them at once (`tokio::select!`), on stop requests (a
+//! [`Notify`]), on a running cgroup kill and, for v1 jobs with a memory limit, on the
+//! OOM check.
 //!
 //! # When a job ends
 //! A job has ended when its main process was reaped **and** both output pipes were
 //! closed. Other processes of the job may hold the pipes open (a daemonised
 //! grandchild): once the main process was reaped, the pipes are drained for at most
 //! [`ManagerConfig::output_drain`]; then whatever is left of the job is SIGKILLed
-//! (through the process group today, the cgroup once it lands — which also catches
-//! processes that called `setsid`), a last non-blocking read takes what is already in
-//! the pipes, and the pipes are closed. Output written after that is lost, and the
-//! writer sees EPIPE.
+//! (through its cgroup — which also catches processes that called `setsid` — and the
+//! process group), a last non-blocking read takes what is already in the pipes, and
+//! the pipes are closed. Output written after that is lost, and the writer sees EPIPE.
+//! Then, with or without a drain, whatever is still in the job's cgroup is killed
+//! (a daemonised grandchild that closed its output does not outlive the job), the
+//! final usage and OOM flag are read from it, and it is removed.
+//!
+//! # Cgroups
+//! Every job gets a cgroup when the host offers them ([`Cgroups::create`], named after
+//! the job id, created before the spawn; the child joins it before it executes
+//! anything). A stop sends SIGTERM to every process in it, and at the kill deadline
+//! empties it with [`JobCgroup::kill_all`] on a blocking thread. On cgroup v1 there
+//! is no `memory.oom.group`: while a job with a memory limit runs, the supervisor
+//! checks the OOM flag every [`OOM_CHECK`] (v1 offers no event without an eventfd
+//! registration) and when the main process exits; once set, the whole job is killed.
+//! Managers sharing a cgroup subtree coordinate through a `flock` on it
+//! ([`SubtreeLock`]): only a manager alone there cleans up stale cgroups at start or
+//! removes the subtree when it goes.
 //!
 //! # Retention
 //! Finished jobs stay listed, with their output file, until more than
@@ -38,18 +54,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use qexec_protocol::{JobId, JobState, JobStatus, Limits, OutputStream, StopReason, Termination};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use qexec_protocol::{
+    JobId, JobState, JobStatus, Limits, OutputStream, ResourceUsage, StopReason, Termination,
+};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::lifecycle::{Action, Lifecycle};
@@ -57,6 +77,10 @@ use super::output::{Appended, HEADER_LEN, LogShared, LogWriter, SpliceError};
 use super::spawn::{self, ChildProcess, IsolationConfig, SpawnConfig};
 use super::{
     Capabilities, JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob,
+};
+use crate::cgroup::{
+    CgroupCapabilities, CgroupError, CgroupVersion, Cgroups, DeviceNumber, HostLayout, JobCgroup,
+    LimitError, LimitKind, block_device_of,
 };
 
 /// Size asked for each output pipe (the unprivileged maximum by default).
@@ -70,6 +94,8 @@ const SPLICE_MAX: usize = PIPE_SIZE as usize;
 const FINAL_DRAIN_READS: usize = 64;
 /// How long a dropped supervisor waits for its SIGKILLed main process to be reaped.
 const DROP_REAP_WAIT_MS: u16 = 2000;
+/// How often the OOM flag of a running v1 job with a memory limit is read.
+const OOM_CHECK: Duration = Duration::from_millis(250);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -87,6 +113,10 @@ pub(crate) struct Shared {
     pub(crate) config: ManagerConfig,
     /// What the host offers, probed once at start-up.
     pub(crate) capabilities: Capabilities,
+    /// The host's cgroups; `None` when turned off by configuration.
+    cgroups: Option<Cgroups>,
+    /// Held while this manager uses the cgroup subtree.
+    subtree_lock: Option<SubtreeLock>,
     jobs_dir: PathBuf,
     table: Mutex<Table>,
 }
@@ -105,6 +135,10 @@ struct Table {
 struct RunState {
     state: JobState,
     ended_at_ms: Option<u64>,
+    /// Final usage, read from the cgroup when the job ended.
+    usage: ResourceUsage,
+    /// Final OOM flag.
+    oom_killed: bool,
 }
 
 /// One job, shared by the table, its supervisor and its followers.
@@ -125,30 +159,50 @@ pub(crate) struct Job {
     stop_notify: Notify,
     /// The main process, for `signal`; `None` once the job ended.
     process: Mutex<Option<Arc<ProcessHandle>>>,
+    /// The job's cgroup while it runs, for live usage; `None` once the job ended.
+    cgroup: Mutex<Option<Arc<JobCgroup>>>,
 }
 
 impl Job {
     /// The job's status now.
     pub(crate) fn status(&self) -> JobStatus {
         let committed = self.log.committed();
-        let run = lock(&self.run);
+        // The cgroup before the state: the supervisor stores the final figures before
+        // it lets go of the cgroup, so a running state seen after this has its cgroup.
+        let cgroup = lock(&self.cgroup).clone();
+        let (state, ended_at_ms, mut usage, mut oom_killed) = {
+            let run = lock(&self.run);
+            (
+                run.state.clone(),
+                run.ended_at_ms,
+                run.usage.clone(),
+                run.oom_killed,
+            )
+        };
+        if state.is_running() {
+            // Live figures: a few small cgroupfs reads, no lock held meanwhile.
+            if let Some(cg) = cgroup {
+                (usage, oom_killed) = read_accounting(&cg, self.id);
+            }
+        }
         JobStatus {
             id: self.id,
             owner: self.owner.clone(),
             argv: self.argv.clone(),
-            state: run.state.clone(),
+            state,
             pid: Some(self.pid),
             started_at_ms: self.started_at_ms,
-            ended_at_ms: run.ended_at_ms,
+            ended_at_ms,
             // spec: QX-MSG-TYPE-8 (their sum is the combined output length so far)
             stdout_bytes: committed.stdout,
             stderr_bytes: committed.stderr,
             // spec: the cap (and a failing log) is visible, never silent.
             output_truncated: committed.discarded > 0,
-            // Seam: read from the job's cgroup once it lands (issue 4).
-            oom_killed: false,
+            // spec: QX-MSG-TYPE-8 (the kernel OOM killer killed a process of the job)
+            oom_killed,
+            // spec: QX-MSG-TYPE-1 (the limits in force after defaults were applied)
             limits: self.limits.clone(),
-            usage: Default::default(),
+            usage,
         }
     }
 
@@ -193,17 +247,6 @@ impl Job {
 #[derive(Debug)]
 pub(crate) struct ProcessHandle {
     process: Mutex<ChildProcess>,
-    pidfd: RawFd,
-}
-
-/// Lets the reactor watch the pidfd while the process stays shared.
-#[derive(Debug)]
-struct PidFd(Arc<ProcessHandle>);
-
-impl AsRawFd for PidFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.pidfd
-    }
 }
 
 impl Shared {
@@ -231,13 +274,32 @@ impl Shared {
                 }
             }
         }
-        let capabilities = probe_capabilities(&config);
+        let mut capabilities = probe_capabilities(&config);
+        let (cgroups, subtree_lock) = prepare_cgroups(&config);
+        capabilities.cgroups = match &cgroups {
+            Some(cg) => cg.capabilities().clone(),
+            None => CgroupCapabilities {
+                host: HostLayout::None,
+                version: None,
+                unavailable: Some("turned off by configuration (ManagerConfig::cgroups)".into()),
+                subtree: Vec::new(),
+                controllers: Vec::new(),
+                kill: None,
+            },
+        };
         Ok(Self {
             config,
             capabilities,
+            cgroups,
+            subtree_lock,
             jobs_dir,
             table: Mutex::new(Table::default()),
         })
+    }
+
+    /// The host's cgroups in use, if any.
+    pub(crate) fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref().filter(|c| c.is_available())
     }
 
     /// A job by id.
@@ -329,6 +391,20 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    /// Every supervisor is gone (they hold this): remove the now empty subtree,
+    /// unless another manager still uses it.
+    fn drop(&mut self) {
+        let alone = self.subtree_lock.as_ref().is_none_or(SubtreeLock::alone);
+        if alone
+            && let Some(cg) = self.cgroups()
+            && let Err(e) = cg.remove_subtree()
+        {
+            tracing::debug!(error = %e, "cannot remove the job cgroup subtree");
+        }
+    }
+}
+
 /// Probes what the host offers and logs it.
 fn probe_capabilities(config: &ManagerConfig) -> Capabilities {
     let mut caps = Capabilities::default();
@@ -375,55 +451,206 @@ impl Drop for Slot {
     }
 }
 
-/// Applies server defaults and maxima to requested limits.
-fn effective_limits(req: &Limits, config: &ManagerConfig) -> Result<Limits, StartError> {
-    fn pick<T: Copy + PartialOrd + Into<u64>>(
-        field: &'static str,
-        req: Option<T>,
-        default: Option<T>,
-        max: Option<T>,
-    ) -> Result<Option<T>, StartError> {
-        if let (Some(r), Some(m)) = (req, max)
-            && r > m
-        {
-            return Err(StartError::InvalidLimits {
+/// The limits a start runs with: the request checked against the server maximums and
+/// what the host can enforce (never clamped), then completed with server defaults.
+fn effective_limits(shared: &Shared, req: &Limits) -> Result<Limits, StartError> {
+    let config = &shared.config;
+    match &shared.cgroups {
+        Some(cg) => cg
+            .resolve(req, &config.default_limits, &config.max_limits)
+            .map_err(limit_error),
+        None => match first_limit(req) {
+            // spec: a start asking for limits the server cannot enforce is refused.
+            Some(field) => Err(StartError::LimitUnavailable {
                 field,
-                requested: r.into(),
-                max: m.into(),
-            });
-        }
-        Ok(req.or(default))
+                reason: "cgroups are turned off in the server configuration".into(),
+            }),
+            None => Ok(Limits::default()),
+        },
     }
-    let (d, m) = (&config.default_limits, &config.max_limits);
-    Ok(Limits {
-        cpu_millis: pick("cpu_millis", req.cpu_millis, d.cpu_millis, m.cpu_millis)?,
-        memory_bytes: pick(
-            "memory_bytes",
-            req.memory_bytes,
-            d.memory_bytes,
-            m.memory_bytes,
-        )?,
-        io_read_bps: pick("io_read_bps", req.io_read_bps, d.io_read_bps, m.io_read_bps)?,
-        io_write_bps: pick(
-            "io_write_bps",
-            req.io_write_bps,
-            d.io_write_bps,
-            m.io_write_bps,
-        )?,
-        io_read_iops: pick(
-            "io_read_iops",
-            req.io_read_iops,
-            d.io_read_iops,
-            m.io_read_iops,
-        )?,
-        io_write_iops: pick(
-            "io_write_iops",
-            req.io_write_iops,
-            d.io_write_iops,
-            m.io_write_iops,
-        )?,
-        pids: pick("pids", req.pids, d.pids, m.pids)?,
-    })
+}
+
+/// The field name of the first limit set in `l`.
+fn first_limit(l: &Limits) -> Option<&'static str> {
+    [
+        ("cpu_millis", l.cpu_millis.is_some()),
+        ("memory_bytes", l.memory_bytes.is_some()),
+        ("io_read_bps", l.io_read_bps.is_some()),
+        ("io_write_bps", l.io_write_bps.is_some()),
+        ("io_read_iops", l.io_read_iops.is_some()),
+        ("io_write_iops", l.io_write_iops.is_some()),
+        ("pids", l.pids.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(name, set)| set.then_some(name))
+}
+
+fn limit_field(kind: LimitKind) -> &'static str {
+    match kind {
+        LimitKind::Cpu => "cpu_millis",
+        LimitKind::Memory => "memory_bytes",
+        LimitKind::IoReadBps => "io_read_bps",
+        LimitKind::IoWriteBps => "io_write_bps",
+        LimitKind::IoReadIops => "io_read_iops",
+        LimitKind::IoWriteIops => "io_write_iops",
+        LimitKind::Pids => "pids",
+    }
+}
+
+fn limit_error(e: LimitError) -> StartError {
+    match e {
+        // spec: QX-ERR-5 (over a server maximum: refused, never clamped)
+        LimitError::AboveMax {
+            limit,
+            requested,
+            max,
+        } => StartError::InvalidLimits {
+            field: limit_field(limit),
+            requested,
+            max,
+        },
+        LimitError::BelowMin {
+            limit,
+            requested,
+            min,
+        } => StartError::LimitTooSmall {
+            field: limit_field(limit),
+            requested,
+            min,
+        },
+        LimitError::Unsupported { limit, reason } => StartError::LimitUnavailable {
+            field: limit_field(limit),
+            reason,
+        },
+    }
+}
+
+/// Detects the host's cgroups (unless turned off), logs what it found and removes the
+/// job cgroups a previous server left.
+fn prepare_cgroups(config: &ManagerConfig) -> (Option<Cgroups>, Option<SubtreeLock>) {
+    if !config.cgroups {
+        tracing::info!("job cgroups are turned off by configuration; resource limits are refused");
+        return (None, None);
+    }
+    let cgroups = Cgroups::detect_with_subtree(&config.cgroup_subtree);
+    let caps = cgroups.capabilities();
+    if !cgroups.is_available() {
+        tracing::warn!("{caps}; jobs run without cgroups and starts with limits are refused");
+        return (Some(cgroups), None);
+    }
+    tracing::info!("{caps}");
+    let (lock, alone) = SubtreeLock::acquire(caps.subtree.first().map(PathBuf::as_path));
+    if alone {
+        // spec: stale job cgroups of a crashed server are emptied and removed at start.
+        match cgroups.cleanup_stale() {
+            Ok(stale) => {
+                for s in &stale {
+                    tracing::warn!(cgroup = %s.name, killed = ?s.killed, "removed a stale job cgroup left by an earlier server");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clean up stale job cgroups"),
+        }
+    } else {
+        tracing::warn!(
+            subtree = %config.cgroup_subtree,
+            "another job manager uses this cgroup subtree; stale cgroups are not cleaned up (give each manager its own ManagerConfig::cgroup_subtree)"
+        );
+    }
+    if let Some(l) = &lock
+        && let Err(e) = l.0.relock(FlockArg::LockShared)
+    {
+        tracing::warn!(error = %e, "cannot take the shared lock on the job cgroup subtree");
+    }
+    (Some(cgroups), lock)
+}
+
+/// A `flock` on the cgroup subtree directory, held by every manager that uses the
+/// subtree: shared while it runs, exclusive (non-blocking) for the two operations that
+/// touch other jobs' cgroups — the stale cleanup at start and removing the subtree
+/// when the manager goes — so a manager never kills or removes what a live manager
+/// of the same subtree owns. A crashed server's lock goes with its process.
+#[derive(Debug)]
+struct SubtreeLock(Flock<std::fs::File>);
+
+impl SubtreeLock {
+    /// Locks `dir`; `alone` is true when the lock was exclusive (no other manager).
+    /// Without a lock (it cannot be taken) the manager behaves as if alone.
+    fn acquire(dir: Option<&Path>) -> (Option<Self>, bool) {
+        let Some(dir) = dir else {
+            return (None, true);
+        };
+        let file = match std::fs::File::open(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot open the job cgroup subtree to lock it");
+                return (None, true);
+            }
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => (Some(Self(lock)), true),
+            Err((file, Errno::EWOULDBLOCK)) => {
+                // Waits only while another manager does its own stale cleanup.
+                match Flock::lock(file, FlockArg::LockShared) {
+                    Ok(lock) => (Some(Self(lock)), false),
+                    Err((_, e)) => {
+                        tracing::warn!(path = %dir.display(), error = %e, "cannot lock the job cgroup subtree");
+                        (None, false)
+                    }
+                }
+            }
+            Err((_, e)) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot lock the job cgroup subtree");
+                (None, true)
+            }
+        }
+    }
+
+    /// True when no other manager holds the subtree (the lock is exclusive now).
+    fn alone(&self) -> bool {
+        self.0.relock(FlockArg::LockExclusiveNonblock).is_ok()
+    }
+}
+
+/// Creates the cgroup of job `id` with `limits`; IO limits apply to the disk behind
+/// `cwd`, else to the configured disks.
+fn create_cgroup(
+    cgroups: &Cgroups,
+    config: &ManagerConfig,
+    id: JobId,
+    limits: &Limits,
+    cwd: &Path,
+) -> Result<JobCgroup, CgroupError> {
+    let wants_io = limits.io_read_bps.is_some()
+        || limits.io_write_bps.is_some()
+        || limits.io_read_iops.is_some()
+        || limits.io_write_iops.is_some();
+    let devices: Vec<DeviceNumber> = if wants_io {
+        match block_device_of(cwd) {
+            Ok(dev) => vec![dev],
+            Err(e) if !config.io_devices.is_empty() => {
+                tracing::debug!(job = %id, error = %e, "IO limits apply to the configured disks");
+                config.io_devices.clone()
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        Vec::new()
+    };
+    cgroups.create(&id.to_string(), limits, &devices)
+}
+
+/// Usage and OOM flag of a job cgroup now (what cannot be read is left unknown).
+/// spec: QX-MSG-TYPE-7 (`None` where not measured)
+fn read_accounting(cg: &JobCgroup, id: JobId) -> (ResourceUsage, bool) {
+    let usage = cg.usage().unwrap_or_else(|e| {
+        tracing::debug!(job = %id, error = %e, "cannot read the job's cgroup usage");
+        ResourceUsage::default()
+    });
+    let oom = cg.oom_killed().unwrap_or_else(|e| {
+        tracing::debug!(job = %id, error = %e, "cannot read the job's OOM flag");
+        false
+    });
+    (usage, oom)
 }
 
 /// Starts a job and its supervisor (owned by `tasks`).
@@ -432,7 +659,7 @@ pub(crate) async fn start(
     tasks: &Mutex<JoinSet<()>>,
     spec: JobSpec,
 ) -> Result<StartedJob, StartError> {
-    let limits = effective_limits(&spec.limits, &shared.config)?;
+    let limits = effective_limits(shared, &spec.limits)?;
     let mut slot = shared.reserve()?;
     let id = slot.id;
     let dir = shared.jobs_dir.join(id.to_string());
@@ -463,19 +690,53 @@ pub(crate) async fn start(
         .capabilities
         .isolation
         .then(|| IsolationConfig::for_job(&id));
-    // spawn() blocks until exec (or its failure); keep it off the runtime threads.
+    let blocking_shared = Arc::clone(shared);
+    let job_limits = limits.clone();
+    // Creating the cgroup and spawn() block (cgroupfs writes; spawn until exec or its
+    // failure); keep them off the runtime threads.
     let (argv, spawned) = tokio::task::spawn_blocking(move || {
+        let shared = blocking_shared;
+        let cgroups = shared.cgroups();
+        // spec: the job is in its cgroup before it executes anything (the child writes
+        // to these fds before exec), so it never runs unconstrained.
+        let mut cgroup = match cgroups
+            .map(|c| create_cgroup(c, &shared.config, id, &job_limits, &cwd))
+            .transpose()
+        {
+            Ok(cgroup) => cgroup,
+            Err(source) => return (argv, Err(StartError::Cgroup { id, source })),
+        };
+        let procs = cgroup.as_ref().map(JobCgroup::procs_fds).unwrap_or_default();
         let config = SpawnConfig {
             argv: &argv,
             env: &env,
             cwd: &cwd,
             stdin: want_stdin,
             isolation: isolation.as_ref(),
-            // Seam: the job's cgroup (issue 4) plugs in here.
-            cgroup_procs: &[],
+            cgroup_procs: &procs,
             credentials: None,
         };
         let r = spawn::spawn(&config);
+        drop(procs);
+        let r = match r {
+            Ok(child) => {
+                if let Some(cg) = &mut cgroup {
+                    cg.release_procs_fds();
+                }
+                Ok((child, cgroup))
+            }
+            Err(e) => {
+                if let Some(mut cg) = cgroup
+                    && let Err(err) = cg.remove()
+                {
+                    tracing::warn!(job = %id, error = %err, "cannot remove the cgroup of a job that failed to start");
+                }
+                Err(StartError::Spawn {
+                    failure: e.failure,
+                    message: e.message,
+                })
+            }
+        };
         (argv, r)
     })
     .await
@@ -483,22 +744,29 @@ pub(crate) async fn start(
         what: "spawn task",
         message: e.to_string(),
     })?;
-    let child = match spawned {
-        Ok(child) => child,
+    let (child, cgroup) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => {
             remove_dir(&dir);
-            return Err(StartError::Spawn {
-                failure: e.failure,
-                message: e.message,
-            });
+            return Err(e);
         }
     };
+    let cgroup = cgroup.map(Arc::new);
+    let oom_check = cgroup.as_ref().and_then(|_| {
+        let v1 = shared.cgroups().and_then(Cgroups::layout) == Some(CgroupVersion::V1);
+        (v1 && limits.memory_bytes.is_some()).then(|| {
+            let mut tick = tokio::time::interval(OOM_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        })
+    });
     let started_at_ms = now_ms();
     let pid = child.pid;
-    let pidfd = child.process.as_raw_fd();
+    // The reactor watches a duplicate of the pidfd (same open file description), so
+    // the process itself stays shared with `signal`.
+    let watched_pidfd = child.process.as_fd().try_clone_to_owned();
     let handle = Arc::new(ProcessHandle {
         process: Mutex::new(child.process),
-        pidfd,
     });
     let job = Arc::new(Job {
         id,
@@ -513,10 +781,13 @@ pub(crate) async fn start(
         run: Mutex::new(RunState {
             state: JobState::Running,
             ended_at_ms: None,
+            usage: ResourceUsage::default(),
+            oom_killed: false,
         }),
         pending_stop: Mutex::new(None),
         stop_notify: Notify::new(),
         process: Mutex::new(Some(Arc::clone(&handle))),
+        cgroup: Mutex::new(cgroup.clone()),
     });
     {
         let mut table = lock(&shared.table);
@@ -541,15 +812,14 @@ pub(crate) async fn start(
         life: Lifecycle::new(),
         timeout_at: spec.timeout.map(|t| Instant::now() + t),
         drain_until: None,
+        cgroup,
+        kill_task: None,
+        oom_check,
+        oom_handled: false,
         finished: false,
     };
     let registered = (|| -> io::Result<Option<JobStdin>> {
-        // `AsyncFd::with_interest` is deprecated because it cannot know that an
-        // arbitrary `AsRawFd` keeps its fd open; `PidFd` does (it owns an `Arc` of the
-        // `ChildProcess` that owns the pidfd), and the unsafe replacement is not
-        // allowed outside `sys`.
-        #[allow(deprecated, reason = "sound here, see above")]
-        let pidfd = AsyncFd::with_interest(PidFd(Arc::clone(&handle)), Interest::READABLE)?;
+        let pidfd = crate::sys::async_fd(watched_pidfd?, Interest::READABLE)?;
         sup.pidfd = Some(pidfd);
         sup.stdout = Some(output_pipe(child.stdout)?);
         sup.stderr = Some(output_pipe(child.stderr)?);
@@ -590,6 +860,27 @@ async fn readable(fd: Option<&pipe::Receiver>) {
     }
 }
 
+/// Waits for a running cgroup kill (never ready when there is none).
+async fn killed(task: Option<&mut JoinHandle<Result<(), CgroupError>>>) -> Option<String> {
+    match task {
+        Some(task) => match task.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -611,7 +902,8 @@ struct Supervisor {
     job: Arc<Job>,
     /// The main process; `None` once the job ended (closes the pidfd).
     handle: Option<Arc<ProcessHandle>>,
-    pidfd: Option<AsyncFd<PidFd>>,
+    /// The reactor's duplicate of the main process' pidfd.
+    pidfd: Option<AsyncFd<OwnedFd>>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
     log: Option<LogWriter>,
@@ -622,6 +914,14 @@ struct Supervisor {
     life: Lifecycle,
     timeout_at: Option<Instant>,
     drain_until: Option<Instant>,
+    /// The job's cgroup; `None` without cgroups and once the job ended.
+    cgroup: Option<Arc<JobCgroup>>,
+    /// A running [`JobCgroup::kill_all`] (on a blocking thread).
+    kill_task: Option<JoinHandle<Result<(), CgroupError>>>,
+    /// OOM flag checks of a v1 job with a memory limit.
+    oom_check: Option<tokio::time::Interval>,
+    /// The OOM flag was seen and the job killed for it.
+    oom_handled: bool,
     finished: bool,
 }
 
@@ -668,9 +968,63 @@ impl Supervisor {
                     self.apply(action);
                 }
                 () = sleep_until(self.drain_until) => self.end_drain(),
+                failed = killed(self.kill_task.as_mut()) => {
+                    self.kill_task = None;
+                    if let Some(e) = failed {
+                        tracing::error!(job = %job.id, error = %e, "cannot kill every process of the job's cgroup");
+                    }
+                }
+                () = tick(self.oom_check.as_mut()) => self.check_oom(),
             }
         }
+        self.empty_cgroup().await;
         self.finish();
+    }
+
+    /// Kills whatever is left in the job's cgroup and waits until it is empty.
+    async fn empty_cgroup(&mut self) {
+        if let Some(mut task) = self.kill_task.take()
+            && let Some(e) = killed(Some(&mut task)).await
+        {
+            tracing::error!(job = %self.job.id, error = %e, "cannot kill every process of the job's cgroup");
+        }
+        let Some(cg) = self.cgroup.clone() else {
+            return;
+        };
+        let left = cg.pids().map_or(true, |p| !p.is_empty());
+        if !left {
+            return;
+        }
+        let mut task = tokio::task::spawn_blocking(move || cg.kill_all());
+        if let Some(e) = killed(Some(&mut task)).await {
+            tracing::error!(job = %self.job.id, error = %e, "cannot kill every process of the job's cgroup");
+        }
+    }
+
+    /// On cgroup v1 an OOM kill hits one process only: kill the rest of the job too.
+    fn check_oom(&mut self) {
+        if self.oom_handled {
+            return;
+        }
+        let Some(cg) = &self.cgroup else {
+            return;
+        };
+        if cg.oom_killed().unwrap_or(false) {
+            tracing::info!(job = %self.job.id, "the OOM killer hit the job; killing all of it");
+            self.oom_handled = true;
+            self.oom_check = None;
+            self.start_cgroup_kill();
+        }
+    }
+
+    /// Starts [`JobCgroup::kill_all`] on a blocking thread unless one runs already.
+    fn start_cgroup_kill(&mut self) {
+        if self.kill_task.is_some() {
+            return;
+        }
+        if let Some(cg) = self.cgroup.clone() {
+            self.kill_task = Some(tokio::task::spawn_blocking(move || cg.kill_all()));
+        }
     }
 
     /// One read from a pipe into the log.
@@ -786,6 +1140,10 @@ impl Supervisor {
 
     fn on_main_exit(&mut self, termination: Termination) {
         self.life.on_exit(termination);
+        if self.oom_check.is_some() {
+            self.check_oom();
+            self.oom_check = None;
+        }
         self.drain_until = Some(Instant::now() + self.shared.config.output_drain);
     }
 
@@ -797,14 +1155,32 @@ impl Supervisor {
         self.apply(action);
     }
 
-    fn apply(&self, action: Action) {
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Nothing => return,
+            // spec: QX-MSG-CTRL-2 (SIGTERM to every process of the job, then SIGKILL)
+            Action::Terminate => {
+                // The cgroup first: it holds every process of the job, wherever it went.
+                if let Some(cg) = &self.cgroup
+                    && let Err(e) = cg.signal_all(nix::sys::signal::Signal::SIGTERM)
+                {
+                    tracing::debug!(job = %self.job.id, error = %e, "SIGTERM to the job's cgroup failed");
+                }
+            }
+            Action::Kill => self.start_cgroup_kill(),
+        }
+        self.signal_main(action);
+    }
+
+    /// The process-level part of an action: the main process (or the init) and,
+    /// not isolated, its process group.
+    fn signal_main(&self, action: Action) {
         let Some(handle) = &self.handle else {
             return;
         };
         let process = lock(&handle.process);
         let result = match action {
             Action::Nothing => return,
-            // Seam: with a cgroup, `signal_all`/`kill_all` on it come first.
             Action::Terminate => process.terminate(),
             Action::Kill => process.kill(),
         };
@@ -837,12 +1213,29 @@ impl Supervisor {
             return;
         }
         self.finished = true;
+        let cgroup = self.cgroup.take();
+        let (usage, oom_killed) = cgroup
+            .as_deref()
+            .map(|cg| read_accounting(cg, self.job.id))
+            .unwrap_or_default();
         {
             let mut run = lock(&self.job.run);
             run.state = self.life.state();
             run.ended_at_ms = Some(now_ms());
+            run.usage = usage;
+            run.oom_killed = oom_killed;
         }
         lock(&self.job.process).take();
+        lock(&self.job.cgroup).take();
+        if let Some(cg) = cgroup {
+            // Another holder (a concurrent status read) removes it when it lets go
+            // (`JobCgroup`'s drop).
+            if let Ok(mut cg) = Arc::try_unwrap(cg)
+                && let Err(e) = cg.remove()
+            {
+                tracing::warn!(job = %self.job.id, error = %e, "cannot remove the job's cgroup");
+            }
+        }
         self.stdout = None;
         self.stderr = None;
         self.pidfd = None;
@@ -868,7 +1261,13 @@ impl Drop for Supervisor {
         let _ = self
             .life
             .request_stop(StopReason::Shutdown, Duration::ZERO, Instant::now());
-        self.apply(Action::Kill);
+        self.signal_main(Action::Kill);
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.kill_all()
+        {
+            // Bounded (it gives up after a while); `JobCgroup`'s drop tries again.
+            tracing::error!(job = %self.job.id, error = %e, "cannot kill every process of the job's cgroup");
+        }
         if let Some(handle) = self.handle.as_ref().filter(|_| !self.life.exited()) {
             {
                 let process = lock(&handle.process);

@@ -1,7 +1,8 @@
 //! The job library: start, follow, stop and report Linux processes. No network code.
 //!
 //! API contract (shared by the service, the CLI demo and the tests):
-//! - [`JobManager::new`] prepares the state directory (and, later, cgroups).
+//! - [`JobManager::new`] prepares the state directory and the cgroup subtree
+//!   (removing stale job cgroups a crashed server left).
 //! - [`JobManager::start`] runs argv directly (no shell) and returns at once with the
 //!   job id and, if asked, a stdin writer.
 //! - [`JobManager::follow`] returns a [`Follower`] that yields the job's output from a
@@ -22,14 +23,22 @@
 //! - Isolation ([`ManagerConfig::isolation`], on by default when the host allows it):
 //!   each job runs in its own PID, mount, network, UTS and IPC namespaces under an
 //!   init (the `spawn` module); the status' pid is the init's host pid.
+//! - Cgroups ([`ManagerConfig::cgroups`], on by default when the host allows it):
+//!   every job gets its own cgroup, created before the spawn and joined by the child
+//!   before it executes anything, with the job's effective limits; it is used for
+//!   accounting ([`JobStatus::usage`], `oom_killed`), to stop the job as a whole and
+//!   is removed when the job ended. Without cgroups a start that asks for limits is
+//!   refused ([`StartError::LimitUnavailable`]).
 //! - Stop: SIGTERM to every process of the job, `grace`, then SIGKILL (`lifecycle`
-//!   module docs). "Every process" means: isolated, every process of the job's PID
-//!   namespace (SIGKILL to the init ends the namespace); not isolated, the job's
-//!   process group / session only — a process that left it with `setsid` is reached
-//!   once the job's cgroup (issue 4) is used.
+//!   module docs). "Every process" means every process of the job's cgroup (the
+//!   primary mechanism; a `setsid` or double-fork does not escape it), plus, isolated,
+//!   every process of the job's PID namespace and, not isolated, the job's process
+//!   group. The job has ended when its main process was reaped and its cgroup is
+//!   empty.
 //! - A job has ended when its main process was reaped and its output pipes were
 //!   closed, or a bounded drain after the main process' exit ran out
-//!   ([`ManagerConfig::output_drain`]); what is left of the job is then killed.
+//!   ([`ManagerConfig::output_drain`]); what is left of the job (its cgroup) is then
+//!   killed, so no daemonised grandchild outlives its job.
 //! - Output cap: past [`ManagerConfig::output_cap`] combined bytes the job is stopped
 //!   with `StopReason::OutputLimit`; bytes up to the cap are kept, the rest is read
 //!   and discarded, and the status has `output_truncated = true`. `stdout_bytes` and
@@ -49,6 +58,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::cgroup::{CgroupCapabilities, CgroupError, DeviceNumber, HostLayout};
 use qexec_protocol::{JobId, JobStatus, Limits, OutputStream, SpawnFailure, StopReason};
 use tokio::task::JoinSet;
 
@@ -84,6 +94,21 @@ pub struct ManagerConfig {
     /// host allows it (root, kernel support); when it does not, jobs run without and
     /// [`Capabilities::isolation_unavailable`] says why. Default: on.
     pub isolation: bool,
+    /// Put each job in its own cgroup (limits, usage, whole-job kill) when the host
+    /// allows it (root, cgroups mounted); when it does not, jobs without limits still
+    /// run and [`Capabilities::cgroups`] says why. Default: on.
+    pub cgroups: bool,
+    /// Name of the directory holding the job cgroups in each hierarchy. Default
+    /// [`crate::cgroup::DEFAULT_SUBTREE`] (`qexec`). Job cgroups found there at start-up
+    /// are stale (a crashed server's): their processes are killed and they are removed.
+    /// Managers using one subtree at once hold a lock on it: a manager that is not
+    /// alone there skips that cleanup (and leaves the subtree in place when it goes),
+    /// so it never touches the jobs of another; still, give each its own subtree.
+    pub cgroup_subtree: String,
+    /// Disks (whole-disk `major:minor`) IO limits apply to when no block device backs
+    /// the job's working directory (tmpfs, overlay). Empty: such a start with IO
+    /// limits is refused.
+    pub io_devices: Vec<DeviceNumber>,
 }
 
 impl ManagerConfig {
@@ -99,6 +124,9 @@ impl ManagerConfig {
             retain_finished: 1000,
             output_drain: Duration::from_secs(1),
             isolation: true,
+            cgroups: true,
+            cgroup_subtree: crate::cgroup::DEFAULT_SUBTREE.to_owned(),
+            io_devices: Vec::new(),
         }
     }
 
@@ -144,7 +172,7 @@ pub struct JobSpec {
 }
 
 /// What the host offers the job library (reported at start-up and on request).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
     /// Jobs run in their own PID, mount, network, UTS and IPC namespaces under an
@@ -152,6 +180,29 @@ pub struct Capabilities {
     pub isolation: bool,
     /// Why isolation is off although the configuration asked for it.
     pub isolation_unavailable: Option<String>,
+    /// The cgroup report: host layout, the interface used, each controller, the kill
+    /// method, and why cgroups are unavailable when they are (`unavailable`; then
+    /// jobs run without cgroups and starts asking for limits are refused). Its
+    /// `Display` is the start-up log line.
+    pub cgroups: CgroupCapabilities,
+}
+
+impl Default for Capabilities {
+    /// Nothing probed yet: no isolation, no cgroups.
+    fn default() -> Self {
+        Self {
+            isolation: false,
+            isolation_unavailable: None,
+            cgroups: CgroupCapabilities {
+                host: HostLayout::None,
+                version: None,
+                unavailable: Some("not probed".to_owned()),
+                subtree: Vec::new(),
+                controllers: Vec::new(),
+                kill: None,
+            },
+        }
+    }
 }
 
 /// A started job.
@@ -241,7 +292,6 @@ impl JobManager {
 
     /// What the host offers (cgroup layout, isolation).
     pub fn capabilities(&self) -> Capabilities {
-        // Seam: the cgroup probe (issue 4) adds its part here.
         self.inner.shared.capabilities.clone()
     }
 
@@ -436,6 +486,38 @@ pub enum StartError {
         /// The server's maximum.
         max: u64,
     },
+    /// A requested limit is below the smallest value the kernel can enforce.
+    #[error(
+        "limit {field} = {requested} is below the smallest enforceable value {min}; ask for more"
+    )]
+    LimitTooSmall {
+        /// The limit's field name in `Limits`.
+        field: &'static str,
+        /// What was asked.
+        requested: u64,
+        /// The smallest value.
+        min: u64,
+    },
+    /// A limit was requested that this server cannot enforce (resource limits need
+    /// cgroups, and the needed controller must be usable).
+    #[error(
+        "resource limits need cgroups: {field} cannot be enforced on this server ({reason}); start the job without it"
+    )]
+    LimitUnavailable {
+        /// The limit's field name in `Limits`.
+        field: &'static str,
+        /// Why it cannot be enforced.
+        reason: String,
+    },
+    /// The job's cgroup could not be created or prepared.
+    #[error("cannot set up the cgroup of job {id}: {source}")]
+    Cgroup {
+        /// The job that was being started.
+        id: JobId,
+        /// Why.
+        #[source]
+        source: CgroupError,
+    },
     /// The job's state (output log) could not be created.
     #[error(
         "cannot create the job's output log at {}: {source}; check the state directory",
@@ -466,6 +548,8 @@ impl StartError {
         match self {
             Self::Spawn { failure, .. } => Some(*failure),
             Self::TooManyJobs { .. } => Some(SpawnFailure::TooManyJobs),
+            // spec: QX-MSG-TYPE-5 (`Setup`: limits or isolation could not be set up)
+            Self::LimitUnavailable { .. } | Self::Cgroup { .. } => Some(SpawnFailure::Setup),
             _ => None,
         }
     }

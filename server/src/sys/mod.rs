@@ -18,6 +18,7 @@
 mod hook;
 mod ns;
 mod process;
+mod reactor;
 
 use std::ffi::{CString, c_char};
 use std::fmt;
@@ -32,6 +33,7 @@ pub(crate) use process::{
     reset_signal_dispositions, set_no_new_privs, set_process_name, setgid, setgroups_empty, setsid,
     setuid, unblock_all_signals, vfork_and_run, waitpid_any_nohang, write_all,
 };
+pub(crate) use reactor::async_fd;
 
 /// A raw `errno` value reported by a child-side system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
