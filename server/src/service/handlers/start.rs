@@ -49,17 +49,17 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
             Some(SpawnFailure::TooManyJobs),
         ),
         StartError::Spawn { failure, .. } => (refusal(ErrorCode::SpawnFailed), Some(*failure)),
-        StartError::InvalidLimits { .. } => (refusal(ErrorCode::InvalidArgument), None),
+        // spec: QX-ERR-5 — a limit the server cannot or will not honour is the
+        // caller's argument, never clamped and never an internal failure.
+        StartError::InvalidLimits { .. }
+        | StartError::LimitTooSmall { .. }
+        | StartError::LimitUnavailable { .. } => (refusal(ErrorCode::InvalidArgument), None),
+        StartError::Cgroup { .. } => (refusal(ErrorCode::SpawnFailed), Some(SpawnFailure::Setup)),
         StartError::ShuttingDown => (refusal(ErrorCode::ShuttingDown), None),
         StartError::Io { .. } | StartError::Internal { .. } => {
             tracing::error!(error = %e, "job start failed on the server side");
             (refusal(ErrorCode::Internal), None)
         }
-        #[allow(
-            unreachable_patterns,
-            reason = "StartError is non_exhaustive and growing"
-        )]
-        _ => (refusal(ErrorCode::Internal), None),
     }
 }
 
