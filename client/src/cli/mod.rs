@@ -1,0 +1,1 @@
+//! The `qexec` command-line interface (used by the `qexec` binary).
