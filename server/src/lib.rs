@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod job;
+pub mod pki;
 
 pub use job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,
