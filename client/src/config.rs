@@ -10,31 +10,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7443";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PKI directory `qexec certs init` writes to: `$QEXEC_CONFIG_DIR`, else
-/// `$XDG_CONFIG_HOME/qexec`, else `~/.config/qexec` (the layout agreed with qexecd).
+/// `$XDG_CONFIG_HOME/qexec`, else `~/.config/qexec` (the layout agreed with qexecd;
+/// one definition, [`qexec_server::pki::default_dir`]).
 pub fn default_config_dir() -> PathBuf {
-    config_dir_from(
-        std::env::var_os("QEXEC_CONFIG_DIR"),
-        std::env::var_os("XDG_CONFIG_HOME"),
-        std::env::var_os("HOME"),
-    )
-}
-
-fn config_dir_from(
-    qexec: Option<std::ffi::OsString>,
-    xdg: Option<std::ffi::OsString>,
-    home: Option<std::ffi::OsString>,
-) -> PathBuf {
-    if let Some(d) = qexec.filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = xdg.filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("qexec");
-    }
-    let home = home
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".config").join("qexec")
+    qexec_server::pki::default_dir()
 }
 
 /// Everything needed to connect to qexecd.
@@ -83,31 +62,5 @@ impl ClientConfig {
     pub fn with_addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_dir_precedence() {
-        let s = |v: &str| Some(std::ffi::OsString::from(v));
-        assert_eq!(
-            config_dir_from(s("/q"), s("/x"), s("/h")),
-            PathBuf::from("/q")
-        );
-        assert_eq!(
-            config_dir_from(None, s("/x"), s("/h")),
-            PathBuf::from("/x/qexec")
-        );
-        assert_eq!(
-            config_dir_from(s(""), None, s("/h")),
-            PathBuf::from("/h/.config/qexec")
-        );
-        assert_eq!(
-            config_dir_from(None, None, None),
-            PathBuf::from("/root/.config/qexec")
-        );
     }
 }
