@@ -37,6 +37,15 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// QUIC idle timeout: a server silent this long (despite keep-alives) is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Receive window per output stream: one maximum frame.
+const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+
+/// Receive window of the whole connection: sixteen stalled streams' worth.
+const CONNECTION_RECEIVE_WINDOW: u32 = 16 * STREAM_RECEIVE_WINDOW;
+
+/// Output streams the server may have open to us at once (one per follower).
+const MAX_OUTPUT_STREAMS: u32 = 1024;
+
 /// TLS alert numbers (RFC 8446 §6) as they appear in QUIC CRYPTO_ERROR codes
 /// (0x100 + alert, RFC 9001 §4.8).
 mod alert {
@@ -371,7 +380,13 @@ impl Client {
         })?;
         let mut quic = quinn::ClientConfig::new(Arc::new(quic_tls));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        transport
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            // One stalled follower must block only its own output stream: a per-stream
+            // window well below the connection window (as qexecd expects clients to).
+            .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+            .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+            .max_concurrent_uni_streams(MAX_OUTPUT_STREAMS.into());
         transport.max_idle_timeout(Some(
             IDLE_TIMEOUT
                 .try_into()

@@ -159,13 +159,25 @@ pub fn state_text(state: &JobState) -> String {
 
 /// Quotes one argument for display the way a POSIX shell would need it.
 fn shell_quote(arg: &[u8]) -> String {
-    let text = String::from_utf8_lossy(arg);
+    let Ok(text) = std::str::from_utf8(arg) else {
+        // Not UTF-8: bash's $'…' form shows every byte exactly.
+        let mut s = String::from("$'");
+        for &b in arg {
+            if b == b' ' || (b.is_ascii_graphic() && b != b'\'' && b != b'\\') {
+                s.push(char::from(b));
+            } else {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+        s.push('\'');
+        return s;
+    };
     let plain = !text.is_empty()
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
     if plain {
-        text.into_owned()
+        text.to_owned()
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
     }
@@ -617,5 +629,6 @@ mod tests {
     fn commands_are_quoted() {
         let argv = vec![b"sh".to_vec(), b"-c".to_vec(), b"echo 'hi'".to_vec()];
         assert_eq!(command_text(&argv), r#"sh -c 'echo '\''hi'\'''"#);
+        assert_eq!(command_text(&[b"a\xff b".to_vec()]), r"$'a\xff b'");
     }
 }
