@@ -4,6 +4,7 @@
 
 pub mod job;
 pub mod pki;
+pub mod service;
 
 pub use job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,

@@ -403,7 +403,10 @@ impl Ca {
     pub fn generate() -> Result<Self, PkiError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, CA_CN);
+        // A random suffix tells CAs apart: a certificate from another qexec CA is then
+        // refused as "unknown issuer", not as a bad signature under a same-named CA.
+        let tag: u32 = rand::random();
+        dn.push(DnType::CommonName, format!("{CA_CN} {tag:08x}"));
         dn.push(DnType::OrganizationName, ORG);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
