@@ -4,6 +4,7 @@
 
 mod certs;
 mod completions;
+mod demo;
 mod list;
 mod logs;
 pub mod render;
@@ -139,6 +140,9 @@ enum Command {
     /// Print a shell completion script.
     #[command(after_help = completions::HELP)]
     Completions(completions::CompletionsArgs),
+    /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
+    #[command(after_help = demo::HELP)]
+    Demo(demo::DemoArgs),
 }
 
 /// Resource limits and timeout of a job, in human units.
@@ -219,46 +223,71 @@ impl LimitArgs {
     }
 
     /// The limit flags given, as (flag, typed text, words a server message about
-    /// that limit would contain).
-    fn given(&self) -> Vec<(&'static str, String, &'static [&'static str])> {
-        let mut v = Vec::new();
-        let mut push = |flag, text: Option<String>, words| {
-            if let Some(t) = text {
-                v.push((flag, t, words));
-            }
-        };
-        push(
-            "--cpu",
-            self.cpu.as_ref().map(|h| h.text.clone()),
-            &["cpu"][..],
-        );
-        push(
-            "--memory",
-            self.memory.as_ref().map(|h| h.text.clone()),
-            &["memory"][..],
-        );
-        push(
-            "--io-read",
-            self.io_read.as_ref().map(|h| h.text.clone()),
-            &["io_read_bps", "io-read", "read bandwidth", "read_bps"][..],
-        );
-        push(
-            "--io-write",
-            self.io_write.as_ref().map(|h| h.text.clone()),
-            &["io_write_bps", "io-write", "write bandwidth", "write_bps"][..],
-        );
-        push(
-            "--io-read-iops",
-            self.io_read_iops.map(|n| n.to_string()),
-            &["io_read_iops", "io-read-iops", "read iops"][..],
-        );
-        push(
-            "--io-write-iops",
-            self.io_write_iops.map(|n| n.to_string()),
-            &["io_write_iops", "io-write-iops", "write iops"][..],
-        );
-        push("--pids", self.pids.map(|n| n.to_string()), &["pids"][..]);
-        v
+    /// that limit would contain, how to show a number of that limit's unit).
+    fn given(
+        &self,
+    ) -> Vec<(
+        &'static str,
+        String,
+        &'static [&'static str],
+        fn(u64) -> String,
+    )> {
+        fn size(v: u64) -> String {
+            crate::units::format_size(v)
+        }
+        fn rate(v: u64) -> String {
+            format!("{}/s", crate::units::format_size(v))
+        }
+        fn cpu(v: u64) -> String {
+            u32::try_from(v).map_or_else(|_| v.to_string(), crate::units::format_cpu)
+        }
+        fn plain(v: u64) -> String {
+            v.to_string()
+        }
+        let text = |h: &Option<Human<u64>>| h.as_ref().map(|h| h.text.clone());
+        let candidates: [(
+            &'static str,
+            Option<String>,
+            &'static [&'static str],
+            fn(u64) -> String,
+        ); 7] = [
+            (
+                "--cpu",
+                self.cpu.as_ref().map(|h| h.text.clone()),
+                &["cpu"],
+                cpu,
+            ),
+            ("--memory", text(&self.memory), &["memory"], size),
+            (
+                "--io-read",
+                text(&self.io_read),
+                &["io_read_bps", "read_bps"],
+                rate,
+            ),
+            (
+                "--io-write",
+                text(&self.io_write),
+                &["io_write_bps", "write_bps"],
+                rate,
+            ),
+            (
+                "--io-read-iops",
+                self.io_read_iops.map(|n| n.to_string()),
+                &["io_read_iops", "read_iops"],
+                plain,
+            ),
+            (
+                "--io-write-iops",
+                self.io_write_iops.map(|n| n.to_string()),
+                &["io_write_iops", "write_iops"],
+                plain,
+            ),
+            ("--pids", self.pids.map(|n| n.to_string()), &["pids"], plain),
+        ];
+        candidates
+            .into_iter()
+            .filter_map(|(flag, text, words, show)| text.map(|t| (flag, t, words, show)))
+            .collect()
     }
 
     /// Builds the start request for `command`.
@@ -309,21 +338,36 @@ impl LimitArgs {
         let given = self.given();
         let mentioned: Vec<_> = given
             .iter()
-            .filter(|(_, _, words)| words.iter().any(|w| lower.contains(w)))
+            .filter(|(_, _, words, _)| words.iter().any(|w| lower.contains(w)))
             .collect();
         let about_max =
             lower.contains("max") || lower.contains("above") || lower.contains("exceed");
         let pick = match (mentioned.as_slice(), given.len()) {
             ([one], _) => Some(*one),
-            ([], 1) if about_max => given.first(),
+            ([], 1) => given.first(),
             _ => None,
         };
         match pick {
-            Some((flag, text, _)) if about_max => CliError::LimitAboveMax {
-                flag,
-                value: text.clone(),
-                message: message.clone(),
-            },
+            Some((flag, text, _, show)) if about_max => {
+                // The manager says "... maximum N ..."; show N in the flag's units.
+                let max = lower
+                    .split("maximum")
+                    .nth(1)
+                    .and_then(|rest| {
+                        let digits: String = rest
+                            .trim_start()
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect();
+                        digits.parse::<u64>().ok()
+                    })
+                    .map_or_else(|| message.clone(), show);
+                CliError::LimitAboveMax {
+                    flag,
+                    value: text.clone(),
+                    max,
+                }
+            }
             _ => e.into(),
         }
     }
@@ -338,15 +382,15 @@ pub enum CliError {
     Client(#[from] ClientError),
     /// A limit is above what the server allows.
     #[error(
-        "{flag} {value} is above the server maximum ({message}): ask for less, or raise the server's maximum"
+        "{flag} {value} is above the server maximum ({max}): ask for less, or raise qexecd's maximum"
     )]
     LimitAboveMax {
         /// The flag.
         flag: &'static str,
         /// What the user typed.
         value: String,
-        /// The server's message.
-        message: String,
+        /// The server's maximum (or its whole message when it has no number).
+        max: String,
     },
     /// A PKI operation failed.
     #[error(transparent)]
@@ -457,11 +501,13 @@ pub fn main() -> ExitCode {
         }
     };
     // The CLI talks to one server at a time: one thread is plenty and starts fastest
-    // (cold `qexec run` latency is a headline figure).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // (cold `qexec run` latency is a headline figure). The demo also hosts qexecd.
+    let mut builder = if matches!(cli.command, Command::Demo(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(source) => {
             report(&CliError::Runtime { source });
@@ -496,6 +542,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
+        Command::Demo(args) => demo::demo(args).await,
     }
 }
 
@@ -549,12 +596,14 @@ mod tests {
         };
         let e = limits.explain(ClientError::Server {
             code: ErrorCode::InvalidArgument,
-            message: "memory_bytes 68719476736 is above the maximum 1073741824".into(),
+            message: "limit memory_bytes = 68719476736 is above the server's maximum \
+                      1073741824; ask for less"
+                .into(),
         });
         assert_eq!(
             e.to_string(),
-            "--memory 64G is above the server maximum (memory_bytes 68719476736 is above the \
-             maximum 1073741824): ask for less, or raise the server's maximum"
+            "--memory 64G is above the server maximum (1 GiB): ask for less, or raise qexecd's \
+             maximum"
         );
     }
 }
