@@ -182,6 +182,18 @@ struct LimitArgs {
     cwd: Option<PathBuf>,
 }
 
+/// A limit flag the user gave, for explaining a refusal.
+struct GivenLimit {
+    /// The flag.
+    flag: &'static str,
+    /// What the user typed.
+    text: String,
+    /// Words a server message about this limit contains.
+    words: &'static [&'static str],
+    /// Shows a number in this limit's unit.
+    show: fn(u64) -> String,
+}
+
 /// A number parsed from human units, with the text the user typed (for messages).
 #[derive(Debug, Clone)]
 struct Human<T> {
@@ -222,16 +234,8 @@ impl LimitArgs {
         }
     }
 
-    /// The limit flags given, as (flag, typed text, words a server message about
-    /// that limit would contain, how to show a number of that limit's unit).
-    fn given(
-        &self,
-    ) -> Vec<(
-        &'static str,
-        String,
-        &'static [&'static str],
-        fn(u64) -> String,
-    )> {
+    /// The limit flags given.
+    fn given(&self) -> Vec<GivenLimit> {
         fn size(v: u64) -> String {
             crate::units::format_size(v)
         }
@@ -244,50 +248,53 @@ impl LimitArgs {
         fn plain(v: u64) -> String {
             v.to_string()
         }
-        let text = |h: &Option<Human<u64>>| h.as_ref().map(|h| h.text.clone());
-        let candidates: [(
-            &'static str,
-            Option<String>,
-            &'static [&'static str],
-            fn(u64) -> String,
-        ); 7] = [
-            (
+        let human = |h: &Option<Human<u64>>| h.as_ref().map(|h| h.text.clone());
+        let number = |n: Option<u64>| n.map(|n| n.to_string());
+        let limit = |flag, text: Option<String>, words, show| {
+            text.map(|text| GivenLimit {
+                flag,
+                text,
+                words,
+                show,
+            })
+        };
+        [
+            limit(
                 "--cpu",
                 self.cpu.as_ref().map(|h| h.text.clone()),
-                &["cpu"],
-                cpu,
+                &["cpu"][..],
+                cpu as fn(u64) -> String,
             ),
-            ("--memory", text(&self.memory), &["memory"], size),
-            (
+            limit("--memory", human(&self.memory), &["memory"], size),
+            limit(
                 "--io-read",
-                text(&self.io_read),
+                human(&self.io_read),
                 &["io_read_bps", "read_bps"],
                 rate,
             ),
-            (
+            limit(
                 "--io-write",
-                text(&self.io_write),
+                human(&self.io_write),
                 &["io_write_bps", "write_bps"],
                 rate,
             ),
-            (
+            limit(
                 "--io-read-iops",
-                self.io_read_iops.map(|n| n.to_string()),
+                number(self.io_read_iops),
                 &["io_read_iops", "read_iops"],
                 plain,
             ),
-            (
+            limit(
                 "--io-write-iops",
-                self.io_write_iops.map(|n| n.to_string()),
+                number(self.io_write_iops),
                 &["io_write_iops", "write_iops"],
                 plain,
             ),
-            ("--pids", self.pids.map(|n| n.to_string()), &["pids"], plain),
-        ];
-        candidates
-            .into_iter()
-            .filter_map(|(flag, text, words, show)| text.map(|t| (flag, t, words, show)))
-            .collect()
+            limit("--pids", self.pids.map(|n| n.to_string()), &["pids"], plain),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Builds the start request for `command`.
@@ -338,7 +345,7 @@ impl LimitArgs {
         let given = self.given();
         let mentioned: Vec<_> = given
             .iter()
-            .filter(|(_, _, words, _)| words.iter().any(|w| lower.contains(w)))
+            .filter(|g| g.words.iter().any(|w| lower.contains(w)))
             .collect();
         let about_max =
             lower.contains("max") || lower.contains("above") || lower.contains("exceed");
@@ -348,7 +355,9 @@ impl LimitArgs {
             _ => None,
         };
         match pick {
-            Some((flag, text, _, show)) if about_max => {
+            Some(GivenLimit {
+                flag, text, show, ..
+            }) if about_max => {
                 // The manager says "... maximum N ..."; show N in the flag's units.
                 let max = lower
                     .split("maximum")
