@@ -3,7 +3,7 @@
 //! One [`Client`] is one QUIC connection; every request runs on its own control stream
 //! (client-opened bidirectional), so any number of jobs, followers and requests share
 //! the connection at once. Output streams the server opens are routed to the request
-//! that asked for them by the `request_stream` of their `Header` (spec: QX-STREAM-OUT-*).
+//! that asked for them by the `request_stream` of their `Header` (spec: QX-STREAM-11).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -538,7 +538,7 @@ impl Client {
         Ok(OutputSubscription::new(routed, self.ctx.clone()))
     }
 
-    /// Starts a job (spec: QX-STREAM-CTRL-*). With `req.stdin` the returned
+    /// Starts a job (spec: QX-STREAM-5, QX-STREAM-7, QX-STREAM-8). With `req.stdin` the returned
     /// [`StartedJob::stdin`] feeds its standard input; with `req.follow`,
     /// [`StartedJob::output`] carries its output from the first byte.
     pub async fn start(&self, req: StartRequest) -> Result<StartedJob, ClientError> {
@@ -578,6 +578,7 @@ impl Client {
     /// Starts a job that lives as long as this client (`stop_on_detach`) and follows
     /// its output: what `qexec run` does.
     pub async fn run(&self, mut req: StartRequest) -> Result<StartedJob, ClientError> {
+        // spec: QX-STREAM-17
         req.follow = true;
         req.stop_on_detach = true;
         self.start(req).await

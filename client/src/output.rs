@@ -1,4 +1,4 @@
-//! A subscription to one job's output (spec: QX-STREAM-OUT-*).
+//! A subscription to one job's output (spec: QX-STREAM-11..15).
 
 use qexec_protocol::{ErrorCode, JobId, JobStatus, OutputFrame, OutputStream};
 
@@ -60,7 +60,7 @@ impl OutputSubscription {
     /// The next event; `Ok(None)` after [`OutputEvent::End`].
     ///
     /// Bytes the server sends again (an offset below [`Self::position`]) are dropped;
-    /// a gap is a protocol error (spec: QX-STREAM-OUT-3).
+    /// a gap is a protocol error (spec: QX-STREAM-12, QX-STREAM-14).
     pub async fn next(&mut self) -> Result<Option<OutputEvent>, ClientError> {
         loop {
             if self.ended {
@@ -122,6 +122,7 @@ impl OutputSubscription {
 impl Drop for OutputSubscription {
     fn drop(&mut self) {
         if !self.ended {
+            // spec: QX-STREAM-15 (cancel with STOP_SENDING `Cancelled`)
             self.reader.stop(ErrorCode::Cancelled);
         }
     }

@@ -8,7 +8,7 @@ use crate::client::Context;
 use crate::error::ClientError;
 use crate::stream::write_frame;
 
-/// Largest `StdinData` payload (spec: QX-STREAM-CTRL-5).
+/// Largest `StdinData` payload (spec: QX-LIMIT-10).
 pub const MAX_STDIN_CHUNK: usize = 64 * 1024;
 
 /// Writer to a started job's standard input.

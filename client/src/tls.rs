@@ -1,4 +1,5 @@
-//! The client's TLS configuration (see spec/security.md for the reasons).
+//! The client's TLS configuration (see spec/security.md for the reasons;
+//! spec: QX-TRANS-2, QX-TRANS-3, QX-TRANS-4).
 //!
 //! - rustls with the aws-lc-rs provider, TLS 1.3 only.
 //! - Cipher suites: AES-256-GCM-SHA384 and CHACHA20-POLY1305-SHA256, plus

@@ -41,7 +41,7 @@ async fn drain(sub: &mut OutputSubscription) -> (Vec<u8>, JobStatus) {
     }
 }
 
-// spec: QX-STREAM-OUT-3 (offsets contiguous; re-attach from an offset)
+// spec: QX-STREAM-12, QX-STREAM-14 (contiguous offsets; re-attach from an offset)
 #[test]
 fn reattach_after_disconnect_loses_and_repeats_nothing() {
     let s = TestServer::start();

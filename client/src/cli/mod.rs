@@ -332,7 +332,7 @@ impl LimitArgs {
     }
 
     /// Turns an `InvalidArgument` answer about one of our limits into a message that
-    /// names the flag the user typed (spec: QX-ERR-*; the server's text is kept).
+    /// names the flag the user typed (the server's text is kept).
     fn explain(&self, e: ClientError) -> CliError {
         let ClientError::Server {
             code: ErrorCode::InvalidArgument,
