@@ -166,11 +166,16 @@ fn normalise(text: &str, ids: &[(&str, &str)]) -> String {
         text = text.replace(id, name);
     }
     let volatile = ["pid", "started", "ended", "ran", "running", "usage"];
+    let stable = [
+        "job", "command", "owner", "state", "reason", "output", "oom", "limits",
+    ];
     text.lines()
         .map(|line| {
             let key = line.split_whitespace().next().unwrap_or("");
-            if volatile.contains(&key) && !line.starts_with(' ') {
+            if volatile.contains(&key) {
                 format!("{key:<9} <{key}>")
+            } else if stable.contains(&key) {
+                line.to_owned()
             } else if line.contains("  ") {
                 // A table row: cells are separated by two or more spaces.
                 let cells: Vec<&str> = line
