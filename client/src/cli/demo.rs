@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use clap::Args;
 
-use qexec_protocol::{JobId, Limits, OutputStream, StartRequest};
+use qexec_protocol::{JobId, Limits, OutputStream, ResourceUsage, StartRequest};
 use qexec_server::pki::{self, InitOptions};
 use qexec_server::service::{Server, ServerConfig};
 
 use super::render::{command_text, list_human, state_text, status_human};
 use super::{CliError, report};
-use crate::units::{format_cpu, format_size};
+use crate::units::format_cpu;
 use crate::{Client, ClientConfig, ClientError, OutputEvent, OutputSubscription};
 
 pub(super) const HELP: &str = "\
@@ -183,11 +183,11 @@ async fn tour(demo: &Demo) -> Result<(), CliError> {
     let viewer = demo.connect(Some("auditor")).await?;
 
     say("\n1. A job with output, followed live by two followers\n")?;
-    let script = "for i in 1 2 3 4; do echo \"tick $i\"; sleep 0.3; done; echo 'done' >&2";
+    let script = "for i in 1 2 3 4; do echo tick $i; sleep 0.3; done; echo bye >&2";
     let argv = ["sh", "-c", script];
     say(&format!(
-        "   $ qexec run -- {}   (follower 1: this connection, identity with role admin)\n   \
-         $ qexec --cert users/auditor.pem logs -f ID   (follower 2: its own connection, role viewer)\n",
+        "   follower 1, this connection (role admin):  $ qexec run -- {}\n   \
+         follower 2, its own connection (role viewer): $ qexec --cert users/auditor.pem logs -f ID\n",
         command_text(&argv.map(|a| a.as_bytes().to_vec()))
     ))?;
     let mut req = request(&argv, Limits::default());
@@ -247,22 +247,24 @@ async fn limited(demo: &Demo, admin: &Client) -> Result<(), CliError> {
     let limits = Limits {
         cpu_millis: Some(500),
         memory_bytes: Some(64 << 20),
-        pids: Some(16),
+        pids: Some(8),
         ..Limits::default()
     };
+    // Twelve background processes under a limit of eight: the shell's fork failures
+    // are the pids limit at work.
     let argv = [
         "sh",
         "-c",
-        "echo \"limited: pid $$ in $(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\\n' ' ')\"",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 0.2 & done; wait; echo all done",
     ];
     say(&format!(
-        "   $ qexec run --cpu {} --memory {} --pids 16 -- {}\n",
+        "   $ qexec run --cpu {} --memory 64M --pids 8 --timeout 10s -- {}\n",
         format_cpu(500),
-        format_size(64 << 20).replace(' ', ""),
         command_text(&argv.map(|a| a.as_bytes().to_vec()))
     ))?;
     let mut req = request(&argv, limits);
     req.follow = true;
+    req.timeout_ms = Some(10_000);
     match admin.start(req).await {
         Ok(mut started) => {
             let job = started.job;
@@ -272,9 +274,15 @@ async fn limited(demo: &Demo, admin: &Client) -> Result<(), CliError> {
             }
             let status = admin.status(job).await?;
             show_status(&status_human(&status, super::now_ms()))?;
+            if status.usage == ResourceUsage::default() {
+                say(
+                    "   note: qexecd reported no cgroup usage for this job, so the limits above were\n   \
+                     accepted but may not be enforced here (no usable cgroup controllers?)\n",
+                )?;
+            }
         }
         Err(e) => say(&format!(
-            "   limits are not available on this host: {e}\n   (they need cgroup controllers cpu, memory, pids and blkio/io)\n"
+            "   limits are not available on this host: {e}\n   (they need the cgroup controllers cpu, memory and pids)\n"
         ))?,
     }
     Ok(())
