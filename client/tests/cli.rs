@@ -351,3 +351,67 @@ fn errors_are_one_clear_line() {
         stderr(&out)
     );
 }
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[test]
+fn demo_tour_and_demo_command() {
+    let demo = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qexec"));
+        cmd.args(args)
+            .env_remove("QEXEC_ADDR")
+            .env_remove("QEXEC_CONFIG_DIR")
+            .stdin(Stdio::null());
+        common::output_within(cmd, WAIT)
+    };
+    let out = demo(&["demo"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "[follower 1] tick 4",
+        "[follower 2] tick 4",
+        "both followers saw the end: exited 0 / exited 0",
+        "state     exited 0",
+        "stopped by",
+        "4. A job with resource limits",
+        "done: qexecd shut down",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+
+    let out = demo(&["demo", "--", "sh", "-c", "echo hi; exit 5"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stdout(&out).ends_with("hi\n"), "{}", stdout(&out));
+}
+
+/// The demo must work for a non-root user too (limits reported as off). As root, run
+/// it as `nobody` with setpriv; as non-root, the test above already does.
+#[test]
+fn demo_works_without_root() {
+    if !is_root() {
+        println!("not root: demo_tour_and_demo_command already runs the demo without root");
+        return;
+    }
+    let out = common::output_within(
+        {
+            let mut cmd = std::process::Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_qexec"))
+                .arg("demo")
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("HOME", "/nonexistent")
+                .current_dir("/")
+                .stdin(Stdio::null());
+            cmd
+        },
+        WAIT,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("limits are off"), "{text}");
+    assert!(text.contains("both followers saw the end"), "{text}");
+}
