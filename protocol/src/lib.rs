@@ -8,19 +8,37 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bytes;
 mod code;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
+pub mod limits;
 mod message;
+mod state;
+mod validate;
 
 pub use code::ErrorCode;
-pub use frame::{Decoder, EncodeError, FrameError, MAX_FRAME_LEN};
+pub use frame::{
+    BodyError, Decoder, EncodeError, FrameError, MAX_FRAME_LEN, MAX_PREFIX_LEN, MAX_WIRE_FRAME_LEN,
+    decode_body, encode, encode_into,
+};
 pub use id::{JobId, ParseJobIdError};
 pub use message::{
     AttachRequest, ClientMessage, ErrorResponse, JobState, JobStatus, Limits, ListRequest,
     OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest, SpawnFailure,
     StartRequest, StartedResponse, StatusRequest, StopReason, StopRequest, Termination,
 };
+pub use state::{
+    ControlStreamState, OutputStreamState, ResponseState, StreamViolation, client_message_name,
+    output_frame_name, server_message_name,
+};
+pub use validate::{
+    Field, InvalidRequest, Rule, command_bytes, validate_limits, validate_request, validate_signal,
+    validate_start, validate_stop,
+};
 
-/// ALPN protocol identifier; the digit is the major protocol version (spec: QX-VER-1).
+/// ALPN protocol identifier; the digit is the major protocol version
+/// (spec: QX-TRANS-3, QX-VER-1).
 pub const ALPN: &[u8] = b"qexec/1";

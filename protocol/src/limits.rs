@@ -1,0 +1,56 @@
+//! Protocol limits (spec: QX-LIMIT-*).
+//!
+//! These are properties of the protocol, the same for every server. A server may
+//! enforce tighter limits of its own (maximum memory, jobs per user…); those answer
+//! `InvalidArgument` or `ResourceExhausted` as the spec says.
+
+use std::time::Duration;
+
+/// Largest frame body (spec: QX-LIMIT-1, QX-FRAME-2).
+pub use crate::frame::MAX_FRAME_LEN;
+
+/// Fewest entries in a job's argv (spec: QX-LIMIT-2).
+pub const MIN_ARGV: usize = 1;
+
+/// Most entries in a job's argv (spec: QX-LIMIT-2).
+pub const MAX_ARGV: usize = 4096;
+
+/// Most entries in a job's environment (spec: QX-LIMIT-3).
+pub const MAX_ENV: usize = 4096;
+
+/// Most bytes of argv entries, environment names and values, and cwd together
+/// (spec: QX-LIMIT-4).
+pub const MAX_COMMAND_BYTES: usize = 512 * 1024;
+
+/// Lowest signal number a client may send (spec: QX-LIMIT-6).
+pub const MIN_SIGNAL: i32 = 1;
+
+/// Highest signal number a client may send: Linux's `SIGRTMAX` (spec: QX-LIMIT-6).
+pub const MAX_SIGNAL: i32 = 64;
+
+/// Longest wall-clock timeout a job may ask for: 30 days, in milliseconds
+/// (spec: QX-LIMIT-7).
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
+/// Longest grace period between SIGTERM and SIGKILL a stop may ask for: 30 days, in
+/// milliseconds (spec: QX-LIMIT-8).
+pub const MAX_GRACE_MS: u64 = MAX_TIMEOUT_MS;
+
+/// Time a server allows from a control stream's opening until its request frame is
+/// complete; after it the server closes the stream with `Timeout`
+/// (spec: QX-LIMIT-9).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Most payload bytes in one `StdinData` frame (spec: QX-LIMIT-10).
+pub const MAX_STDIN_CHUNK: usize = 64 * 1024;
+
+/// Most payload bytes in one output `Data` frame (spec: QX-LIMIT-11).
+pub const MAX_OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// Concurrent client-opened bidirectional streams a server allows per connection by
+/// default, advertised as the QUIC `initial_max_streams_bidi` (spec: QX-LIMIT-12).
+pub const DEFAULT_MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
+
+/// Client-opened unidirectional streams a server allows: none, clients never open
+/// them (spec: QX-STREAM-3).
+pub const MAX_CLIENT_UNI_STREAMS: u32 = 0;

@@ -1,0 +1,590 @@
+//! Validation of request contents against the protocol limits (spec: QX-LIMIT-*).
+//!
+//! A server runs these on every request before acting on it; a failure is answered
+//! with an `Error` response whose code is `InvalidArgument` (spec: QX-ERR-5). Clients
+//! may run them too, to fail early with the same message.
+
+use std::fmt;
+
+use crate::limits::{
+    MAX_ARGV, MAX_COMMAND_BYTES, MAX_ENV, MAX_GRACE_MS, MAX_SIGNAL, MAX_TIMEOUT_MS, MIN_ARGV,
+    MIN_SIGNAL,
+};
+use crate::{
+    ClientMessage, ErrorCode, ErrorResponse, Limits, SignalRequest, StartRequest, StopRequest,
+};
+
+/// Which part of a request broke a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Field {
+    /// `argv` as a whole.
+    Argv,
+    /// One `argv` entry.
+    ArgvEntry {
+        /// Its index.
+        index: usize,
+    },
+    /// `env` as a whole.
+    Env,
+    /// The name of one `env` entry.
+    EnvName {
+        /// Its index.
+        index: usize,
+    },
+    /// The value of one `env` entry.
+    EnvValue {
+        /// Its index.
+        index: usize,
+    },
+    /// `cwd`.
+    Cwd,
+    /// `argv`, `env` and `cwd` together.
+    Command,
+    /// `timeout_ms`.
+    TimeoutMs,
+    /// One of the resource limits; the name is the field of [`Limits`].
+    Limit {
+        /// Field name, e.g. `memory_bytes`.
+        name: &'static str,
+    },
+    /// `grace_ms` of a stop.
+    GraceMs,
+    /// `signal` of a signal request.
+    Signal,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Argv => f.write_str("argv"),
+            Self::ArgvEntry { index } => write!(f, "argv[{index}]"),
+            Self::Env => f.write_str("env"),
+            Self::EnvName { index } => write!(f, "name of env[{index}]"),
+            Self::EnvValue { index } => write!(f, "value of env[{index}]"),
+            Self::Cwd => f.write_str("cwd"),
+            Self::Command => f.write_str("argv, env and cwd together"),
+            Self::TimeoutMs => f.write_str("timeout_ms"),
+            Self::Limit { name } => write!(f, "limits.{name}"),
+            Self::GraceMs => f.write_str("grace_ms"),
+            Self::Signal => f.write_str("signal"),
+        }
+    }
+}
+
+/// The rule a field broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Wrong number of entries.
+    Count {
+        /// Entries given.
+        actual: usize,
+        /// Fewest allowed.
+        min: usize,
+        /// Most allowed.
+        max: usize,
+    },
+    /// Must be non-empty.
+    Empty,
+    /// Contains a NUL byte.
+    ContainsNul,
+    /// An environment name contains `=`.
+    ContainsEquals,
+    /// A path is not absolute.
+    NotAbsolute,
+    /// Too many bytes.
+    TooManyBytes {
+        /// Bytes given.
+        actual: usize,
+        /// Most allowed.
+        max: usize,
+    },
+    /// A number outside its range.
+    OutOfRange {
+        /// Value given.
+        actual: i128,
+        /// Smallest allowed.
+        min: i128,
+        /// Largest allowed.
+        max: i128,
+    },
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count { actual, min, max } => {
+                write!(f, "has {actual} entries, allowed are {min} to {max}")
+            }
+            Self::Empty => f.write_str("is empty"),
+            Self::ContainsNul => f.write_str("contains a NUL byte"),
+            Self::ContainsEquals => f.write_str("contains '='"),
+            Self::NotAbsolute => f.write_str("is not an absolute path (must start with '/')"),
+            Self::TooManyBytes { actual, max } => {
+                write!(f, "has {actual} bytes, at most {max} are allowed")
+            }
+            Self::OutOfRange { actual, min, max } => {
+                write!(f, "is {actual}, allowed are {min} to {max}")
+            }
+        }
+    }
+}
+
+/// A request that breaks a protocol limit: which field, which rule, and the spec
+/// requirement. Answered with [`ErrorCode::InvalidArgument`] (spec: QX-ERR-5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid request: {field} {rule} (spec {requirement}); correct it and retry")]
+pub struct InvalidRequest {
+    /// The offending field.
+    pub field: Field,
+    /// The rule it breaks.
+    pub rule: Rule,
+    /// Id of the requirement in spec/protocol.md, e.g. `QX-LIMIT-2`.
+    pub requirement: &'static str,
+}
+
+impl InvalidRequest {
+    /// The error code of the response: always [`ErrorCode::InvalidArgument`].
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidArgument
+    }
+
+    /// The `Error` response a server sends for this failure.
+    pub fn to_response(&self) -> ErrorResponse {
+        ErrorResponse {
+            code: self.code(),
+            message: self.to_string(),
+            spawn: None,
+        }
+    }
+}
+
+fn invalid(field: Field, rule: Rule, requirement: &'static str) -> InvalidRequest {
+    InvalidRequest {
+        field,
+        rule,
+        requirement,
+    }
+}
+
+fn check_range(
+    field: Field,
+    actual: i128,
+    min: i128,
+    max: i128,
+    requirement: &'static str,
+) -> Result<(), InvalidRequest> {
+    if (min..=max).contains(&actual) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            Rule::OutOfRange { actual, min, max },
+            requirement,
+        ))
+    }
+}
+
+fn check_no_nul(
+    field: Field,
+    bytes: &[u8],
+    requirement: &'static str,
+) -> Result<(), InvalidRequest> {
+    if bytes.contains(&0) {
+        Err(invalid(field, Rule::ContainsNul, requirement))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a `Start` request against the protocol limits (spec: QX-LIMIT-2 to
+/// QX-LIMIT-5, QX-LIMIT-7, QX-LIMIT-13). Reports the first broken rule, checking
+/// argv, env, cwd, total size, timeout and limits in that order.
+pub fn validate_start(req: &StartRequest) -> Result<(), InvalidRequest> {
+    // spec: QX-LIMIT-2
+    let n = req.argv.len();
+    if !(MIN_ARGV..=MAX_ARGV).contains(&n) {
+        return Err(invalid(
+            Field::Argv,
+            Rule::Count {
+                actual: n,
+                min: MIN_ARGV,
+                max: MAX_ARGV,
+            },
+            "QX-LIMIT-2",
+        ));
+    }
+    if req.argv[0].is_empty() {
+        return Err(invalid(
+            Field::ArgvEntry { index: 0 },
+            Rule::Empty,
+            "QX-LIMIT-2",
+        ));
+    }
+    for (index, arg) in req.argv.iter().enumerate() {
+        check_no_nul(Field::ArgvEntry { index }, arg, "QX-LIMIT-2")?;
+    }
+
+    // spec: QX-LIMIT-3
+    let n = req.env.len();
+    if n > MAX_ENV {
+        return Err(invalid(
+            Field::Env,
+            Rule::Count {
+                actual: n,
+                min: 0,
+                max: MAX_ENV,
+            },
+            "QX-LIMIT-3",
+        ));
+    }
+    for (index, (name, value)) in req.env.iter().enumerate() {
+        if name.is_empty() {
+            return Err(invalid(Field::EnvName { index }, Rule::Empty, "QX-LIMIT-3"));
+        }
+        check_no_nul(Field::EnvName { index }, name, "QX-LIMIT-3")?;
+        if name.contains(&b'=') {
+            return Err(invalid(
+                Field::EnvName { index },
+                Rule::ContainsEquals,
+                "QX-LIMIT-3",
+            ));
+        }
+        check_no_nul(Field::EnvValue { index }, value, "QX-LIMIT-3")?;
+    }
+
+    // spec: QX-LIMIT-5
+    if let Some(cwd) = &req.cwd {
+        check_no_nul(Field::Cwd, cwd, "QX-LIMIT-5")?;
+        if cwd.first() != Some(&b'/') {
+            return Err(invalid(Field::Cwd, Rule::NotAbsolute, "QX-LIMIT-5"));
+        }
+    }
+
+    // spec: QX-LIMIT-4
+    let total = command_bytes(req);
+    if total > MAX_COMMAND_BYTES {
+        return Err(invalid(
+            Field::Command,
+            Rule::TooManyBytes {
+                actual: total,
+                max: MAX_COMMAND_BYTES,
+            },
+            "QX-LIMIT-4",
+        ));
+    }
+
+    // spec: QX-LIMIT-7
+    if let Some(t) = req.timeout_ms {
+        check_range(
+            Field::TimeoutMs,
+            t.into(),
+            1,
+            MAX_TIMEOUT_MS.into(),
+            "QX-LIMIT-7",
+        )?;
+    }
+
+    validate_limits(&req.limits)
+}
+
+/// The size that [`MAX_COMMAND_BYTES`] bounds: the lengths of every argv entry,
+/// every env name and value, and cwd, added up (spec: QX-LIMIT-4).
+pub fn command_bytes(req: &StartRequest) -> usize {
+    let argv: usize = req.argv.iter().map(Vec::len).sum();
+    let env: usize = req.env.iter().map(|(n, v)| n.len() + v.len()).sum();
+    argv + env + req.cwd.as_ref().map_or(0, Vec::len)
+}
+
+/// Checks that every limit present is at least 1: 0 would make the job unable to run
+/// (or, for some cgroup v1 files, mean "unlimited"), so it is refused rather than
+/// guessed at (spec: QX-LIMIT-13). Upper bounds are the server's own.
+pub fn validate_limits(limits: &Limits) -> Result<(), InvalidRequest> {
+    let Limits {
+        cpu_millis,
+        memory_bytes,
+        io_read_bps,
+        io_write_bps,
+        io_read_iops,
+        io_write_iops,
+        pids,
+    } = limits;
+    let fields: [(&'static str, Option<u64>); 7] = [
+        ("cpu_millis", cpu_millis.map(u64::from)),
+        ("memory_bytes", *memory_bytes),
+        ("io_read_bps", *io_read_bps),
+        ("io_write_bps", *io_write_bps),
+        ("io_read_iops", *io_read_iops),
+        ("io_write_iops", *io_write_iops),
+        ("pids", pids.map(u64::from)),
+    ];
+    for (name, value) in fields {
+        if value == Some(0) {
+            let max = if matches!(name, "cpu_millis" | "pids") {
+                u32::MAX.into()
+            } else {
+                u64::MAX.into()
+            };
+            return Err(invalid(
+                Field::Limit { name },
+                Rule::OutOfRange {
+                    actual: 0,
+                    min: 1,
+                    max,
+                },
+                "QX-LIMIT-13",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `Stop` request: the grace period is at most [`MAX_GRACE_MS`]
+/// (spec: QX-LIMIT-8).
+pub fn validate_stop(req: &StopRequest) -> Result<(), InvalidRequest> {
+    if let Some(g) = req.grace_ms {
+        check_range(
+            Field::GraceMs,
+            g.into(),
+            0,
+            MAX_GRACE_MS.into(),
+            "QX-LIMIT-8",
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks a `Signal` request: the signal is in `1..=64` (spec: QX-LIMIT-6).
+pub fn validate_signal(req: &SignalRequest) -> Result<(), InvalidRequest> {
+    check_range(
+        Field::Signal,
+        req.signal.into(),
+        MIN_SIGNAL.into(),
+        MAX_SIGNAL.into(),
+        "QX-LIMIT-6",
+    )
+}
+
+/// Checks the contents of any request frame. `Status`, `List` and `Attach` have no
+/// field a limit applies to; `StdinData`/`StdinEof` are not requests and are checked
+/// by [`ControlStreamState`](crate::ControlStreamState) instead.
+pub fn validate_request(msg: &ClientMessage) -> Result<(), InvalidRequest> {
+    match msg {
+        ClientMessage::Start(r) => validate_start(r),
+        ClientMessage::Stop(r) => validate_stop(r),
+        ClientMessage::Signal(r) => validate_signal(r),
+        ClientMessage::Status(_)
+        | ClientMessage::List(_)
+        | ClientMessage::Attach(_)
+        | ClientMessage::StdinData(_)
+        | ClientMessage::StdinEof => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::JobId;
+
+    fn start(argv: &[&[u8]]) -> StartRequest {
+        StartRequest {
+            argv: argv.iter().map(|a| a.to_vec()).collect(),
+            env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
+            cwd: Some(b"/tmp".to_vec()),
+            limits: Limits::default(),
+            timeout_ms: Some(1000),
+            stdin: false,
+            follow: true,
+            stop_on_detach: false,
+        }
+    }
+
+    fn rule_of(r: Result<(), InvalidRequest>) -> (Field, Rule, &'static str) {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert_eq!(e.to_response().code, ErrorCode::InvalidArgument);
+        (e.field, e.rule, e.requirement)
+    }
+
+    #[test]
+    fn a_plain_request_is_valid() {
+        validate_start(&start(&[b"/bin/echo", b"hi"])).unwrap();
+        let mut r = start(&[b"true"]);
+        r.cwd = None;
+        r.env.clear();
+        r.timeout_ms = None;
+        validate_start(&r).unwrap();
+    }
+
+    #[test]
+    fn argv_rules() {
+        // spec: QX-LIMIT-2
+        assert_eq!(
+            rule_of(validate_start(&start(&[]))),
+            (
+                Field::Argv,
+                Rule::Count {
+                    actual: 0,
+                    min: 1,
+                    max: 4096
+                },
+                "QX-LIMIT-2"
+            )
+        );
+        let many: Vec<&[u8]> = vec![b"x"; MAX_ARGV];
+        validate_start(&start(&many)).unwrap();
+        let too_many: Vec<&[u8]> = vec![b"x"; MAX_ARGV + 1];
+        assert_eq!(rule_of(validate_start(&start(&too_many))).0, Field::Argv);
+        assert_eq!(
+            rule_of(validate_start(&start(&[b"", b"x"]))),
+            (Field::ArgvEntry { index: 0 }, Rule::Empty, "QX-LIMIT-2")
+        );
+        // Later entries may be empty strings.
+        validate_start(&start(&[b"echo", b""])).unwrap();
+        assert_eq!(
+            rule_of(validate_start(&start(&[b"echo", b"a\0b"]))),
+            (
+                Field::ArgvEntry { index: 1 },
+                Rule::ContainsNul,
+                "QX-LIMIT-2"
+            )
+        );
+    }
+
+    #[test]
+    fn env_rules() {
+        // spec: QX-LIMIT-3
+        let mut r = start(&[b"env"]);
+        r.env = vec![(b"A".to_vec(), Vec::new()); MAX_ENV];
+        validate_start(&r).unwrap();
+        r.env.push((b"B".to_vec(), Vec::new()));
+        assert_eq!(rule_of(validate_start(&r)).0, Field::Env);
+        for (name, value, field, rule) in [
+            (
+                &b""[..],
+                &b"v"[..],
+                Field::EnvName { index: 0 },
+                Rule::Empty,
+            ),
+            (
+                b"A=B",
+                b"v",
+                Field::EnvName { index: 0 },
+                Rule::ContainsEquals,
+            ),
+            (b"A\0", b"v", Field::EnvName { index: 0 }, Rule::ContainsNul),
+            (
+                b"A",
+                b"v\0",
+                Field::EnvValue { index: 0 },
+                Rule::ContainsNul,
+            ),
+        ] {
+            r.env = vec![(name.to_vec(), value.to_vec())];
+            assert_eq!(rule_of(validate_start(&r)), (field, rule, "QX-LIMIT-3"));
+        }
+        // Values may contain '=' and be empty.
+        r.env = vec![
+            (b"A".to_vec(), b"x=y".to_vec()),
+            (b"B".to_vec(), Vec::new()),
+        ];
+        validate_start(&r).unwrap();
+    }
+
+    #[test]
+    fn cwd_rules() {
+        // spec: QX-LIMIT-5
+        let mut r = start(&[b"pwd"]);
+        for (cwd, rule) in [
+            (&b"tmp"[..], Rule::NotAbsolute),
+            (b"", Rule::NotAbsolute),
+            (b"/t\0mp", Rule::ContainsNul),
+        ] {
+            r.cwd = Some(cwd.to_vec());
+            assert_eq!(
+                rule_of(validate_start(&r)),
+                (Field::Cwd, rule, "QX-LIMIT-5")
+            );
+        }
+    }
+
+    #[test]
+    fn total_size_rule() {
+        // spec: QX-LIMIT-4
+        let mut r = start(&[b"x"]);
+        r.env.clear();
+        r.cwd = Some(b"/".to_vec());
+        let room = MAX_COMMAND_BYTES - 2;
+        r.argv.push(vec![b'a'; room]);
+        assert_eq!(command_bytes(&r), MAX_COMMAND_BYTES);
+        validate_start(&r).unwrap();
+        r.env.push((b"B".to_vec(), Vec::new()));
+        assert_eq!(
+            rule_of(validate_start(&r)),
+            (
+                Field::Command,
+                Rule::TooManyBytes {
+                    actual: MAX_COMMAND_BYTES + 1,
+                    max: MAX_COMMAND_BYTES
+                },
+                "QX-LIMIT-4"
+            )
+        );
+    }
+
+    #[test]
+    fn timeout_and_limits_rules() {
+        // spec: QX-LIMIT-7, QX-LIMIT-13
+        let mut r = start(&[b"sleep", b"1"]);
+        r.timeout_ms = Some(MAX_TIMEOUT_MS);
+        validate_start(&r).unwrap();
+        for bad in [0, MAX_TIMEOUT_MS + 1, u64::MAX] {
+            r.timeout_ms = Some(bad);
+            let (field, _, req) = rule_of(validate_start(&r));
+            assert_eq!((field, req), (Field::TimeoutMs, "QX-LIMIT-7"));
+        }
+        r.timeout_ms = None;
+        r.limits.memory_bytes = Some(1);
+        r.limits.pids = Some(u32::MAX);
+        validate_start(&r).unwrap();
+        r.limits.pids = Some(0);
+        let (field, _, req) = rule_of(validate_start(&r));
+        assert_eq!((field, req), (Field::Limit { name: "pids" }, "QX-LIMIT-13"));
+    }
+
+    #[test]
+    fn stop_and_signal_rules() {
+        // spec: QX-LIMIT-6, QX-LIMIT-8
+        let job = JobId::from_u128(1);
+        for (signal, ok) in [
+            (0, false),
+            (1, true),
+            (9, true),
+            (64, true),
+            (65, false),
+            (-9, false),
+        ] {
+            let r = validate_request(&ClientMessage::Signal(SignalRequest { job, signal }));
+            assert_eq!(r.is_ok(), ok, "{signal}");
+        }
+        for (grace_ms, ok) in [
+            (None, true),
+            (Some(0), true),
+            (Some(MAX_GRACE_MS), true),
+            (Some(MAX_GRACE_MS + 1), false),
+        ] {
+            let r = validate_request(&ClientMessage::Stop(StopRequest { job, grace_ms }));
+            assert_eq!(r.is_ok(), ok, "{grace_ms:?}");
+        }
+    }
+
+    #[test]
+    fn message_says_what_and_where() {
+        let e = validate_start(&start(&[b"echo", b"a\0"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid request: argv[1] contains a NUL byte (spec QX-LIMIT-2); correct it and retry"
+        );
+    }
+}
