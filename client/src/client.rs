@@ -17,8 +17,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use qexec_protocol::{
     AttachRequest, ClientMessage, Decoder, ErrorCode, ErrorResponse, JobId, JobStatus, ListRequest,
-    OutputFrame, ServerMessage, SignalRequest, SpawnFailure, StartRequest, StatusRequest,
-    StopRequest,
+    OutputFrame, OutputStreamState, ServerMessage, SignalRequest, SpawnFailure, StartRequest,
+    StatusRequest, StopRequest,
 };
 
 use crate::config::ClientConfig;
@@ -262,8 +262,8 @@ fn alert_name(a: u8) -> &'static str {
 pub(crate) struct RoutedOutput {
     pub(crate) recv: RecvStream,
     pub(crate) decoder: Decoder,
-    pub(crate) job: JobId,
-    pub(crate) from: u64,
+    /// The stream's state after its `Header`.
+    pub(crate) state: OutputStreamState,
 }
 
 /// Requests waiting for their output stream, by control stream id.
@@ -726,21 +726,19 @@ async fn route_output_streams(conn: Connection, routes: Routes) {
 /// missing, malformed or late.
 async fn read_header(recv: RecvStream) -> Option<(u64, RoutedOutput)> {
     let mut reader = FrameReader::new(recv);
+    let mut state = OutputStreamState::new();
     let header = tokio::time::timeout(HEADER_TIMEOUT, reader.next::<OutputFrame>()).await;
     match header {
-        Ok(Ok(Some(OutputFrame::Header {
-            request_stream,
-            job,
-            from,
-        }))) => {
+        Ok(Ok(Some(frame @ OutputFrame::Header { request_stream, .. })))
+            if state.on_frame(&frame).is_ok() =>
+        {
             let (recv, decoder) = reader.into_parts();
             Some((
                 request_stream,
                 RoutedOutput {
                     recv,
                     decoder,
-                    job,
-                    from,
+                    state,
                 },
             ))
         }

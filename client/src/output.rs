@@ -1,6 +1,8 @@
 //! A subscription to one job's output (spec: QX-STREAM-11..15).
 
-use qexec_protocol::{ErrorCode, JobId, JobStatus, OutputFrame, OutputStream};
+use qexec_protocol::{
+    ErrorCode, JobId, JobStatus, OutputFrame, OutputStream, OutputStreamState, StreamViolation,
+};
 
 use crate::client::{Context, RoutedOutput};
 use crate::error::ClientError;
@@ -31,6 +33,8 @@ pub enum OutputEvent {
 pub struct OutputSubscription {
     job: JobId,
     reader: FrameReader,
+    /// The shared definition of what the server may send next (spec: QX-STREAM-11..13).
+    state: OutputStreamState,
     position: u64,
     ended: bool,
     ctx: Context,
@@ -38,10 +42,13 @@ pub struct OutputSubscription {
 
 impl OutputSubscription {
     pub(crate) fn new(routed: RoutedOutput, ctx: Context) -> Self {
+        let state = routed.state;
         Self {
-            job: routed.job,
+            // The router only delivers streams whose Header was accepted.
+            job: state.job().unwrap_or(JobId::from_u128(0)),
+            position: state.next_offset().unwrap_or(0),
             reader: FrameReader::with_decoder(routed.recv, routed.decoder),
-            position: routed.from,
+            state,
             ended: false,
             ctx,
         }
@@ -59,62 +66,57 @@ impl OutputSubscription {
 
     /// The next event; `Ok(None)` after [`OutputEvent::End`].
     ///
-    /// Bytes the server sends again (an offset below [`Self::position`]) are dropped;
-    /// a gap is a protocol error (spec: QX-STREAM-12, QX-STREAM-14).
+    /// Offsets are checked: a gap, an overlap or a frame after `End` is a protocol error
+    /// (spec: QX-STREAM-12, QX-STREAM-13), so every byte is yielded exactly once.
     pub async fn next(&mut self) -> Result<Option<OutputEvent>, ClientError> {
-        loop {
-            if self.ended {
-                return Ok(None);
-            }
-            let frame = self
-                .reader
-                .next::<OutputFrame>()
-                .await
-                .map_err(|e| self.ctx.read_error(e))?;
-            match frame {
-                None => {
-                    return Err(self.protocol("the output stream ended before the job's End"));
-                }
-                Some(OutputFrame::Data {
+        if self.ended {
+            return Ok(None);
+        }
+        let frame = self
+            .reader
+            .next::<OutputFrame>()
+            .await
+            .map_err(|e| self.ctx.read_error(e))?;
+        let Some(frame) = frame else {
+            let violation = self
+                .state
+                .on_finish()
+                .err()
+                .unwrap_or(StreamViolation::EndedEarly { missing: "End" });
+            return Err(self.violation(violation));
+        };
+        if let Err(v) = self.state.on_frame(&frame) {
+            return Err(self.violation(v));
+        }
+        match frame {
+            OutputFrame::Data {
+                stream,
+                offset,
+                data,
+            } => {
+                self.position = offset + data.len() as u64;
+                Ok(Some(OutputEvent::Data {
                     stream,
                     offset,
-                    mut data,
-                }) => {
-                    if offset > self.position {
-                        return Err(self.protocol(&format!(
-                            "output gap: expected offset {}, got {offset}",
-                            self.position
-                        )));
-                    }
-                    let skip = self.position - offset;
-                    if skip >= data.len() as u64 {
-                        continue;
-                    }
-                    data.drain(..skip as usize);
-                    let offset = self.position;
-                    self.position += data.len() as u64;
-                    return Ok(Some(OutputEvent::Data {
-                        stream,
-                        offset,
-                        data,
-                    }));
-                }
-                Some(OutputFrame::End { status }) => {
-                    self.ended = true;
-                    return Ok(Some(OutputEvent::End(Box::new(status))));
-                }
-                Some(OutputFrame::Header { .. }) => {
-                    return Err(self.protocol("a second Header on an output stream"));
-                }
+                    data,
+                }))
+            }
+            OutputFrame::End { status } => {
+                self.ended = true;
+                Ok(Some(OutputEvent::End(Box::new(status))))
+            }
+            // on_frame refuses a second Header.
+            OutputFrame::Header { .. } => {
+                Err(self.violation(StreamViolation::BadHeader { got: "Header" }))
             }
         }
     }
 
-    fn protocol(&mut self, reason: &str) -> ClientError {
+    fn violation(&mut self, v: StreamViolation) -> ClientError {
         self.reader.stop(ErrorCode::ProtocolViolation);
         ClientError::Protocol {
             addr: self.ctx.addr.clone(),
-            reason: format!("job {}: {reason}", self.job),
+            reason: format!("job {}: {v}", self.job),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::error::ClientError;
 use crate::stream::write_frame;
 
 /// Largest `StdinData` payload (spec: QX-LIMIT-10).
-pub const MAX_STDIN_CHUNK: usize = 64 * 1024;
+pub const MAX_STDIN_CHUNK: usize = qexec_protocol::limits::MAX_STDIN_CHUNK;
 
 /// Writer to a started job's standard input.
 ///

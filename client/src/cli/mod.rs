@@ -319,7 +319,7 @@ impl LimitArgs {
         let timeout_ms = self
             .timeout
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Ok(StartRequest {
+        let req = StartRequest {
             argv: command.iter().map(|a| a.clone().into_vec()).collect(),
             env,
             cwd: self.cwd.as_ref().map(|c| c.as_os_str().as_bytes().to_vec()),
@@ -328,7 +328,13 @@ impl LimitArgs {
             stdin,
             follow: false,
             stop_on_detach: false,
-        })
+        };
+        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13), checked before
+        // connecting so a typo costs no round trip.
+        qexec_protocol::validate_start(&req).map_err(|e| CliError::Usage {
+            reason: e.to_string(),
+        })?;
+        Ok(req)
     }
 
     /// Turns an `InvalidArgument` answer about one of our limits into a message that
