@@ -415,3 +415,34 @@ fn demo_works_without_root() {
     assert!(text.contains("limits are off"), "{text}");
     assert!(text.contains("both followers saw the end"), "{text}");
 }
+
+/// The server is verified for the host we dial: its IP (IPv4 or IPv6) or name must be
+/// in the certificate (the dev PKI has localhost, 127.0.0.1 and ::1).
+#[test]
+fn server_name_is_checked_for_the_dialled_address() {
+    let v6 = TestServer::start_with(|c| c.listen = "[::1]:0".parse().unwrap());
+    let addr = format!("[::1]:{}", v6.addr.port());
+    let out = v6.run(&["--addr", &addr, "run", "--", "echo", "v6"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "v6\n");
+
+    let other_ip = TestServer::start_with(|c| c.listen = "127.0.0.2:0".parse().unwrap());
+    let by_name = format!("localhost:{}", other_ip.addr.port());
+    let by_ip = format!("127.0.0.2:{}", other_ip.addr.port());
+    let out = other_ip.run(&["--addr", &by_ip, "list"]);
+    assert_eq!(code(&out), 255);
+    assert!(
+        stderr(&out).contains("server certificate is not valid for 127.0.0.2"),
+        "{}",
+        stderr(&out)
+    );
+    // localhost resolves to 127.0.0.1 here, where nothing listens on that port: the
+    // name is fine but the server is not there.
+    let out = other_ip.run(&["--addr", &by_name, "--connect-timeout", "300ms", "list"]);
+    assert_eq!(code(&out), 255);
+    assert!(
+        stderr(&out).contains("cannot reach qexecd"),
+        "{}",
+        stderr(&out)
+    );
+}
