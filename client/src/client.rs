@@ -455,10 +455,17 @@ impl Client {
     }
 
     /// Opens a control stream.
+    ///
+    /// Waits (at most the request timeout) while the server's stream limit is reached.
     async fn open(&self) -> Result<(SendStream, RecvStream), ClientError> {
-        self.conn
-            .open_bi()
+        let limit = self.request_timeout;
+        tokio::time::timeout(limit, self.conn.open_bi())
             .await
+            .map_err(|_| ClientError::RequestTimeout {
+                addr: self.ctx.addr.clone(),
+                request: "stream-open",
+                after: limit,
+            })?
             .map_err(|e| self.ctx.connection_error(&e))
     }
 
