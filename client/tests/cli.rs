@@ -270,6 +270,30 @@ fn ctrl_c_stops_the_remote_job() {
         "{}",
         err.read_to_end(WAIT)
     );
+
+    // A job that ignores SIGTERM keeps running through the grace period: a second
+    // Ctrl-C detaches at once and names the job.
+    let mut cmd = s.qexec();
+    cmd.args(["run", "--json", "--", "sh", "-c", "trap '' TERM; sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().to_string();
+    let mut out = PipeReader::new(child.stdout.take().unwrap());
+    let mut err = PipeReader::new(child.stderr.take().unwrap());
+    out.wait_for("\"event\":\"started\"", WAIT);
+    let interrupt = || {
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        assert!(kill.unwrap().success());
+    };
+    interrupt();
+    err.wait_for("stopping job", WAIT);
+    interrupt();
+    err.wait_for("detached from job", WAIT);
+    let status = wait_child(child, WAIT);
+    assert_eq!(status.status.code(), Some(255));
 }
 
 #[test]
