@@ -470,3 +470,54 @@ fn server_name_is_checked_for_the_dialled_address() {
         stderr(&out)
     );
 }
+
+#[test]
+fn certs_issue_and_completions() {
+    let s = TestServer::start();
+    let dir = s.dir().to_str().unwrap().to_owned();
+    let out = s.run(&["certs", "issue", "carol", "--role", "user", "--dir", &dir]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let cert = s.dir().join("users/carol.pem");
+    let key = s.dir().join("users/carol-key.pem");
+    let as_carol = |args: &[&str]| {
+        let mut all = vec![
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        s.run(&all)
+    };
+    let started = as_carol(&["--json", "start", "--", "true"]);
+    assert_eq!(code(&started), 0, "{}", stderr(&started));
+    let started: StartedJson = serde_json::from_str(&stdout(&started)).unwrap();
+    let status = as_carol(&["--json", "status", &started.job]);
+    let status: JobJson = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(status.owner, "carol");
+
+    // Issuing the same name twice is refused, one line, 255.
+    let again = s.run(&["certs", "issue", "carol", "--role", "user", "--dir", &dir]);
+    assert_eq!(code(&again), 255);
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+
+    // A fresh init refuses to overwrite the CA.
+    let init = s.run(&["certs", "init", "--dir", &dir]);
+    assert_eq!(code(&init), 255);
+    assert!(
+        stderr(&init).contains("refusing to overwrite"),
+        "{}",
+        stderr(&init)
+    );
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = s.run(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("qexec"), "{shell}");
+        assert!(stdout(&out).contains("logs"), "{shell}");
+    }
+}
