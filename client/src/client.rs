@@ -284,6 +284,52 @@ impl Drop for RouteGuard {
     }
 }
 
+/// A control stream whose request is in flight. Dropped before [`Control::complete`]
+/// (an error, a timeout, a cancelled future), the request is abandoned: its send side
+/// is reset and its receive side stopped, both with `Cancelled` (spec: QX-STREAM-16).
+#[derive(Debug)]
+struct Control {
+    send: Option<SendStream>,
+    reader: Option<FrameReader>,
+}
+
+impl Control {
+    fn new((send, recv): (SendStream, RecvStream)) -> Self {
+        Self {
+            send: Some(send),
+            reader: Some(FrameReader::new(recv)),
+        }
+    }
+
+    fn send(&mut self) -> &mut SendStream {
+        self.send.as_mut().expect("present until complete")
+    }
+
+    fn reader(&mut self) -> &mut FrameReader {
+        self.reader.as_mut().expect("present until complete")
+    }
+
+    /// The request got its answer: hand out both sides.
+    fn complete(mut self) -> (SendStream, FrameReader) {
+        let send = self.send.take().expect("present until complete");
+        let reader = self.reader.take().expect("present until complete");
+        (send, reader)
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let cancelled = VarInt::from_u32(ErrorCode::Cancelled.as_u32());
+        if let Some(send) = &mut self.send {
+            // Already finished and acknowledged: nothing left to reset.
+            let _ = send.reset(cancelled);
+        }
+        if let Some(reader) = &mut self.reader {
+            reader.stop(ErrorCode::Cancelled);
+        }
+    }
+}
+
 /// A started job.
 #[derive(Debug)]
 pub struct StartedJob {
@@ -457,7 +503,7 @@ impl Client {
     /// Opens a control stream.
     ///
     /// Waits (at most the request timeout) while the server's stream limit is reached.
-    async fn open(&self) -> Result<(SendStream, RecvStream), ClientError> {
+    async fn open(&self) -> Result<Control, ClientError> {
         let limit = self.request_timeout;
         tokio::time::timeout(limit, self.conn.open_bi())
             .await
@@ -466,6 +512,7 @@ impl Client {
                 request: "stream-open",
                 after: limit,
             })?
+            .map(Control::new)
             .map_err(|e| self.ctx.connection_error(&e))
     }
 
@@ -549,19 +596,18 @@ impl Client {
     /// [`StartedJob::stdin`] feeds its standard input; with `req.follow`,
     /// [`StartedJob::output`] carries its output from the first byte.
     pub async fn start(&self, req: StartRequest) -> Result<StartedJob, ClientError> {
-        let (mut send, recv) = self.open().await?;
+        let mut control = self.open().await?;
         let follow = req.follow;
         let stdin = req.stdin;
-        let route = follow.then(|| self.expect_output(&send));
-        write_frame(&mut send, &ClientMessage::Start(req))
+        let route = follow.then(|| self.expect_output(control.send()));
+        write_frame(control.send(), &ClientMessage::Start(req))
             .await
             .map_err(|e| self.ctx.write_error(e))?;
         if !stdin {
-            let _ = send.finish();
+            let _ = control.send().finish();
         }
-        let mut reader = FrameReader::new(recv);
         let (job, pid) = match self
-            .answer(&mut reader, "start", self.request_timeout)
+            .answer(control.reader(), "start", self.request_timeout)
             .await?
         {
             ServerMessage::Started(s) => (s.job, s.pid),
@@ -572,6 +618,7 @@ impl Client {
             Some((_guard, rx)) => Some(self.output(rx, "start").await?),
             None => None,
         };
+        let (send, reader) = control.complete();
         let (control, _) = reader.into_parts();
         Ok(StartedJob {
             job,
@@ -595,23 +642,24 @@ impl Client {
     /// [`OutputSubscription::position`] of a lost subscription to continue without
     /// losing or repeating a byte.
     pub async fn attach(&self, job: JobId, from: u64) -> Result<OutputSubscription, ClientError> {
-        let (mut send, recv) = self.open().await?;
-        let (_guard, rx) = self.expect_output(&send);
+        let mut control = self.open().await?;
+        let (_guard, rx) = self.expect_output(control.send());
         self.send_request(
-            &mut send,
+            control.send(),
             &ClientMessage::Attach(AttachRequest { job, from }),
         )
         .await?;
-        let mut reader = FrameReader::new(recv);
         match self
-            .answer(&mut reader, "attach", self.request_timeout)
+            .answer(control.reader(), "attach", self.request_timeout)
             .await?
         {
             ServerMessage::Attached { job: j } if j == job => {}
             ServerMessage::Error(e) => return Err(self.ctx.server_error(e, Some(job))),
             other => return Err(self.ctx.unexpected("attach", &other)),
         }
-        self.output(rx, "attach").await
+        let output = self.output(rx, "attach").await?;
+        control.complete();
+        Ok(output)
     }
 
     /// Asks for a job's status.
@@ -662,37 +710,42 @@ impl Client {
         request: &'static str,
         limit: Duration,
     ) -> Result<JobStatus, ClientError> {
-        let (mut send, recv) = self.open().await?;
-        self.send_request(&mut send, &msg).await?;
-        let mut reader = FrameReader::new(recv);
-        match self.answer(&mut reader, request, limit).await? {
+        let mut control = self.open().await?;
+        self.send_request(control.send(), &msg).await?;
+        let answer = match self.answer(control.reader(), request, limit).await? {
             ServerMessage::Status(s) => Ok(s),
             ServerMessage::Error(e) => Err(self.ctx.server_error(e, Some(job))),
-            other => Err(self.ctx.unexpected(request, &other)),
-        }
+            other => return Err(self.ctx.unexpected(request, &other)),
+        };
+        control.complete();
+        answer
     }
 
     /// Lists the jobs visible to us.
     pub async fn list(&self, running_only: bool) -> Result<Vec<JobStatus>, ClientError> {
-        let (mut send, recv) = self.open().await?;
+        let mut control = self.open().await?;
         self.send_request(
-            &mut send,
+            control.send(),
             &ClientMessage::List(ListRequest { running_only }),
         )
         .await?;
-        let mut reader = FrameReader::new(recv);
         let mut jobs = Vec::new();
         loop {
             match self
-                .answer(&mut reader, "list", self.request_timeout)
+                .answer(control.reader(), "list", self.request_timeout)
                 .await?
             {
                 ServerMessage::ListItem(s) => jobs.push(s),
-                ServerMessage::ListEnd => return Ok(jobs),
-                ServerMessage::Error(e) => return Err(self.ctx.server_error(e, None)),
+                ServerMessage::ListEnd => break,
+                ServerMessage::Error(e) => {
+                    control.complete();
+                    return Err(self.ctx.server_error(e, None));
+                }
                 other => return Err(self.ctx.unexpected("list", &other)),
             }
         }
+        control.complete();
+        Ok(jobs)
     }
 }
 
