@@ -16,7 +16,7 @@ use crate::job::{JobSpec, JobStdin, StartError};
 use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
-use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault, decide};
+use crate::service::request::{Refusal, StreamFault, decide};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,19 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         ctl.refuse(r, None).await;
         return;
     };
+    // A followed start needs an output stream: refuse before starting the job.
+    let permit = if req.follow {
+        match output::subscription_permit(ctx) {
+            Ok(p) => Some(p),
+            Err(r) => {
+                ctx.audit(Op::Start, None, Err(r.code));
+                ctl.refuse(r, None).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let StartRequest {
         argv,
         env,
@@ -103,11 +116,9 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         owner: ctx.identity.name.clone(),
         limits,
     };
-    let started = tokio::select! {
-        s = ctx.shared.manager.start(spec) => s,
-        _ = ctx.conn.closed() => return,
-    };
-    let started = match started {
+    // Not cancelled by a lost connection: a job that was started must be tracked
+    // (user slot, stop_on_detach) even if nobody hears the answer.
+    let started = match ctx.shared.manager.start(spec).await {
         Ok(s) => s,
         Err(e) => {
             let (r, spawn) = start_refusal(&e);
@@ -119,16 +130,16 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
     let id = started.id;
     ctx.shared.watch_job(id, slot);
     ctx.audit(Op::Start, Some(id), Ok(()));
-    let follower = if follow {
-        match ctx.shared.manager.follow(id, 0) {
-            Ok(f) => Some(f),
+    let follower = match (permit, follow) {
+        (Some(permit), true) => match ctx.shared.manager.follow(id, 0) {
+            Ok(f) => Some((permit, f)),
             Err(e) => {
-                tracing::warn!(job = %id, error = %job_error(id, &e).message, "cannot follow a job just started");
+                let r = job_error(id, &e);
+                tracing::warn!(job = %id, error = %r.message, "cannot follow a job just started");
                 None
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     ctl.answer(&[ServerMessage::Started(StartedResponse {
         job: id,
@@ -151,8 +162,9 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         }
     };
     let output = async {
-        if let Some(f) = follower {
+        if let Some((permit, f)) = follower {
             output::pump(ctx, request_stream, id, 0, f).await;
+            drop(permit);
         }
     };
     tokio::join!(input, output);
@@ -192,9 +204,6 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
     loop {
         match ctl.next_frame().await {
             Ok(Some(ClientMessage::StdinData(data))) => {
-                if data.len() > MAX_STDIN_FRAME {
-                    return bad_frame(ctl, "StdinData frame larger than 64 KiB");
-                }
                 if let Some(w) = stdin.as_mut() {
                     let written = tokio::select! {
                         r = w.write_all(&data) => r,
@@ -218,7 +227,8 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
             Ok(Some(_)) => {
                 return bad_frame(ctl, "only StdinData and StdinEof may follow a Start");
             }
-            // FIN without StdinEof: the input ends there too.
+            // The stream state refuses a FIN before StdinEof (a fault, below); the
+            // job's stdin is closed either way when `stdin` is dropped.
             Ok(None) => return InputEnd::Finished,
             Err(e) => return read_end(ctl, e),
         }
