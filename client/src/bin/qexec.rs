@@ -1,6 +1,5 @@
-//! The `qexec` command-line interface.
+//! The `qexec` command-line interface; see `qexec --help` and client/CLI.md.
 
-fn main() {
-    eprintln!("qexec: the command-line interface is not built yet");
-    std::process::exit(255);
+fn main() -> std::process::ExitCode {
+    qexec_client::cli::main()
 }

@@ -1,0 +1,43 @@
+//! `qexec stop`: stop a job (SIGTERM, grace period, SIGKILL).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use qexec_protocol::JobId;
+
+use super::render::{JobJson, json_pretty, state_text};
+use super::{CliError, ConnArgs};
+use crate::units::parse_duration;
+
+pub(super) const HELP: &str = "\
+Sends SIGTERM to every process of the job, waits the grace period, then SIGKILLs what
+is left; prints the final state (with --json, the job's status). Stopping a finished
+job just prints its state.
+
+Examples:
+  qexec stop 0123456789abcdef0123456789abcdef
+  qexec stop --grace 500ms $ID";
+
+/// Arguments of `qexec stop`.
+#[derive(Debug, Args)]
+pub(super) struct StopArgs {
+    /// The job id (32 hex digits).
+    job: JobId,
+    /// Time between SIGTERM and SIGKILL, e.g. 5s (default: the server's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    grace: Option<Duration>,
+}
+
+pub(super) async fn stop(conn: &ConnArgs, json: bool, args: StopArgs) -> Result<u8, CliError> {
+    let client = conn.connect().await?;
+    let status = client.stop(args.job, args.grace).await?;
+    super::finish(&client).await;
+    let text = if json {
+        json_pretty(&JobJson::from(&status))
+    } else {
+        format!("job {}: {}\n", status.id, state_text(&status.state))
+    };
+    super::print_out(&text)?;
+    Ok(0)
+}

@@ -1,0 +1,838 @@
+//! The connection to qexecd and one method per request.
+//!
+//! One [`Client`] is one QUIC connection; every request runs on its own control stream
+//! (client-opened bidirectional), so any number of jobs, followers and requests share
+//! the connection at once. Output streams the server opens are routed to the request
+//! that asked for them by the `request_stream` of their `Header` (spec: QX-STREAM-11).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream, VarInt};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+use qexec_protocol::{
+    AttachRequest, ClientMessage, Decoder, ErrorCode, ErrorResponse, JobId, JobStatus, ListRequest,
+    OutputFrame, OutputStreamState, ServerMessage, SignalRequest, SpawnFailure, StartRequest,
+    StatusRequest, StopRequest,
+};
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::output::OutputSubscription;
+use crate::stdin::StdinWriter;
+use crate::stream::{FrameReader, ReadFailure, WriteFailure, write_frame};
+use crate::tls::{VerdictSlot, client_tls};
+
+/// How long an output stream may take to deliver its `Header`.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// QUIC keep-alive: lets a follower of a silent job notice a dead server.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// QUIC idle timeout: a server silent this long (despite keep-alives) is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Receive window per output stream: one maximum frame.
+const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+
+/// Receive window of the whole connection: sixteen stalled streams' worth.
+const CONNECTION_RECEIVE_WINDOW: u32 = 16 * STREAM_RECEIVE_WINDOW;
+
+/// Output streams the server may have open to us at once (one per follower).
+const MAX_OUTPUT_STREAMS: u32 = 1024;
+
+/// TLS alert numbers (RFC 8446 §6) as they appear in QUIC CRYPTO_ERROR codes
+/// (0x100 + alert, RFC 9001 §4.8).
+mod alert {
+    pub(super) const HANDSHAKE_FAILURE: u8 = 40;
+    pub(super) const BAD_CERTIFICATE: u8 = 42;
+    pub(super) const UNSUPPORTED_CERTIFICATE: u8 = 43;
+    pub(super) const CERTIFICATE_REVOKED: u8 = 44;
+    pub(super) const CERTIFICATE_EXPIRED: u8 = 45;
+    pub(super) const CERTIFICATE_UNKNOWN: u8 = 46;
+    pub(super) const UNKNOWN_CA: u8 = 48;
+    pub(super) const ACCESS_DENIED: u8 = 49;
+    pub(super) const CERTIFICATE_REQUIRED: u8 = 116;
+    pub(super) const NO_APPLICATION_PROTOCOL: u8 = 120;
+}
+
+/// What the error mapping needs to know about the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub(crate) addr: String,
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    server_name: String,
+    verdict: VerdictSlot,
+}
+
+impl Context {
+    /// Maps a connection-level failure to the error a user should see.
+    pub(crate) fn connection_error(&self, e: &ConnectionError) -> ClientError {
+        let recorded = self
+            .verdict
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(problem) = recorded {
+            return ClientError::ServerCertUntrusted {
+                problem,
+                ca: self.ca.clone(),
+                name: self.server_name.clone(),
+            };
+        }
+        let lost = |reason: String| ClientError::ConnectionLost {
+            addr: self.addr.clone(),
+            reason,
+        };
+        match e {
+            ConnectionError::ConnectionClosed(close) => {
+                let code = u64::from(close.error_code);
+                match crypto_alert(code) {
+                    Some(alert::NO_APPLICATION_PROTOCOL) => ClientError::NoCommonProtocol {
+                        addr: self.addr.clone(),
+                    },
+                    Some(
+                        a @ (alert::HANDSHAKE_FAILURE
+                        | alert::BAD_CERTIFICATE
+                        | alert::UNSUPPORTED_CERTIFICATE
+                        | alert::CERTIFICATE_REVOKED
+                        | alert::CERTIFICATE_EXPIRED
+                        | alert::CERTIFICATE_UNKNOWN
+                        | alert::UNKNOWN_CA
+                        | alert::ACCESS_DENIED
+                        | alert::CERTIFICATE_REQUIRED),
+                    ) => ClientError::CertRejected {
+                        cert: self.cert.clone(),
+                        reason: alert_name(a).to_owned(),
+                    },
+                    _ => lost(format!("closed by the server: {close}")),
+                }
+            }
+            ConnectionError::ApplicationClosed(close) => {
+                let code = u32::try_from(close.error_code.into_inner())
+                    .ok()
+                    .and_then(ErrorCode::from_u32);
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                match code {
+                    Some(ErrorCode::ShuttingDown) => ClientError::ShuttingDown {
+                        addr: self.addr.clone(),
+                    },
+                    Some(ErrorCode::Unauthenticated) => ClientError::CertRejected {
+                        cert: self.cert.clone(),
+                        reason: if reason.is_empty() {
+                            "unauthenticated".to_owned()
+                        } else {
+                            reason
+                        },
+                    },
+                    Some(c) => lost(format!("closed by the server ({c}): {reason}")),
+                    None => lost(format!(
+                        "closed by the server with unknown code {}: {reason}",
+                        close.error_code
+                    )),
+                }
+            }
+            ConnectionError::TransportError(t) => match crypto_alert(u64::from(t.code)) {
+                Some(alert::NO_APPLICATION_PROTOCOL) => ClientError::NoCommonProtocol {
+                    addr: self.addr.clone(),
+                },
+                _ => lost(format!("transport error: {t}")),
+            },
+            ConnectionError::TimedOut => lost(format!(
+                "no answer for {}s (the server or the network went away)",
+                IDLE_TIMEOUT.as_secs()
+            )),
+            ConnectionError::Reset => lost("the server reset the connection (restarted?)".into()),
+            ConnectionError::LocallyClosed => lost("closed by this client".into()),
+            other => lost(other.to_string()),
+        }
+    }
+
+    /// Maps a stream read failure.
+    pub(crate) fn read_error(&self, e: ReadFailure) -> ClientError {
+        match e {
+            ReadFailure::Frame(source) => ClientError::Frame {
+                addr: self.addr.clone(),
+                source,
+            },
+            ReadFailure::Stream(ReadError::ConnectionLost(c)) => self.connection_error(&c),
+            ReadFailure::Stream(ReadError::Reset(code)) => self.reset_error(code, "reset"),
+            ReadFailure::Stream(other) => ClientError::Protocol {
+                addr: self.addr.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Maps a stream write failure.
+    pub(crate) fn write_error(&self, e: WriteFailure) -> ClientError {
+        match e {
+            WriteFailure::Encode(e) => ClientError::Protocol {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            },
+            WriteFailure::Stream(quinn::WriteError::ConnectionLost(c)) => self.connection_error(&c),
+            WriteFailure::Stream(quinn::WriteError::Stopped(code)) => {
+                self.reset_error(code, "stopped")
+            }
+            WriteFailure::Stream(other) => ClientError::Protocol {
+                addr: self.addr.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// A stream the server reset or stopped with an error code.
+    fn reset_error(&self, code: VarInt, how: &str) -> ClientError {
+        match u32::try_from(code.into_inner())
+            .ok()
+            .and_then(ErrorCode::from_u32)
+        {
+            Some(ErrorCode::ShuttingDown) => ClientError::ShuttingDown {
+                addr: self.addr.clone(),
+            },
+            Some(code) => ClientError::Server {
+                code,
+                message: format!("the server {how} the stream"),
+            },
+            None => ClientError::Protocol {
+                addr: self.addr.clone(),
+                reason: format!("the server {how} a stream with unknown code {code}"),
+            },
+        }
+    }
+
+    /// Maps an `Error` answer.
+    pub(crate) fn server_error(&self, e: ErrorResponse, job: Option<JobId>) -> ClientError {
+        match (e.code, job) {
+            (ErrorCode::NotFound, Some(job)) => ClientError::NotFound { job },
+            (ErrorCode::SpawnFailed, _) => ClientError::Spawn {
+                failure: e.spawn.unwrap_or(SpawnFailure::Other),
+                message: e.message,
+            },
+            (ErrorCode::ShuttingDown, _) => ClientError::ShuttingDown {
+                addr: self.addr.clone(),
+            },
+            (code, _) => ClientError::Server {
+                code,
+                message: e.message,
+            },
+        }
+    }
+
+    pub(crate) fn unexpected(&self, request: &str, got: &impl std::fmt::Debug) -> ClientError {
+        let mut got = format!("{got:?}");
+        got.truncate(200);
+        ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason: format!("unexpected answer to {request}: {got}"),
+        }
+    }
+}
+
+fn crypto_alert(code: u64) -> Option<u8> {
+    (0x100..=0x1ff)
+        .contains(&code)
+        .then(|| (code - 0x100) as u8)
+}
+
+fn alert_name(a: u8) -> &'static str {
+    match a {
+        alert::HANDSHAKE_FAILURE => "TLS alert handshake_failure",
+        alert::BAD_CERTIFICATE => "TLS alert bad_certificate",
+        alert::UNSUPPORTED_CERTIFICATE => "TLS alert unsupported_certificate",
+        alert::CERTIFICATE_REVOKED => "TLS alert certificate_revoked",
+        alert::CERTIFICATE_EXPIRED => "TLS alert certificate_expired",
+        alert::CERTIFICATE_UNKNOWN => "TLS alert certificate_unknown",
+        alert::UNKNOWN_CA => "TLS alert unknown_ca: not signed by the server's CA",
+        alert::ACCESS_DENIED => "TLS alert access_denied",
+        alert::CERTIFICATE_REQUIRED => "TLS alert certificate_required",
+        _ => "TLS alert",
+    }
+}
+
+/// An output stream matched to its request.
+#[derive(Debug)]
+pub(crate) struct RoutedOutput {
+    pub(crate) recv: RecvStream,
+    pub(crate) decoder: Decoder,
+    /// The stream's state after its `Header`.
+    pub(crate) state: OutputStreamState,
+}
+
+/// Requests waiting for their output stream, by control stream id.
+type Routes = Arc<Mutex<HashMap<u64, oneshot::Sender<RoutedOutput>>>>;
+
+/// Removes a route when the request that registered it is done or abandoned.
+struct RouteGuard {
+    routes: Routes,
+    id: u64,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// A control stream whose request is in flight. Dropped before [`Control::complete`]
+/// (an error, a timeout, a cancelled future), the request is abandoned: its send side
+/// is reset and its receive side stopped, both with `Cancelled` (spec: QX-STREAM-16).
+#[derive(Debug)]
+struct Control {
+    send: Option<SendStream>,
+    reader: Option<FrameReader>,
+}
+
+impl Control {
+    fn new((send, recv): (SendStream, RecvStream)) -> Self {
+        Self {
+            send: Some(send),
+            reader: Some(FrameReader::new(recv)),
+        }
+    }
+
+    fn send(&mut self) -> &mut SendStream {
+        self.send.as_mut().expect("present until complete")
+    }
+
+    fn reader(&mut self) -> &mut FrameReader {
+        self.reader.as_mut().expect("present until complete")
+    }
+
+    /// The request got its answer: hand out both sides.
+    fn complete(mut self) -> (SendStream, FrameReader) {
+        let send = self.send.take().expect("present until complete");
+        let reader = self.reader.take().expect("present until complete");
+        (send, reader)
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let cancelled = VarInt::from_u32(ErrorCode::Cancelled.as_u32());
+        if let Some(send) = &mut self.send {
+            // Already finished and acknowledged: nothing left to reset.
+            let _ = send.reset(cancelled);
+        }
+        if let Some(reader) = &mut self.reader {
+            reader.stop(ErrorCode::Cancelled);
+        }
+    }
+}
+
+/// A started job.
+#[derive(Debug)]
+pub struct StartedJob {
+    /// The job's id.
+    pub job: JobId,
+    /// Host pid of its first process.
+    pub pid: u32,
+    /// Its standard input, when the request asked for it.
+    pub stdin: Option<StdinWriter>,
+    /// Its output from offset 0, when the request asked to follow.
+    pub output: Option<OutputSubscription>,
+    /// The control stream's receive side, kept open while the job is followed so that
+    /// a `stop_on_detach` job is only stopped when we really go away.
+    _control: Option<RecvStream>,
+}
+
+/// A connection to qexecd.
+///
+/// Dropping it closes the connection: its subscriptions end and jobs started with
+/// `stop_on_detach` are stopped by the server.
+#[derive(Debug)]
+pub struct Client {
+    conn: Connection,
+    endpoint: Endpoint,
+    ctx: Context,
+    routes: Routes,
+    router: JoinHandle<()>,
+    request_timeout: Duration,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.router.abort();
+        self.conn.close(
+            VarInt::from_u32(ErrorCode::NoError.as_u32()),
+            b"client gone",
+        );
+    }
+}
+
+/// Splits `HOST:PORT` (or `[V6]:PORT`) into the host and port.
+fn split_addr(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+impl Client {
+    /// Connects to qexecd with mutual TLS and ALPN `qexec/1`, verifying the server's
+    /// certificate against `config.ca` for the host (or IP) of `config.addr`.
+    pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
+        let (tls, verdict) = client_tls(config)?;
+        let bad_addr = || ClientError::BadAddress {
+            addr: config.addr.clone(),
+        };
+        let (host, port) = split_addr(&config.addr).ok_or_else(bad_addr)?;
+        let remote = match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => {
+                let lookup = tokio::net::lookup_host((host, port));
+                let mut addrs = tokio::time::timeout(config.connect_timeout, lookup)
+                    .await
+                    .map_err(|_| ClientError::Resolve {
+                        addr: config.addr.clone(),
+                        reason: "timed out".into(),
+                    })?
+                    .map_err(|e| ClientError::Resolve {
+                        addr: config.addr.clone(),
+                        reason: e.to_string(),
+                    })?;
+                addrs.next().ok_or_else(|| ClientError::Resolve {
+                    addr: config.addr.clone(),
+                    reason: "no address found".into(),
+                })?
+            }
+        };
+        let ctx = Context {
+            addr: config.addr.clone(),
+            ca: config.ca.clone(),
+            cert: config.cert.clone(),
+            server_name: host.to_owned(),
+            verdict,
+        };
+
+        let quic_tls = QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls {
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut quic = quinn::ClientConfig::new(Arc::new(quic_tls));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            // One stalled follower must block only its own output stream: a per-stream
+            // window well below the connection window (as qexecd expects clients to).
+            .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+            .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+            .max_concurrent_uni_streams(MAX_OUTPUT_STREAMS.into());
+        transport.max_idle_timeout(Some(
+            IDLE_TIMEOUT
+                .try_into()
+                .expect("a 30 s idle timeout fits a QUIC varint"),
+        ));
+        quic.transport_config(Arc::new(transport));
+
+        let local: SocketAddr = match remote {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let endpoint = Endpoint::client(local).map_err(|source| ClientError::Socket {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let connecting = endpoint
+            .connect_with(quic, remote, host)
+            .map_err(|e| match e {
+                quinn::ConnectError::InvalidServerName(_) => bad_addr(),
+                other => ClientError::ConnectionLost {
+                    addr: config.addr.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+        let conn = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Err(_) => {
+                return Err(ClientError::Unreachable {
+                    addr: config.addr.clone(),
+                    after: config.connect_timeout,
+                });
+            }
+            Ok(Err(e)) => return Err(ctx.connection_error(&e)),
+            Ok(Ok(conn)) => conn,
+        };
+
+        let routes = Routes::default();
+        let router = tokio::spawn(route_output_streams(conn.clone(), routes.clone()));
+        Ok(Self {
+            conn,
+            endpoint,
+            ctx,
+            routes,
+            router,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// The server address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.ctx.addr
+    }
+
+    /// Closes the connection now, telling the server we are done.
+    ///
+    /// The close frame is queued; it leaves when the connection's driver task next runs,
+    /// which a caller about to exit can allow with [`tokio::task::yield_now`].
+    pub fn close(&self) {
+        self.conn
+            .close(VarInt::from_u32(ErrorCode::NoError.as_u32()), b"done");
+    }
+
+    /// Waits (at most `limit`) until the close frame was sent and the connection
+    /// drained, for callers that want a clean goodbye.
+    pub async fn wait_closed(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
+
+    /// Opens a control stream.
+    ///
+    /// Waits (at most the request timeout) while the server's stream limit is reached.
+    async fn open(&self) -> Result<Control, ClientError> {
+        let limit = self.request_timeout;
+        tokio::time::timeout(limit, self.conn.open_bi())
+            .await
+            .map_err(|_| ClientError::RequestTimeout {
+                addr: self.ctx.addr.clone(),
+                request: "stream-open",
+                after: limit,
+            })?
+            .map(Control::new)
+            .map_err(|e| self.ctx.connection_error(&e))
+    }
+
+    /// Waits for one answer frame with the request timeout.
+    async fn answer(
+        &self,
+        reader: &mut FrameReader,
+        request: &'static str,
+        limit: Duration,
+    ) -> Result<ServerMessage, ClientError> {
+        let next = tokio::time::timeout(limit, reader.next::<ServerMessage>())
+            .await
+            .map_err(|_| ClientError::RequestTimeout {
+                addr: self.ctx.addr.clone(),
+                request,
+                after: limit,
+            })?
+            .map_err(|e| self.ctx.read_error(e))?;
+        next.ok_or_else(|| ClientError::Protocol {
+            addr: self.ctx.addr.clone(),
+            reason: format!("the server closed the {request} stream without answering"),
+        })
+    }
+
+    /// Sends a one-frame request and finishes the send side.
+    async fn send_request(
+        &self,
+        send: &mut SendStream,
+        msg: &ClientMessage,
+    ) -> Result<(), ClientError> {
+        write_frame(send, msg)
+            .await
+            .map_err(|e| self.ctx.write_error(e))?;
+        // Finishing an already-reset stream fails; the read that follows reports why.
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// Registers a route for output that will come for the request on `send`.
+    fn expect_output(&self, send: &SendStream) -> (RouteGuard, oneshot::Receiver<RoutedOutput>) {
+        let id = u64::from(send.id());
+        let (tx, rx) = oneshot::channel();
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        (
+            RouteGuard {
+                routes: self.routes.clone(),
+                id,
+            },
+            rx,
+        )
+    }
+
+    /// Waits for the output stream of a request.
+    async fn output(
+        &self,
+        rx: oneshot::Receiver<RoutedOutput>,
+        request: &'static str,
+    ) -> Result<OutputSubscription, ClientError> {
+        let limit = self.request_timeout;
+        let routed = tokio::time::timeout(limit, rx)
+            .await
+            .map_err(|_| ClientError::RequestTimeout {
+                addr: self.ctx.addr.clone(),
+                request,
+                after: limit,
+            })?
+            .map_err(|_| match self.conn.close_reason() {
+                Some(e) => self.ctx.connection_error(&e),
+                None => ClientError::Protocol {
+                    addr: self.ctx.addr.clone(),
+                    reason: "the output stream router stopped".into(),
+                },
+            })?;
+        Ok(OutputSubscription::new(routed, self.ctx.clone()))
+    }
+
+    /// Starts a job (spec: QX-STREAM-5, QX-STREAM-7, QX-STREAM-8). With `req.stdin` the returned
+    /// [`StartedJob::stdin`] feeds its standard input; with `req.follow`,
+    /// [`StartedJob::output`] carries its output from the first byte.
+    pub async fn start(&self, req: StartRequest) -> Result<StartedJob, ClientError> {
+        let mut control = self.open().await?;
+        let follow = req.follow;
+        let stdin = req.stdin;
+        let route = follow.then(|| self.expect_output(control.send()));
+        write_frame(control.send(), &ClientMessage::Start(req))
+            .await
+            .map_err(|e| self.ctx.write_error(e))?;
+        if !stdin {
+            let _ = control.send().finish();
+        }
+        let (job, pid) = match self
+            .answer(control.reader(), "start", self.request_timeout)
+            .await?
+        {
+            ServerMessage::Started(s) => (s.job, s.pid),
+            ServerMessage::Error(e) => return Err(self.ctx.server_error(e, None)),
+            other => return Err(self.ctx.unexpected("start", &other)),
+        };
+        let output = match route {
+            Some((_guard, rx)) => Some(self.output(rx, "start").await?),
+            None => None,
+        };
+        let (send, reader) = control.complete();
+        let (control, _) = reader.into_parts();
+        Ok(StartedJob {
+            job,
+            pid,
+            stdin: stdin.then(|| StdinWriter::new(send, self.ctx.clone())),
+            output,
+            _control: Some(control),
+        })
+    }
+
+    /// Starts a job that lives as long as this client (`stop_on_detach`) and follows
+    /// its output: what `qexec run` does.
+    pub async fn run(&self, mut req: StartRequest) -> Result<StartedJob, ClientError> {
+        // spec: QX-STREAM-17
+        req.follow = true;
+        req.stop_on_detach = true;
+        self.start(req).await
+    }
+
+    /// Subscribes to a job's output from combined offset `from`: pass the
+    /// [`OutputSubscription::position`] of a lost subscription to continue without
+    /// losing or repeating a byte.
+    pub async fn attach(&self, job: JobId, from: u64) -> Result<OutputSubscription, ClientError> {
+        let mut control = self.open().await?;
+        let (_guard, rx) = self.expect_output(control.send());
+        self.send_request(
+            control.send(),
+            &ClientMessage::Attach(AttachRequest { job, from }),
+        )
+        .await?;
+        match self
+            .answer(control.reader(), "attach", self.request_timeout)
+            .await?
+        {
+            ServerMessage::Attached { job: j } if j == job => {}
+            ServerMessage::Error(e) => return Err(self.ctx.server_error(e, Some(job))),
+            other => return Err(self.ctx.unexpected("attach", &other)),
+        }
+        let output = self.output(rx, "attach").await?;
+        control.complete();
+        Ok(output)
+    }
+
+    /// Asks for a job's status.
+    pub async fn status(&self, job: JobId) -> Result<JobStatus, ClientError> {
+        self.status_like(
+            ClientMessage::Status(StatusRequest { job }),
+            job,
+            "status",
+            self.request_timeout,
+        )
+        .await
+    }
+
+    /// Stops a job (SIGTERM, `grace`, SIGKILL) and returns its final status.
+    pub async fn stop(
+        &self,
+        job: JobId,
+        grace: Option<Duration>,
+    ) -> Result<JobStatus, ClientError> {
+        // The server answers when the job has ended: allow its grace period (the
+        // server's default is unknown here; a minute covers sane settings).
+        let limit = grace.unwrap_or(Duration::from_secs(60)) + self.request_timeout;
+        let grace_ms = grace.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
+        self.status_like(
+            ClientMessage::Stop(StopRequest { job, grace_ms }),
+            job,
+            "stop",
+            limit,
+        )
+        .await
+    }
+
+    /// Sends a signal (1–64) to a job's main process.
+    pub async fn signal(&self, job: JobId, signal: i32) -> Result<JobStatus, ClientError> {
+        self.status_like(
+            ClientMessage::Signal(SignalRequest { job, signal }),
+            job,
+            "signal",
+            self.request_timeout,
+        )
+        .await
+    }
+
+    async fn status_like(
+        &self,
+        msg: ClientMessage,
+        job: JobId,
+        request: &'static str,
+        limit: Duration,
+    ) -> Result<JobStatus, ClientError> {
+        let mut control = self.open().await?;
+        self.send_request(control.send(), &msg).await?;
+        let answer = match self.answer(control.reader(), request, limit).await? {
+            ServerMessage::Status(s) => Ok(s),
+            ServerMessage::Error(e) => Err(self.ctx.server_error(e, Some(job))),
+            other => return Err(self.ctx.unexpected(request, &other)),
+        };
+        control.complete();
+        answer
+    }
+
+    /// Lists the jobs visible to us.
+    pub async fn list(&self, running_only: bool) -> Result<Vec<JobStatus>, ClientError> {
+        let mut control = self.open().await?;
+        self.send_request(
+            control.send(),
+            &ClientMessage::List(ListRequest { running_only }),
+        )
+        .await?;
+        let mut jobs = Vec::new();
+        loop {
+            match self
+                .answer(control.reader(), "list", self.request_timeout)
+                .await?
+            {
+                ServerMessage::ListItem(s) => jobs.push(s),
+                ServerMessage::ListEnd => break,
+                ServerMessage::Error(e) => {
+                    control.complete();
+                    return Err(self.ctx.server_error(e, None));
+                }
+                other => return Err(self.ctx.unexpected("list", &other)),
+            }
+        }
+        control.complete();
+        Ok(jobs)
+    }
+}
+
+/// Accepts the server's output streams and hands each to the request waiting for it.
+/// Ends when the connection closes; owned (and aborted on drop) by its [`Client`].
+async fn route_output_streams(conn: Connection, routes: Routes) {
+    let mut headers: JoinSet<Option<(u64, RoutedOutput)>> = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_uni() => match accepted {
+                Ok(recv) => {
+                    headers.spawn(read_header(recv));
+                }
+                Err(_) => break,
+            },
+            Some(joined) = headers.join_next(), if !headers.is_empty() => {
+                let Ok(Some((request_stream, routed))) = joined else { continue };
+                let waiter = routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&request_stream);
+                let undelivered = match waiter {
+                    Some(tx) => tx.send(routed).err(),
+                    None => Some(routed),
+                };
+                if let Some(mut routed) = undelivered {
+                    // Nobody asked for it (any more): cancel the subscription.
+                    let _ = routed
+                        .recv
+                        .stop(VarInt::from_u32(ErrorCode::Cancelled.as_u32()));
+                }
+            }
+        }
+    }
+}
+
+/// Reads the `Header` of an output stream; `None` (and the stream stopped) if it is
+/// missing, malformed or late.
+async fn read_header(recv: RecvStream) -> Option<(u64, RoutedOutput)> {
+    let mut reader = FrameReader::new(recv);
+    let mut state = OutputStreamState::new();
+    let header = tokio::time::timeout(HEADER_TIMEOUT, reader.next::<OutputFrame>()).await;
+    match header {
+        Ok(Ok(Some(frame @ OutputFrame::Header { request_stream, .. })))
+            if state.on_frame(&frame).is_ok() =>
+        {
+            let (recv, decoder) = reader.into_parts();
+            Some((
+                request_stream,
+                RoutedOutput {
+                    recv,
+                    decoder,
+                    state,
+                },
+            ))
+        }
+        Err(_) => {
+            reader.stop(ErrorCode::Timeout);
+            None
+        }
+        Ok(_) => {
+            reader.stop(ErrorCode::ProtocolViolation);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split() {
+        assert_eq!(split_addr("127.0.0.1:7443"), Some(("127.0.0.1", 7443)));
+        assert_eq!(split_addr("[::1]:7443"), Some(("::1", 7443)));
+        assert_eq!(split_addr("example.org:1"), Some(("example.org", 1)));
+        assert_eq!(split_addr("::1:7443"), None);
+        assert_eq!(split_addr("host"), None);
+        assert_eq!(split_addr(":7443"), None);
+        assert_eq!(split_addr("host:99999"), None);
+    }
+
+    #[test]
+    fn alerts_from_crypto_codes() {
+        assert_eq!(crypto_alert(0x100 + 48), Some(alert::UNKNOWN_CA));
+        assert_eq!(crypto_alert(0x178), Some(alert::NO_APPLICATION_PROTOCOL));
+        assert_eq!(crypto_alert(0x0a), None);
+        assert_eq!(crypto_alert(0x200), None);
+    }
+}

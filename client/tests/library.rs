@@ -1,0 +1,206 @@
+//! The client library against an in-process qexecd: re-attach without loss, many jobs
+//! on one connection, stdin, output routing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, WAIT};
+use qexec_client::{Client, OutputEvent, OutputSubscription};
+use qexec_protocol::{JobState, JobStatus, Limits, StartRequest, Termination};
+
+fn request(argv: &[&str]) -> StartRequest {
+    StartRequest {
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: Vec::new(),
+        cwd: None,
+        limits: Limits::default(),
+        timeout_ms: None,
+        stdin: false,
+        follow: false,
+        stop_on_detach: false,
+    }
+}
+
+/// Reads a subscription to its end: (combined output, final status).
+async fn drain(sub: &mut OutputSubscription) -> (Vec<u8>, JobStatus) {
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("output in time")
+        {
+            Ok(Some(OutputEvent::Data { offset, data, .. })) => {
+                assert_eq!(offset, out.len() as u64, "offsets are contiguous");
+                out.extend_from_slice(&data);
+            }
+            Ok(Some(OutputEvent::End(status))) => return (out, *status),
+            Ok(None) => panic!("no End"),
+            Err(e) => panic!("subscription failed: {e}"),
+        }
+    }
+}
+
+// spec: QX-STREAM-12, QX-STREAM-14 (contiguous offsets; re-attach from an offset)
+#[test]
+fn reattach_after_disconnect_loses_and_repeats_nothing() {
+    let s = TestServer::start();
+    let go = s.dir().join("go-reattach");
+    let script = format!(
+        "seq 1 30000; while [ ! -e {} ]; do sleep 0.02; done; seq 30001 60000",
+        go.display()
+    );
+    let expected: Vec<u8> = (1..=60000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    s.block_on(async {
+        let first = Client::connect(&s.config(None)).await.unwrap();
+        let job = first
+            .start(request(&["sh", "-c", &script]))
+            .await
+            .unwrap()
+            .job;
+        let mut sub = first.attach(job, 0).await.unwrap();
+        let mut got = Vec::new();
+        // Take part of the first half, then lose the connection mid-stream.
+        while got.len() < 50_000 {
+            match tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Some(OutputEvent::Data { data, .. }) => got.extend_from_slice(&data),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let position = sub.position();
+        assert_eq!(position, got.len() as u64);
+        drop(sub);
+        drop(first);
+
+        let second = Client::connect(&s.config(None)).await.unwrap();
+        let mut sub = second.attach(job, position).await.unwrap();
+        std::fs::write(&go, b"").unwrap();
+        let mut rest = Vec::new();
+        let status = loop {
+            match tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Some(OutputEvent::Data { offset, data, .. }) => {
+                    assert_eq!(offset, position + rest.len() as u64);
+                    rest.extend_from_slice(&data);
+                }
+                Some(OutputEvent::End(status)) => break status,
+                None => panic!("no End"),
+            }
+        };
+        got.extend_from_slice(&rest);
+        assert!(
+            got == expected,
+            "output differs after re-attach ({} bytes vs {})",
+            got.len(),
+            expected.len()
+        );
+        assert_eq!(status.stdout_bytes, expected.len() as u64);
+    });
+}
+
+#[test]
+fn one_connection_carries_many_jobs_at_once() {
+    let s = TestServer::start();
+    s.block_on(async {
+        let client = Client::connect(&s.config(None)).await.unwrap();
+        let runs = (0..16).map(|i| {
+            let client = &client;
+            async move {
+                let script = format!("echo job {i}; exit {i}");
+                let mut started = client.run(request(&["sh", "-c", &script])).await.unwrap();
+                let (out, status) = drain(started.output.as_mut().unwrap()).await;
+                (i, out, status)
+            }
+        });
+        let results = futures_join_all(runs.collect()).await;
+        for (i, out, status) in results {
+            assert_eq!(out, format!("job {i}\n").into_bytes());
+            assert_eq!(
+                status.state,
+                JobState::Exited {
+                    termination: Termination::Exited(i)
+                }
+            );
+        }
+        let listed = client.list(false).await.unwrap();
+        assert_eq!(listed.len(), 16);
+    });
+}
+
+/// Joins futures concurrently on the current task (no extra dependency).
+async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, r) in futures.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *r = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("ready")).collect()
+}
+
+#[test]
+fn stdin_and_followers_on_one_connection() {
+    let s = TestServer::start();
+    s.block_on(async {
+        let client = Client::connect(&s.config(None)).await.unwrap();
+        let mut req = request(&["cat"]);
+        req.stdin = true;
+        req.follow = true;
+        let mut started = client.start(req).await.unwrap();
+        // A second follower of the same job on the same connection.
+        let mut second = client.attach(started.job, 0).await.unwrap();
+        let mut stdin = started.stdin.take().unwrap();
+        stdin.write(b"hello ").await.unwrap();
+        stdin.write(b"world\n").await.unwrap();
+        stdin.eof().await.unwrap();
+        let (a, status) = drain(started.output.as_mut().unwrap()).await;
+        let (b, _) = drain(&mut second).await;
+        assert_eq!(a, b"hello world\n");
+        assert_eq!(b, b"hello world\n");
+        assert_eq!(status.state.termination(), Some(Termination::Exited(0)));
+    });
+}
+
+#[test]
+fn stop_and_signal_report_the_final_state() {
+    let s = TestServer::start();
+    s.block_on(async {
+        let client = Client::connect(&s.config(None)).await.unwrap();
+        let job = client.start(request(&["sleep", "600"])).await.unwrap().job;
+        let status = client.status(job).await.unwrap();
+        assert!(status.state.is_running());
+        let stopped = client
+            .stop(job, Some(Duration::from_millis(500)))
+            .await
+            .unwrap();
+        assert_eq!(stopped.state.termination(), Some(Termination::Signaled(15)));
+
+        let job = client.start(request(&["sleep", "600"])).await.unwrap().job;
+        client.signal(job, 9).await.unwrap();
+        let mut sub = client.attach(job, 0).await.unwrap();
+        let (_, status) = drain(&mut sub).await;
+        assert_eq!(status.state.termination(), Some(Termination::Signaled(9)));
+    });
+}
