@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod job;
+pub mod pki;
+pub mod service;
 
 pub use job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,

@@ -1,0 +1,345 @@
+//! One task per connection, one per control stream; the control-stream reader and
+//! writer; the audit log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qexec_protocol::{
+    ClientMessage, Decoder, ErrorCode, ErrorResponse, JobId, ServerMessage, SpawnFailure, frame,
+};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rustls_pki_types::CertificateDer;
+use tokio::task::JoinSet;
+
+use super::authz::Op;
+use super::request::{self, FrameHead, Refusal, StreamFault};
+use super::{CONTROL_PRIORITY, Shared, handlers};
+use crate::pki::Identity;
+
+/// Bytes read from a stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Everything a stream handler knows about its connection.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) conn: Connection,
+    pub(crate) identity: Identity,
+    pub(crate) peer: SocketAddr,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ConnCtx {
+    /// One audit line per request: who, what, which job, result.
+    pub(crate) fn audit(&self, op: Op, job: Option<JobId>, result: Result<(), ErrorCode>) {
+        let job = job.map_or_else(|| "-".to_owned(), |j| j.to_string());
+        let result = match result {
+            Ok(()) => "ok",
+            Err(code) => code.name(),
+        };
+        tracing::info!(
+            target: "qexec::audit",
+            peer = %self.peer,
+            user = %self.identity.name,
+            role = %self.identity.role,
+            op = op.name(),
+            job = %job,
+            result,
+            "request"
+        );
+    }
+}
+
+/// Reads the identity from the verified certificate chain of a connection.
+fn identity_of(conn: &Connection) -> Result<Identity, String> {
+    let any = conn
+        .peer_identity()
+        .ok_or_else(|| "no client certificate".to_owned())?;
+    let chain = any
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "peer identity is not a certificate chain".to_owned())?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| "empty client certificate chain".to_owned())?;
+    Identity::from_cert_der(leaf).map_err(|e| e.to_string())
+}
+
+/// Serves one connection from handshake to close.
+pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let peer = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, reason = %e, "connection refused before the handshake");
+            return;
+        }
+    };
+    let conn = match connecting.await {
+        Ok(c) => c,
+        Err(e) => {
+            // rustls' reason is in the transport error (unknown CA, expired, wrong EKU,
+            // no certificate, no ALPN match, bad identity …).
+            tracing::warn!(%peer, reason = %e, "handshake refused");
+            return;
+        }
+    };
+    let identity = match identity_of(&conn) {
+        Ok(id) => id,
+        Err(reason) => {
+            tracing::warn!(%peer, %reason, "connection refused: no usable client identity");
+            conn.close(
+                ErrorCode::Unauthenticated.as_u32().into(),
+                b"no usable client identity",
+            );
+            return;
+        }
+    };
+    tracing::info!(%peer, user = %identity.name, role = %identity.role, "connection established");
+    let ctx = Arc::new(ConnCtx {
+        conn: conn.clone(),
+        identity,
+        peer,
+        shared,
+    });
+    let mut streams = JoinSet::new();
+    let reason = loop {
+        tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok((send, recv)) => {
+                    streams.spawn(control_stream(ctx.clone(), send, recv));
+                }
+                Err(e) => break e,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    };
+    tracing::info!(%peer, user = %ctx.identity.name, %reason, "connection closed");
+    // Every stream task watches the connection and ends on its own; a detached job
+    // is stopped before its task ends, which can take the job's grace period.
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while streams.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(%peer, "stream tasks did not end within 60 s of the close; aborting");
+        streams.shutdown().await;
+    }
+}
+
+/// Why reading a control stream stopped.
+#[derive(Debug)]
+pub(crate) enum ReadEnd {
+    /// The frame was bad: the stream was reset/stopped with this fault.
+    Fault(StreamFault),
+    /// The client reset its send side.
+    Reset,
+    /// The connection is gone (or the stream was stopped locally).
+    Lost,
+}
+
+/// A control stream: one request, one answer, then maybe stdin.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub(crate) send: SendStream,
+    recv: RecvStream,
+    decoder: Decoder,
+    head: FrameHead,
+    /// QUIC stream id, echoed in output-stream headers.
+    pub(crate) id: u64,
+}
+
+impl Control {
+    fn new(send: SendStream, recv: RecvStream) -> Self {
+        let id = u64::from(send.id());
+        let _ = send.set_priority(CONTROL_PRIORITY);
+        Self {
+            send,
+            recv,
+            decoder: Decoder::new(),
+            head: FrameHead::default(),
+            id,
+        }
+    }
+
+    /// Reads more bytes into the decoder: `Ok(false)` at FIN.
+    async fn fill(&mut self) -> Result<bool, ReadEnd> {
+        match self.recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                self.head.observe(&chunk.bytes);
+                self.decoder.push(&chunk.bytes);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(quinn::ReadError::Reset(_)) => Err(ReadEnd::Reset),
+            Err(_) => Err(ReadEnd::Lost),
+        }
+    }
+
+    /// Reads the request (the first frame).
+    async fn read_request(&mut self) -> Result<ClientMessage, ReadEnd> {
+        loop {
+            if let Some(m) =
+                request::decode_request(&mut self.decoder, &self.head).map_err(ReadEnd::Fault)?
+            {
+                return Ok(m);
+            }
+            if !self.fill().await? {
+                let fault = match self.decoder.finish() {
+                    Err(e) => request::frame_fault(&e, Some(&self.head)),
+                    Ok(()) => StreamFault {
+                        code: ErrorCode::ProtocolViolation,
+                        reason: "stream finished before a request".to_owned(),
+                    },
+                };
+                return Err(ReadEnd::Fault(fault));
+            }
+        }
+    }
+
+    /// Reads the next frame after the request: `Ok(None)` at a clean FIN.
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<ClientMessage>, ReadEnd> {
+        loop {
+            match self.decoder.next::<ClientMessage>() {
+                Ok(Some(m)) => return Ok(Some(m)),
+                Ok(None) => {}
+                Err(e) => return Err(ReadEnd::Fault(request::frame_fault(&e, None))),
+            }
+            if !self.fill().await? {
+                return match self.decoder.finish() {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(ReadEnd::Fault(request::frame_fault(&e, None))),
+                };
+            }
+        }
+    }
+
+    /// Bytes received after the request that are not a whole frame yet.
+    fn has_extra_bytes(&self) -> bool {
+        self.decoder.buffered() > 0
+    }
+
+    /// Resets the send side and stops the receive side with the fault's code
+    /// (spec: QX-FRAME-5: only this stream).
+    pub(crate) fn fault(&mut self, fault: &StreamFault) {
+        let code = VarInt::from_u32(fault.code.as_u32());
+        let _ = self.send.reset(code);
+        let _ = self.recv.stop(code);
+    }
+
+    /// Stops the receive side with the fault's code (the answer was already sent).
+    pub(crate) fn stop_receiving(&mut self, fault: &StreamFault) {
+        let _ = self.recv.stop(VarInt::from_u32(fault.code.as_u32()));
+    }
+
+    /// Sends `msgs` and finishes the send side.
+    pub(crate) async fn answer(&mut self, msgs: &[ServerMessage]) {
+        let mut buf = Vec::new();
+        for m in msgs {
+            if let Err(e) = frame::encode_into(m, &mut buf) {
+                tracing::error!(error = %e, "cannot encode an answer");
+                let _ = self
+                    .send
+                    .reset(VarInt::from_u32(ErrorCode::Internal.as_u32()));
+                return;
+            }
+            if buf.len() >= READ_CHUNK {
+                if self.send.write_all(&buf).await.is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+        }
+        if self.send.write_all(&buf).await.is_ok() {
+            let _ = self.send.finish();
+        }
+    }
+
+    /// Answers with an `Error` and finishes.
+    pub(crate) async fn refuse(&mut self, refusal: Refusal, spawn: Option<SpawnFailure>) {
+        self.answer(&[ServerMessage::Error(ErrorResponse {
+            code: refusal.code,
+            message: refusal.message,
+            spawn,
+        })])
+        .await;
+    }
+}
+
+/// Handles one control stream: request (within the request timeout), validation,
+/// dispatch to the handler of its kind.
+async fn control_stream(ctx: Arc<ConnCtx>, send: SendStream, recv: RecvStream) {
+    let mut ctl = Control::new(send, recv);
+    let timeout = ctx.shared.request_timeout;
+    let read = tokio::select! {
+        r = tokio::time::timeout(timeout, ctl.read_request()) => r,
+        _ = ctx.conn.closed() => return,
+    };
+    let msg = match read {
+        Err(_) => {
+            // spec: QX-LIMIT (request deadline)
+            let fault = StreamFault {
+                code: ErrorCode::Timeout,
+                reason: format!("no complete request within {} s", timeout.as_secs()),
+            };
+            log_fault(&ctx, &ctl, &fault);
+            ctl.fault(&fault);
+            return;
+        }
+        Ok(Err(ReadEnd::Fault(fault))) => {
+            log_fault(&ctx, &ctl, &fault);
+            ctl.fault(&fault);
+            return;
+        }
+        Ok(Err(ReadEnd::Reset | ReadEnd::Lost)) => return,
+        Ok(Ok(m)) => m,
+    };
+    let op = match request::op_of(&msg) {
+        Ok(op) => op,
+        Err(fault) => {
+            log_fault(&ctx, &ctl, &fault);
+            ctl.fault(&fault);
+            return;
+        }
+    };
+    let stdin_follows = matches!(&msg, ClientMessage::Start(s) if s.stdin);
+    if !stdin_follows && ctl.has_extra_bytes() {
+        let fault = StreamFault {
+            code: ErrorCode::ProtocolViolation,
+            reason: "bytes after the request on a control stream".to_owned(),
+        };
+        log_fault(&ctx, &ctl, &fault);
+        ctl.fault(&fault);
+        return;
+    }
+    if let Err(refusal) = request::validate(&msg) {
+        ctx.audit(op, request::job_of(&msg), Err(refusal.code));
+        ctl.refuse(refusal, None).await;
+        return;
+    }
+    match msg {
+        ClientMessage::Start(r) => handlers::start::handle(&ctx, ctl, r).await,
+        ClientMessage::Stop(r) => handlers::stop::handle(&ctx, ctl, r).await,
+        ClientMessage::Status(r) => handlers::status::handle(&ctx, ctl, r).await,
+        ClientMessage::List(r) => handlers::list::handle(&ctx, ctl, r).await,
+        ClientMessage::Attach(r) => handlers::attach::handle(&ctx, ctl, r).await,
+        ClientMessage::Signal(r) => handlers::signal::handle(&ctx, ctl, r).await,
+        ClientMessage::StdinData(_) | ClientMessage::StdinEof => {
+            // op_of refused these above; kept total without a panic path.
+            ctl.fault(&StreamFault {
+                code: ErrorCode::ProtocolViolation,
+                reason: "stdin frame before any Start request".to_owned(),
+            });
+        }
+    }
+}
+
+fn log_fault(ctx: &ConnCtx, ctl: &Control, fault: &StreamFault) {
+    tracing::info!(
+        peer = %ctx.peer,
+        user = %ctx.identity.name,
+        stream = ctl.id,
+        code = fault.code.name(),
+        reason = %fault.reason,
+        "control stream closed: bad frame"
+    );
+}
