@@ -8,8 +8,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bytes;
 mod code;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 pub mod limits;
 mod message;

@@ -32,7 +32,7 @@ pub enum ClientMessage {
     /// Send a signal to a job's main process.
     Signal(SignalRequest),
     /// Bytes for the job's standard input.
-    StdinData(Vec<u8>),
+    StdinData(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Close the job's standard input.
     StdinEof,
 }
@@ -196,6 +196,7 @@ pub enum OutputFrame {
         /// Combined-output offset of `data[0]`.
         offset: u64,
         /// The bytes, exactly as written.
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// Last frame: the job ended and all its output was sent.
