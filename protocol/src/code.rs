@@ -7,8 +7,8 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, EnumAccess, Va
 /// when a stream is reset or a connection is closed.
 ///
 /// The numbers are part of the protocol and never change meaning (spec: QX-ERR-1).
-/// A receiver maps numbers it does not know to [`ErrorCode::Unknown`]-like handling
-/// by keeping the raw value (see [`ErrorCode::from_u32`]).
+/// A receiver handles numbers it does not know as [`ErrorCode::Internal`]
+/// ([`ErrorCode::from_wire`]); [`ErrorCode::from_u32`] tells whether a number is known.
 ///
 /// On the wire (postcard) a code is a varint: its number, which is also its variant
 /// index. Decoding a number this version does not know yields

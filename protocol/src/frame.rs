@@ -25,6 +25,10 @@ pub const MAX_WIRE_FRAME_LEN: usize = MAX_PREFIX_LEN + MAX_FRAME_LEN;
 /// dropped, so a long run of small frames does not move the buffer once per frame.
 const COMPACT_THRESHOLD: usize = 4096;
 
+/// Buffer capacity a decoder keeps once it has returned everything it held; above
+/// it the buffer is freed (one max-size frame must not pin 1 MiB per idle stream).
+const RETAIN_CAPACITY: usize = 128 * 1024;
+
 /// Why bytes could not be turned into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -190,7 +194,8 @@ fn write_prefix(mut len: usize, buf: &mut [u8; MAX_PREFIX_LEN]) -> usize {
 /// Encodes one message as a whole frame, appending it to `out`.
 ///
 /// On error `out` is left as it was. A frame this returns is always accepted by
-/// [`Decoder`] (spec: QX-FRAME-1, QX-FRAME-2).
+/// [`Decoder`] (spec: QX-FRAME-1, QX-FRAME-2), and uses minimal varints throughout
+/// (spec: QX-MSG-ENC-4).
 pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let start = out.len();
     // Reserve the longest prefix, encode the body right after it, then write the real
@@ -394,6 +399,16 @@ impl Decoder {
         }
         let msg = decode_body(&pending[prefix..prefix + len])?;
         self.pos += prefix + len;
+        if self.pos == self.buf.len() {
+            // Everything returned: start over, and let go of the room a large frame
+            // needed instead of keeping it for the life of the stream.
+            self.pos = 0;
+            if self.buf.capacity() > RETAIN_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+        }
         Ok(Some(msg))
     }
 
@@ -550,6 +565,18 @@ mod tests {
         assert_eq!(d.wanted(), 0);
         assert!(d.next::<ClientMessage>().unwrap().is_some());
         assert_eq!(d.finish(), Ok(()));
+    }
+
+    #[test]
+    fn room_of_a_large_frame_is_released() {
+        let frame = encode(&ClientMessage::StdinData(vec![3; MAX_FRAME_LEN - 4])).unwrap();
+        let mut d = Decoder::new();
+        for piece in frame.chunks(4096) {
+            d.push(piece);
+        }
+        assert!(d.next::<ClientMessage>().unwrap().is_some());
+        assert_eq!(d.buffered(), 0);
+        assert!(d.buf.capacity() <= RETAIN_CAPACITY);
     }
 
     #[test]

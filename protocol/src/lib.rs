@@ -39,5 +39,6 @@ pub use validate::{
     validate_start, validate_stop,
 };
 
-/// ALPN protocol identifier; the digit is the major protocol version (spec: QX-VER-1).
+/// ALPN protocol identifier; the digit is the major protocol version
+/// (spec: QX-TRANS-3, QX-VER-1).
 pub const ALPN: &[u8] = b"qexec/1";

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+/// Largest frame body (spec: QX-LIMIT-1, QX-FRAME-2).
 pub use crate::frame::MAX_FRAME_LEN;
 
 /// Fewest entries in a job's argv (spec: QX-LIMIT-2).

@@ -6,7 +6,12 @@
 //! - [`OutputFrame`]: server → client on an output stream (server-opened unidirectional).
 //!
 //! Byte strings (argv, env, cwd, output) are raw bytes: Linux arguments and output are
-//! not text, and the protocol never requires UTF-8 for them.
+//! not text, and the protocol never requires UTF-8 for them (spec: QX-MSG-ENC-3).
+//!
+//! The declaration order of variants and fields below is the wire format: never
+//! reorder, remove or extend them; new messages go at the end of the three families
+//! (spec: QX-MSG-ENC-2, QX-VER-2, QX-VER-3, QX-VER-4). Control streams are QX-STREAM-1,
+//! output streams QX-STREAM-2, and every stream carries whole frames (QX-STREAM-4).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,28 +21,28 @@ use crate::{ErrorCode, JobId};
 ///
 /// The first frame on a control stream is a request (every variant but the `Stdin*`
 /// ones); `StdinData`/`StdinEof` may follow only a `Start` with `stdin: true` on the
-/// same stream (spec: QX-STREAM-CTRL-*).
+/// same stream (spec: QX-STREAM-5 to QX-STREAM-8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMessage {
-    /// Start a job.
+    /// Start a job (spec: QX-MSG-CTRL-1).
     Start(StartRequest),
-    /// Stop a job (SIGTERM, grace period, SIGKILL).
+    /// Stop a job (SIGTERM, grace period, SIGKILL) (spec: QX-MSG-CTRL-2).
     Stop(StopRequest),
-    /// Ask for a job's status.
+    /// Ask for a job's status (spec: QX-MSG-CTRL-3).
     Status(StatusRequest),
-    /// List jobs visible to the caller.
+    /// List jobs visible to the caller (spec: QX-MSG-CTRL-4).
     List(ListRequest),
-    /// Subscribe to a job's output from a byte offset.
+    /// Subscribe to a job's output from a byte offset (spec: QX-MSG-CTRL-5).
     Attach(AttachRequest),
-    /// Send a signal to a job's main process.
+    /// Send a signal to a job's main process (spec: QX-MSG-CTRL-6).
     Signal(SignalRequest),
-    /// Bytes for the job's standard input.
+    /// Bytes for the job's standard input (spec: QX-MSG-CTRL-7).
     StdinData(#[serde(with = "crate::bytes")] Vec<u8>),
-    /// Close the job's standard input.
+    /// Close the job's standard input (spec: QX-MSG-CTRL-8).
     StdinEof,
 }
 
-/// Resource limits of a job. `None` means "the server's default".
+/// Resource limits of a job. `None` means "the server's default" (spec: QX-MSG-TYPE-1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// CPU bandwidth in thousandths of one CPU (1000 = one full CPU, 500 = half).
@@ -134,20 +139,21 @@ pub struct SignalRequest {
 /// A frame a server sends on a control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMessage {
-    /// The job was started.
+    /// The job was started (spec: QX-MSG-SRV-1).
     Started(StartedResponse),
-    /// A job's status (answer to `Status`, `Stop`, and `Signal`).
+    /// A job's status (answer to `Status`, `Stop`, and `Signal`) (spec: QX-MSG-SRV-2).
     Status(JobStatus),
-    /// One job of a `List` answer; zero or more precede `ListEnd`.
+    /// One job of a `List` answer; zero or more precede `ListEnd` (spec: QX-MSG-SRV-3).
     ListItem(JobStatus),
-    /// End of a `List` answer.
+    /// End of a `List` answer (spec: QX-MSG-SRV-4).
     ListEnd,
-    /// The subscription was accepted; its output stream carries the data.
+    /// The subscription was accepted; its output stream carries the data
+    /// (spec: QX-MSG-SRV-5).
     Attached {
         /// The job.
         job: JobId,
     },
-    /// The request failed.
+    /// The request failed (spec: QX-MSG-SRV-6, QX-ERR-4).
     Error(ErrorResponse),
 }
 
@@ -179,7 +185,7 @@ pub struct ErrorResponse {
               would change a type other crates already build on"
 )]
 pub enum OutputFrame {
-    /// First frame of every output stream.
+    /// First frame of every output stream (spec: QX-MSG-OUT-1).
     Header {
         /// QUIC stream id of the control stream whose request opened this output
         /// stream, so the client can match them.
@@ -189,7 +195,7 @@ pub enum OutputFrame {
         /// Combined-output offset of the first data byte that will follow.
         from: u64,
     },
-    /// A chunk of output.
+    /// A chunk of output (spec: QX-MSG-OUT-2).
     Data {
         /// Which of the job's streams wrote it.
         stream: OutputStream,
@@ -199,14 +205,14 @@ pub enum OutputFrame {
         #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
-    /// Last frame: the job ended and all its output was sent.
+    /// Last frame: the job ended and all its output was sent (spec: QX-MSG-OUT-3).
     End {
         /// The job's final status.
         status: JobStatus,
     },
 }
 
-/// Which standard stream a chunk of output came from.
+/// Which standard stream a chunk of output came from (spec: QX-MSG-TYPE-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OutputStream {
     /// Standard output.
@@ -215,7 +221,7 @@ pub enum OutputStream {
     Stderr,
 }
 
-/// How a process ended.
+/// How a process ended (spec: QX-MSG-TYPE-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Termination {
     /// It called exit with this code.
@@ -224,7 +230,7 @@ pub enum Termination {
     Signaled(i32),
 }
 
-/// Why qexec stopped a job.
+/// Why qexec stopped a job (spec: QX-MSG-TYPE-4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopReason {
     /// A client asked; `by` is the identity (certificate user name) that asked.
@@ -242,7 +248,7 @@ pub enum StopReason {
     Shutdown,
 }
 
-/// Why a job could not start.
+/// Why a job could not start (spec: QX-MSG-TYPE-5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SpawnFailure {
@@ -264,7 +270,7 @@ pub enum SpawnFailure {
     Other,
 }
 
-/// The lifecycle state of a job.
+/// The lifecycle state of a job (spec: QX-MSG-TYPE-6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
     /// The job's processes are running.
@@ -305,7 +311,8 @@ impl JobState {
     }
 }
 
-/// Resource usage read from the job's cgroup; `None` where not measured.
+/// Resource usage read from the job's cgroup; `None` where not measured
+/// (spec: QX-MSG-TYPE-7).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceUsage {
     /// CPU time (user + system) in microseconds.
@@ -320,7 +327,7 @@ pub struct ResourceUsage {
     pub io_write_bytes: Option<u64>,
 }
 
-/// Everything the server reports about a job.
+/// Everything the server reports about a job (spec: QX-MSG-TYPE-8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {
     /// The job.

@@ -683,3 +683,116 @@ async fn shutdown_closes_with_code() -> Result {
     );
     Ok(())
 }
+
+fn start_with(
+    argv: &[&str],
+    adjust: impl FnOnce(&mut qexec_protocol::StartRequest),
+) -> ClientMessage {
+    let mut m = start_msg(argv, false);
+    if let ClientMessage::Start(s) = &mut m {
+        adjust(s);
+    }
+    m
+}
+
+// Start{stdin}: StdinData* StdinEof FIN on the control stream; the job reads it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_round_trip() -> Result {
+    let server = TestServer::start().await?;
+    let c = server.connect("alice").await?;
+    let msg = start_with(&["/bin/cat"], |s| {
+        s.stdin = true;
+        s.follow = true;
+    });
+    let (mut send, mut recv) = c.open(&frame::encode(&msg)?).await?;
+    // All 256 byte values, in several frames, the last one a full 64 KiB.
+    let mut input: Vec<u8> = (0..=255u8).cycle().take(3 * 64 * 1024 + 17).collect();
+    input.extend(std::iter::repeat_n(7u8, 64 * 1024));
+    for chunk in input.chunks(64 * 1024) {
+        send.write_all(&frame::encode(&ClientMessage::StdinData(chunk.to_vec()))?)
+            .await?;
+    }
+    send.write_all(&frame::encode(&ClientMessage::StdinEof)?)
+        .await?;
+    send.finish()?;
+    let answer = read_all(&mut recv).await?;
+    assert!(
+        matches!(answer.as_slice(), [ServerMessage::Started(_)]),
+        "{answer:?}"
+    );
+    let out = c.accept_output().await?.read_to_end().await?;
+    assert_eq!(out.data.len(), input.len());
+    assert!(out.data == input, "stdin came back altered");
+    assert!(matches!(out.status.state, JobState::Exited { .. }));
+
+    // A StdinData frame above 64 KiB stops the stream with ProtocolViolation.
+    let msg = start_with(&["/bin/cat"], |s| s.stdin = true);
+    let (mut send, mut recv) = c.open(&frame::encode(&msg)?).await?;
+    let answer = {
+        // Read the Started answer first (the server finishes its side after it).
+        let bytes = tokio::time::timeout(WAIT, recv.read_to_end(1 << 20)).await??;
+        let mut d = qexec_protocol::Decoder::new();
+        d.push(&bytes);
+        d.next::<ServerMessage>()?
+    };
+    let Some(ServerMessage::Started(st)) = answer else {
+        panic!("{answer:?}");
+    };
+    send.write_all(&frame::encode(&ClientMessage::StdinData(vec![
+        0;
+        64 * 1024
+            + 1
+    ]))?)
+    .await?;
+    match tokio::time::timeout(WAIT, send.stopped()).await? {
+        Ok(Some(code_)) => assert_eq!(code_, code(ErrorCode::ProtocolViolation)),
+        other => panic!("expected STOP_SENDING, got {other:?}"),
+    }
+    // The job saw EOF (stdin closed with the stream) and ended by itself.
+    let end = c.attach(st.job, 0).await?.read_to_end().await?;
+    assert!(
+        matches!(end.status.state, JobState::Exited { .. }),
+        "{:?}",
+        end.status.state
+    );
+    server.stop().await
+}
+
+// stop_on_detach: a reset control stream (client still connected) stops the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_control_stream_detaches() -> Result {
+    let server = TestServer::start().await?;
+    let c = server.connect("alice").await?;
+    let msg = start_with(&["/bin/cat"], |s| {
+        s.stdin = true;
+        s.stop_on_detach = true;
+    });
+    let (mut send, mut recv) = c.open(&frame::encode(&msg)?).await?;
+    let mut d = qexec_protocol::Decoder::new();
+    let started = loop {
+        if let Some(m) = d.next::<ServerMessage>()? {
+            break m;
+        }
+        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(1024, true))
+            .await??
+            .expect("answer before FIN");
+        d.push(&chunk.bytes);
+    };
+    let ServerMessage::Started(st) = started else {
+        panic!("{started:?}");
+    };
+    send.reset(code(ErrorCode::Cancelled))?;
+    let end = c.attach(st.job, 0).await?.read_to_end().await?;
+    assert!(
+        matches!(
+            end.status.state,
+            JobState::Stopped {
+                reason: StopReason::Detached,
+                ..
+            }
+        ),
+        "{:?}",
+        end.status.state
+    );
+    server.stop().await
+}

@@ -43,9 +43,9 @@ impl ConnCtx {
             peer = %self.peer,
             user = %self.identity.name,
             role = %self.identity.role,
-            op = op.name(),
+            op = %op.name(),
             job = %job,
-            result,
+            result = %result,
             "request"
         );
     }

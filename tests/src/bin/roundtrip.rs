@@ -148,5 +148,31 @@ async fn main() -> anyhow::Result<()> {
         let jps = throughput(&client, n, in_flight).await?;
         println!("throughput, {in_flight:>2} in flight: {jps:>9.0} jobs/s");
     }
+
+    // Head-of-line: the same round trip while a follower of a 64 MiB job on the same
+    // connection never reads its output stream.
+    let hog = client
+        .start(&["/bin/sh", "-c", "head -c 67108864 /dev/zero"], true)
+        .await?;
+    let stalled = client.accept_output().await?;
+    loop {
+        let st = client.status(hog).await?;
+        if st.output_bytes() >= 32 << 20 || !st.state.is_running() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut hol = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        job_round_trip(&client).await?;
+        hol.push(t.elapsed());
+    }
+    let hol_p50 = report("qexec: same, 1 stalled follower", hol);
+    println!(
+        "ratio with stalled follower / without (p50) = {:.2}",
+        hol_p50.as_secs_f64() / job_p50.as_secs_f64()
+    );
+    drop(stalled);
     server.stop().await
 }
