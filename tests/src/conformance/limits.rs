@@ -150,7 +150,10 @@ async fn limit_3(config: &Config) -> Outcome {
             ("empty name", with(|r| r.env.push(entry(b"", b"1")))),
             ("'=' in a name", with(|r| r.env.push(entry(b"A=B", b"1")))),
             ("NUL in a name", with(|r| r.env.push(entry(b"A\0B", b"1")))),
-            ("NUL in a value", with(|r| r.env.push(entry(b"A", b"1\02")))),
+            (
+                "NUL in a value",
+                with(|r| r.env.push(entry(b"A", b"1\x002"))),
+            ),
         ],
     )
     .await

@@ -37,6 +37,11 @@ pub(super) fn checks() -> Vec<Check> {
             ctrl_2
         ),
         check!(
+            "QX-MSG-CTRL-3",
+            "Status of the caller's job describes it: id, owner, argv, Running, pid",
+            ctrl_3
+        ),
+        check!(
             "QX-MSG-CTRL-4",
             "List: oldest first, running_only leaves out ended jobs",
             ctrl_4
@@ -238,6 +243,33 @@ async fn ctrl_2(config: &Config) -> Outcome {
                     "a second Stop changed the status: {:?} → {:?}",
                     first.state, second.state
                 ))
+            },
+        )
+    })
+    .await
+}
+
+async fn ctrl_3(config: &Config) -> Outcome {
+    // spec: QX-MSG-CTRL-3, QX-MSG-SRV-2
+    with_peer(config, |peer| async move {
+        let (started, _) = peer.start(start_req(&[b"sleep", b"30"], false)).await?;
+        let s = peer.status(started.job).await?;
+        peer.stop(started.job).await?;
+        let argv: Vec<Vec<u8>> = vec![b"sleep".to_vec(), b"30".to_vec()];
+        Ok(
+            if s.id == started.job
+                && s.argv == argv
+                && s.state.is_running()
+                && s.pid == Some(started.pid)
+                && !s.owner.is_empty()
+                && s.ended_at_ms.is_none()
+            {
+                Outcome::pass(format!(
+                    "Status {{ id, owner: {}, argv, Running, pid }}",
+                    s.owner
+                ))
+            } else {
+                Outcome::fail(format!("Status of a running sleep 30: {s:?}"))
             },
         )
     })
@@ -511,7 +543,9 @@ async fn err_9(config: &Config) -> Outcome {
             )),
             ClientMessage::Start({
                 let mut r = start_req(&[b"true"], false);
-                r.env.push((long.clone(), b"=".to_vec()));
+                let mut name = long.clone();
+                name.push(b'=');
+                r.env.push((name, b"1".to_vec()));
                 r
             }),
         ] {

@@ -260,10 +260,11 @@ async fn stream_7(config: &Config) -> Outcome {
         let [ServerMessage::Started(_)] = answer.as_slice() else {
             return Ok(Outcome::fail(format!("Start answered {answer:?}")));
         };
+        // Not finished: once all data is acknowledged after a FIN, QUIC no longer
+        // reports a STOP_SENDING.
         let _ = send
             .write_all(&frame::encode(&ClientMessage::StdinData(b"x".to_vec()))?)
             .await;
-        let _ = send.finish();
         let stopped = tokio::time::timeout(peer.wait, send.stopped()).await;
         let want = u64::from(ErrorCode::ProtocolViolation.as_u32());
         Ok(match stopped {
@@ -333,13 +334,16 @@ async fn expect_answer(
     })
 }
 
+/// What an answer frame must be.
+type Expect = fn(&ServerMessage) -> bool;
+
 async fn stream_9(config: &Config) -> Outcome {
     // spec: QX-STREAM-9
     with_peer(config, |peer| async move {
         let (started, _) = peer.start(start_req(&[b"sleep", b"30"], false)).await?;
         let job = started.job;
         let missing = JobId::from_u128(0xdead_beef);
-        let cases: Vec<(ClientMessage, fn(&ServerMessage) -> bool)> = vec![
+        let cases: Vec<(ClientMessage, Expect)> = vec![
             (ClientMessage::Status(StatusRequest { job }), |m| {
                 matches!(m, ServerMessage::Status(_))
             }),
@@ -441,31 +445,31 @@ async fn stream_11(config: &Config) -> Outcome {
 }
 
 async fn stream_12(config: &Config) -> Outcome {
-    // spec: QX-STREAM-12 — sequential writes to stdout and stderr: their order in the
-    // combined output is the order of the writes.
+    // spec: QX-STREAM-12 — the order of bytes across stdout and stderr is the order the
+    // server captured them (not observable); within each stream it is the write order,
+    // and every byte is tagged with its stream.
     with_peer(config, |peer| async move {
         let script = b"echo out1; echo err1 >&2; echo out2; echo err2 >&2";
         let (_, _, out) = run_followed(&peer, &[b"sh", b"-c", script]).await?;
-        let want = b"out1\nerr1\nout2\nerr2\n";
-        if out.stdout != b"out1\nout2\n" || out.stderr != b"err1\nerr2\n" {
-            return Ok(Outcome::fail(format!(
-                "expected Stdout frames \"out1\\nout2\\n\" and Stderr frames \"err1\\nerr2\\n\", got {:?} and {:?}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        Ok(if out.data == want {
-            Outcome::pass(format!(
-                "{} Data frames, contiguous offsets, stdout and stderr interleaved in write order",
-                out.chunks.len()
-            ))
-        } else {
-            Outcome::fail(format!(
-                "expected combined output {:?}, got {:?}",
-                String::from_utf8_lossy(want),
-                String::from_utf8_lossy(&out.data)
-            ))
-        })
+        Ok(
+            if out.stdout == b"out1\nout2\n"
+                && out.stderr == b"err1\nerr2\n"
+                && out.data.len() == out.stdout.len() + out.stderr.len()
+            {
+                Outcome::pass(format!(
+                    "{} Data frames with contiguous offsets; Stdout frames carry \"out1 out2\", \
+                     Stderr frames \"err1 err2\"",
+                    out.chunks.len()
+                ))
+            } else {
+                Outcome::fail(format!(
+                    "expected Stdout frames \"out1\\nout2\\n\" and Stderr frames \"err1\\nerr2\\n\", \
+                     got {:?} and {:?}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            },
+        )
     })
     .await
 }
