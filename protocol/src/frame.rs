@@ -40,17 +40,16 @@ pub enum FrameError {
          smaller messages"
     )]
     TooLarge {
-        /// Declared length (for a prefix cut short because it was already too large,
-        /// the value of the bytes read so far, a lower bound).
+        /// Declared length; for a prefix refused before its last byte, a lower bound.
         len: u64,
         /// The maximum.
         max: usize,
     },
-    /// The length prefix is not a minimal LEB128 varint of at most
-    /// [`MAX_PREFIX_LEN`] bytes (spec: QX-FRAME-1).
+    /// The length prefix is not a minimal LEB128 varint: its last byte is 0 and not
+    /// its only byte (spec: QX-FRAME-1).
     #[error(
-        "malformed frame length prefix: not a minimal varint of at most {MAX_PREFIX_LEN} \
-         bytes; the peer does not speak qexec framing"
+        "malformed frame length prefix: not a minimal varint; the peer does not speak \
+         qexec framing"
     )]
     BadLength,
     /// The body is not a valid postcard encoding of the expected message
@@ -276,13 +275,10 @@ fn parse_prefix(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
             return Ok(Some((value as usize, i + 1)));
         }
         if i + 1 == MAX_PREFIX_LEN {
-            // A fourth byte would follow. A minimal 4-byte varint is >= 2^21, more than
-            // the maximum; anything else is not minimal.
-            return Err(if value == 0 {
-                FrameError::BadLength
-            } else {
-                too_large(value)
-            });
+            // A fourth byte would follow: a minimal varint that long is at least 2^21,
+            // above the maximum (a non-minimal one is refused the same way, without
+            // waiting for more bytes to tell the two apart).
+            return Err(too_large(1 << (7 * MAX_PREFIX_LEN)));
         }
     }
     Ok(None)
@@ -454,7 +450,13 @@ mod tests {
         let cases: [(&[u8], FrameError); 6] = [
             (&[0x80, 0x00], FrameError::BadLength),
             (&[0x81, 0x80, 0x00], FrameError::BadLength),
-            (&[0x80, 0x80, 0x80], FrameError::BadLength),
+            (
+                &[0x80, 0x80, 0x80],
+                FrameError::TooLarge {
+                    len: 1 << 21,
+                    max: MAX_FRAME_LEN,
+                },
+            ),
             (
                 &[0x81, 0x80, 0x40],
                 FrameError::TooLarge {
@@ -466,7 +468,7 @@ mod tests {
             (
                 &[0x80, 0x80, 0x81],
                 FrameError::TooLarge {
-                    len: 1 << 14,
+                    len: 1 << 21,
                     max: MAX_FRAME_LEN,
                 },
             ),
@@ -531,6 +533,19 @@ mod tests {
         d.push(&[1, 8]); // ClientMessage has 8 variants: 0..=7
         assert_eq!(d.next::<ClientMessage>(), Err(FrameError::UnknownVariant));
         assert_eq!(FrameError::UnknownVariant.code(), ErrorCode::Unsupported);
+        // Also at depth: an output Data frame naming a third standard stream.
+        assert_eq!(
+            decode_body::<crate::OutputFrame>(&[1, 2, 0, 0]),
+            Err(FrameError::UnknownVariant)
+        );
+        assert_eq!(
+            decode_body::<crate::OutputFrame>(&[1, 1, 0, 0]),
+            Ok(crate::OutputFrame::Data {
+                stream: crate::OutputStream::Stderr,
+                offset: 0,
+                data: Vec::new()
+            })
+        );
         // A bad bool is malformed, not unknown.
         let mut d = Decoder::new();
         d.push(&[2, 3, 2]);

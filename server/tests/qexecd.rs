@@ -154,7 +154,11 @@ async fn qexecd_runs_from_the_pki_dir_and_stops_on_sigterm() -> anyhow::Result<(
     // SIGTERM: graceful shutdown, exit status 0.
     let mut child = d.child.take().expect("daemon running");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.into());
+    }
     d.logs.wait_for("shutdown complete");
     let waited =
         tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || child.wait())).await;

@@ -796,3 +796,68 @@ async fn reset_control_stream_detaches() -> Result {
     );
     server.stop().await
 }
+
+// Subscriptions per connection are limited; a cancelled one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_limit() -> Result {
+    let server =
+        TestServer::start_with(|c: &mut ServerConfig| c.max_subscriptions_per_connection = 1)
+            .await?;
+    let c = server.connect("alice").await?;
+    let job = c.start(&["/bin/sleep", "1000"], false).await?;
+    let mut first = c.attach(job, 0).await?;
+    assert!(matches!(
+        first.next().await?,
+        Some(OutputFrame::Header { .. })
+    ));
+    let second = c
+        .request(&ClientMessage::Attach(AttachRequest { job, from: 0 }))
+        .await?;
+    assert_eq!(outcome(&second), Some(ErrorCode::ResourceExhausted));
+    let followed = c.request(&start_msg(&["/bin/true"], true)).await?;
+    assert_eq!(outcome(&followed), Some(ErrorCode::ResourceExhausted));
+    // Cancel the first subscription (spec: QX-STREAM-15); attaching works again.
+    first.recv.stop(code(ErrorCode::Cancelled))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let again = c
+            .request(&ClientMessage::Attach(AttachRequest { job, from: 0 }))
+            .await?;
+        if outcome(&again).is_none() {
+            break;
+        }
+        assert_eq!(outcome(&again), Some(ErrorCode::ResourceExhausted));
+        assert!(
+            Instant::now() < deadline,
+            "cancelled subscription kept its slot"
+        );
+        tokio::task::yield_now().await;
+    }
+    server.stop().await
+}
+
+// The service with isolation on (the qexecd default): jobs run in their own PID
+// namespace under an init, so the job sees itself as a low pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_jobs_over_the_wire() -> Result {
+    let server = TestServer::start_with(|c: &mut ServerConfig| c.isolation = true).await?;
+    let caps = server.server.manager().capabilities();
+    if !caps.isolation {
+        let why = caps.isolation_unavailable.unwrap_or_default();
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("isolation unavailable under CI=true: {why}");
+        }
+        eprintln!("SKIP isolated_jobs_over_the_wire: isolation unavailable: {why}");
+        return server.stop().await;
+    }
+    let c = server.connect("alice").await?;
+    c.start(&["/bin/sh", "-c", "echo $$"], true).await?;
+    let out = c.accept_output().await?.read_to_end().await?;
+    let pid: u32 = String::from_utf8(out.data)?.trim().parse()?;
+    assert!(pid <= 3, "job pid {pid} is not from a fresh PID namespace");
+    assert_eq!(
+        out.status.state.termination(),
+        Some(qexec_protocol::Termination::Exited(0))
+    );
+    server.stop().await
+}

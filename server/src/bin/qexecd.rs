@@ -56,6 +56,9 @@ struct Args {
     /// Most concurrent control streams per connection.
     #[arg(long, env = "QEXECD_MAX_STREAMS", default_value_t = 256)]
     max_streams: u32,
+    /// Most concurrent subscriptions (output streams) per connection.
+    #[arg(long, env = "QEXECD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    max_subscriptions: usize,
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
@@ -78,6 +81,7 @@ impl Args {
         c.max_jobs_per_user = self.max_jobs_per_user;
         c.max_connections = self.max_connections;
         c.max_streams_per_connection = self.max_streams;
+        c.max_subscriptions_per_connection = self.max_subscriptions;
         c.idle_timeout = Duration::from_secs(self.idle_timeout);
         c
     }

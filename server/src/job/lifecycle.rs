@@ -119,6 +119,7 @@ impl Lifecycle {
     }
 
     /// The job's state as reported.
+    /// spec: QX-MSG-TYPE-6 (`Exited`: ended by itself; `Stopped`: qexec stopped it)
     pub(crate) fn state(&self) -> JobState {
         match (self.exited, &self.stop) {
             (None, _) => JobState::Running,

@@ -52,12 +52,11 @@ use tokio::time::Instant;
 
 use super::lifecycle::{Action, Lifecycle};
 use super::output::{Appended, HEADER_LEN, LogShared, LogWriter};
-use super::spawn::{self, ChildProcess, SpawnConfig};
-use super::{JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob};
+use super::spawn::{self, ChildProcess, IsolationConfig, SpawnConfig};
+use super::{
+    Capabilities, JobError, JobSpec, JobStdin, ManagerConfig, ManagerError, StartError, StartedJob,
+};
 
-/// `PATH` given to a job whose environment has none.
-pub(crate) const DEFAULT_PATH: &[u8] =
-    b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Size asked for each output pipe (the unprivileged maximum by default).
 const PIPE_SIZE: i32 = 1 << 20;
 /// Read buffer of a running job (the header space comes in front of it).
@@ -82,6 +81,8 @@ pub(crate) fn now_ms() -> u64 {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: ManagerConfig,
+    /// What the host offers, probed once at start-up.
+    pub(crate) capabilities: Capabilities,
     jobs_dir: PathBuf,
     table: Mutex<Table>,
 }
@@ -135,6 +136,7 @@ impl Job {
             pid: Some(self.pid),
             started_at_ms: self.started_at_ms,
             ended_at_ms: run.ended_at_ms,
+            // spec: QX-MSG-TYPE-8 (their sum is the combined output length so far)
             stdout_bytes: committed.stdout,
             stderr_bytes: committed.stderr,
             // spec: the cap (and a failing log) is visible, never silent.
@@ -162,12 +164,18 @@ impl Job {
         self.stop_notify.notify_one();
     }
 
-    /// Sends `signal` to the main program; `Ok(false)` when the job already ended.
+    /// Sends `signal` to the main program; `Ok(false)` when it already ended.
     pub(crate) fn signal(&self, signal: i32) -> io::Result<bool> {
         let process = lock(&self.process).clone();
-        match process {
-            Some(p) => lock(&p.process).signal(signal).map(|()| true),
-            None => Ok(false),
+        let Some(p) = process else {
+            return Ok(false);
+        };
+        let result = lock(&p.process).signal(signal);
+        match result {
+            Ok(()) => Ok(true),
+            // Exited (perhaps reaped) but the job has not ended yet (output drain).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -219,8 +227,10 @@ impl Shared {
                 }
             }
         }
+        let capabilities = probe_capabilities(&config);
         Ok(Self {
             config,
+            capabilities,
             jobs_dir,
             table: Mutex::new(Table::default()),
         })
@@ -313,6 +323,26 @@ impl Shared {
             remove_dir(&dir);
         }
     }
+}
+
+/// Probes what the host offers and logs it.
+fn probe_capabilities(config: &ManagerConfig) -> Capabilities {
+    let mut caps = Capabilities::default();
+    if !config.isolation {
+        tracing::info!("job isolation (namespaces) is turned off by configuration");
+        return caps;
+    }
+    match spawn::isolation_available() {
+        Ok(()) => {
+            caps.isolation = true;
+            tracing::info!("jobs run isolated: own PID, mount, network, UTS and IPC namespaces");
+        }
+        Err(e) => {
+            tracing::warn!(reason = %e, "job isolation is unavailable; jobs run without namespaces");
+            caps.isolation_unavailable = Some(e.to_string());
+        }
+    }
+    caps
 }
 
 fn remove_dir(dir: &Path) {
@@ -420,11 +450,15 @@ pub(crate) async fn start(
 
     let mut env = spec.env;
     if !env.iter().any(|(k, _)| k == b"PATH") {
-        env.push((b"PATH".to_vec(), DEFAULT_PATH.to_vec()));
+        env.push((b"PATH".to_vec(), spawn::DEFAULT_PATH.as_bytes().to_vec()));
     }
     let cwd = spec.cwd.unwrap_or_else(|| PathBuf::from("/"));
     let argv = spec.argv;
     let want_stdin = spec.stdin;
+    let isolation = shared
+        .capabilities
+        .isolation
+        .then(|| IsolationConfig::for_job(&id));
     // spawn() blocks until exec (or its failure); keep it off the runtime threads.
     let (argv, spawned) = tokio::task::spawn_blocking(move || {
         let config = SpawnConfig {
@@ -432,8 +466,8 @@ pub(crate) async fn start(
             env: &env,
             cwd: &cwd,
             stdin: want_stdin,
-            // Seam: isolation (issue 5) and the job's cgroup (issue 4) plug in here.
-            isolation: None,
+            isolation: isolation.as_ref(),
+            // Seam: the job's cgroup (issue 4) plugs in here.
             cgroup_procs: &[],
             credentials: None,
         };

@@ -19,10 +19,14 @@
 //!   followers read that file at their own pace and are woken by a watch channel of
 //!   the committed length, never by polling. Memory does not grow with output
 //!   (`output` module docs).
+//! - Isolation ([`ManagerConfig::isolation`], on by default when the host allows it):
+//!   each job runs in its own PID, mount, network, UTS and IPC namespaces under an
+//!   init (the `spawn` module); the status' pid is the init's host pid.
 //! - Stop: SIGTERM to every process of the job, `grace`, then SIGKILL (`lifecycle`
-//!   module docs). Without cgroups "every process" means the job's process group /
-//!   session; a process that left it with `setsid` is only reached once the job's
-//!   cgroup (issue 4) or PID namespace (issue 5) is used.
+//!   module docs). "Every process" means: isolated, every process of the job's PID
+//!   namespace (SIGKILL to the init ends the namespace); not isolated, the job's
+//!   process group / session only — a process that left it with `setsid` is reached
+//!   once the job's cgroup (issue 4) is used.
 //! - A job has ended when its main process was reaped and its output pipes were
 //!   closed, or a bounded drain after the main process' exit ran out
 //!   ([`ManagerConfig::output_drain`]); what is left of the job is then killed.
@@ -76,6 +80,10 @@ pub struct ManagerConfig {
     /// when other processes of the job keep them open; then they are killed and the
     /// job ends.
     pub output_drain: Duration,
+    /// Run each job in its own PID, mount, network, UTS and IPC namespaces when the
+    /// host allows it (root, kernel support); when it does not, jobs run without and
+    /// [`Capabilities::isolation_unavailable`] says why. Default: on.
+    pub isolation: bool,
 }
 
 impl ManagerConfig {
@@ -90,6 +98,7 @@ impl ManagerConfig {
             max_limits: Limits::default(),
             retain_finished: 1000,
             output_drain: Duration::from_secs(1),
+            isolation: true,
         }
     }
 
@@ -137,7 +146,13 @@ pub struct JobSpec {
 /// What the host offers the job library (reported at start-up and on request).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Capabilities {}
+pub struct Capabilities {
+    /// Jobs run in their own PID, mount, network, UTS and IPC namespaces under an
+    /// init (issue 5).
+    pub isolation: bool,
+    /// Why isolation is off although the configuration asked for it.
+    pub isolation_unavailable: Option<String>,
+}
 
 /// A started job.
 #[derive(Debug)]
@@ -226,8 +241,8 @@ impl JobManager {
 
     /// What the host offers (cgroup layout, isolation).
     pub fn capabilities(&self) -> Capabilities {
-        // Seam: filled from the cgroup and namespace probes (issues 4 and 5).
-        Capabilities::default()
+        // Seam: the cgroup probe (issue 4) adds its part here.
+        self.inner.shared.capabilities.clone()
     }
 
     /// Starts a job; returns once its program was exec'd or failed to start.
@@ -247,6 +262,7 @@ impl JobManager {
     ) -> Result<JobStatus, JobError> {
         let job = self.inner.shared.job(id)?;
         let status = job.status();
+        // spec: QX-MSG-CTRL-2 (stopping an ended job answers its status unchanged)
         if !status.state.is_running() {
             return Ok(status);
         }

@@ -335,6 +335,10 @@ impl LogReader {
     /// The next event. Waits (on the writer's notification) while everything
     /// committed was delivered and the log has not ended. Cancel-safe: dropping
     /// the future loses no data.
+    ///
+    /// spec: QX-STREAM-12 (contiguous offsets, one stream per event), QX-STREAM-13
+    /// (the end only after every byte), QX-STREAM-14 (any start offset; past the
+    /// written bytes the first event waits for them, or the end comes first).
     pub(crate) async fn next(&mut self) -> io::Result<ReadEvent> {
         loop {
             if let Some((stream, left)) = self.record {

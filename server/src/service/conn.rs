@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qexec_protocol::{
-    ClientMessage, Decoder, ErrorCode, ErrorResponse, JobId, ServerMessage, SpawnFailure, frame,
+    ClientMessage, ControlStreamState, Decoder, ErrorCode, ErrorResponse, JobId, ServerMessage,
+    SpawnFailure, frame,
 };
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::task::JoinSet;
 
 use super::authz::Op;
-use super::request::{self, FrameHead, Refusal, StreamFault};
+use super::request::{self, Refusal, StreamFault};
 use super::{CONTROL_PRIORITY, Shared, handlers};
 use crate::pki::Identity;
 
@@ -27,6 +28,8 @@ pub(crate) struct ConnCtx {
     pub(crate) identity: Identity,
     pub(crate) peer: SocketAddr,
     pub(crate) shared: Arc<Shared>,
+    /// Permits for concurrent output streams of this connection.
+    pub(crate) subscriptions: Arc<tokio::sync::Semaphore>,
 }
 
 impl ConnCtx {
@@ -100,6 +103,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
         conn: conn.clone(),
         identity,
         peer,
+        subscriptions: Arc::new(tokio::sync::Semaphore::new(
+            shared.max_subscriptions_per_connection,
+        )),
         shared,
     });
     let mut streams = JoinSet::new();
@@ -144,7 +150,7 @@ pub(crate) struct Control {
     pub(crate) send: SendStream,
     recv: RecvStream,
     decoder: Decoder,
-    head: FrameHead,
+    state: ControlStreamState,
     /// QUIC stream id, echoed in output-stream headers.
     pub(crate) id: u64,
 }
@@ -157,7 +163,7 @@ impl Control {
             send,
             recv,
             decoder: Decoder::new(),
-            head: FrameHead::default(),
+            state: ControlStreamState::new(),
             id,
         }
     }
@@ -166,7 +172,6 @@ impl Control {
     async fn fill(&mut self) -> Result<bool, ReadEnd> {
         match self.recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => {
-                self.head.observe(&chunk.bytes);
                 self.decoder.push(&chunk.bytes);
                 Ok(true)
             }
@@ -178,40 +183,40 @@ impl Control {
 
     /// Reads the request (the first frame).
     async fn read_request(&mut self) -> Result<ClientMessage, ReadEnd> {
+        match self.next_frame().await? {
+            Some(m) => Ok(m),
+            // next_frame reports a FIN before the request as a fault.
+            None => Err(ReadEnd::Fault(StreamFault {
+                code: ErrorCode::ProtocolViolation,
+                reason: "stream finished before a request".to_owned(),
+            })),
+        }
+    }
+
+    /// Reads the next frame, checked against the stream's state: `Ok(None)` at a FIN
+    /// the state allows (spec: QX-STREAM-5 to QX-STREAM-8).
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<ClientMessage>, ReadEnd> {
         loop {
-            if let Some(m) =
-                request::decode_request(&mut self.decoder, &self.head).map_err(ReadEnd::Fault)?
+            if let Some(m) = request::next_client_frame(&mut self.decoder, &mut self.state)
+                .map_err(ReadEnd::Fault)?
             {
-                return Ok(m);
+                return Ok(Some(m));
             }
             if !self.fill().await? {
-                let fault = match self.decoder.finish() {
-                    Err(e) => request::frame_fault(&e, Some(&self.head)),
-                    Ok(()) => StreamFault {
-                        code: ErrorCode::ProtocolViolation,
-                        reason: "stream finished before a request".to_owned(),
-                    },
-                };
-                return Err(ReadEnd::Fault(fault));
+                self.decoder
+                    .finish()
+                    .map_err(|e| ReadEnd::Fault(request::frame_fault(&e)))?;
+                self.state
+                    .on_finish()
+                    .map_err(|v| ReadEnd::Fault(request::state_fault(&v)))?;
+                return Ok(None);
             }
         }
     }
 
-    /// Reads the next frame after the request: `Ok(None)` at a clean FIN.
-    pub(crate) async fn next_frame(&mut self) -> Result<Option<ClientMessage>, ReadEnd> {
-        loop {
-            match self.decoder.next::<ClientMessage>() {
-                Ok(Some(m)) => return Ok(Some(m)),
-                Ok(None) => {}
-                Err(e) => return Err(ReadEnd::Fault(request::frame_fault(&e, None))),
-            }
-            if !self.fill().await? {
-                return match self.decoder.finish() {
-                    Ok(()) => Ok(None),
-                    Err(e) => Err(ReadEnd::Fault(request::frame_fault(&e, None))),
-                };
-            }
-        }
+    /// Whether standard input frames may follow (a `Start` with stdin was received).
+    fn in_stdin(&self) -> bool {
+        matches!(self.state, ControlStreamState::Stdin)
     }
 
     /// Bytes received after the request that are not a whole frame yet.
@@ -295,6 +300,7 @@ async fn control_stream(ctx: Arc<ConnCtx>, send: SendStream, recv: RecvStream) {
         Ok(Err(ReadEnd::Reset | ReadEnd::Lost)) => return,
         Ok(Ok(m)) => m,
     };
+    // spec: QX-STREAM-5 (ControlStreamState refused stdin frames already)
     let op = match request::op_of(&msg) {
         Ok(op) => op,
         Err(fault) => {
@@ -303,8 +309,7 @@ async fn control_stream(ctx: Arc<ConnCtx>, send: SendStream, recv: RecvStream) {
             return;
         }
     };
-    let stdin_follows = matches!(&msg, ClientMessage::Start(s) if s.stdin);
-    if !stdin_follows && ctl.has_extra_bytes() {
+    if !ctl.in_stdin() && ctl.has_extra_bytes() {
         let fault = StreamFault {
             code: ErrorCode::ProtocolViolation,
             reason: "bytes after the request on a control stream".to_owned(),
@@ -315,6 +320,17 @@ async fn control_stream(ctx: Arc<ConnCtx>, send: SendStream, recv: RecvStream) {
     }
     if let Err(refusal) = request::validate(&msg) {
         ctx.audit(op, request::job_of(&msg), Err(refusal.code));
+        ctl.refuse(refusal, None).await;
+        return;
+    }
+    // spec: QX-ERR-8
+    if *ctx.shared.shutting_down.borrow() {
+        ctx.audit(op, request::job_of(&msg), Err(ErrorCode::ShuttingDown));
+        let refusal = Refusal {
+            code: ErrorCode::ShuttingDown,
+            message: "the server is shutting down; retry against another server or later"
+                .to_owned(),
+        };
         ctl.refuse(refusal, None).await;
         return;
     }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qexec_protocol::{ErrorCode, JobId};
+use qexec_protocol::{ErrorCode, JobId, limits};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -72,7 +72,8 @@ pub struct ServerConfig {
     pub tls: TlsSource,
     /// Job state directory (output logs).
     pub state_dir: PathBuf,
-    /// Run jobs in namespaces (when the job library supports it).
+    /// Run jobs in their own namespaces (when the host allows it; the job library
+    /// reports why not otherwise).
     pub isolation: bool,
     /// Most jobs running at once.
     pub max_jobs: usize,
@@ -82,6 +83,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most concurrent client-opened (control) streams per connection.
     pub max_streams_per_connection: u32,
+    /// Most concurrent subscriptions (output streams) per connection; past it
+    /// `Attach`/`Start{follow}` are answered `ResourceExhausted`.
+    pub max_subscriptions_per_connection: usize,
     /// A request must arrive complete this soon after its stream opened (→ `Timeout`).
     pub request_timeout: Duration,
     /// A connection with no traffic for this long is closed.
@@ -93,7 +97,8 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
     /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections, 256 streams
-    /// per connection, 10 s request timeout, 60 s idle timeout, 15 s keep-alive.
+    /// and 1024 subscriptions per connection, 10 s request timeout, 60 s idle
+    /// timeout, 15 s keep-alive.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
@@ -103,8 +108,9 @@ impl ServerConfig {
             max_jobs: 1024,
             max_jobs_per_user: 256,
             max_connections: 1024,
-            max_streams_per_connection: 256,
-            request_timeout: Duration::from_secs(10),
+            max_streams_per_connection: limits::DEFAULT_MAX_CONCURRENT_BIDI_STREAMS,
+            max_subscriptions_per_connection: 1024,
+            request_timeout: limits::REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
         }
@@ -122,23 +128,10 @@ impl ServerConfig {
     }
 }
 
-/// The default job state directory: `/var/lib/qexec` for root, else
-/// `$XDG_STATE_HOME/qexec` or `~/.local/state/qexec`.
+/// The default job state directory (the job library's:
+/// [`ManagerConfig::default_state_dir`]).
 pub fn default_state_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/qexec");
-    }
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = env("XDG_STATE_HOME") {
-        return d.join("qexec");
-    }
-    env("HOME")
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join(".local/state/qexec")
+    ManagerConfig::default_state_dir()
 }
 
 /// Failure to start serving.
@@ -238,9 +231,12 @@ pub(crate) struct Shared {
     pub(crate) manager: JobManager,
     pub(crate) request_timeout: Duration,
     pub(crate) max_jobs_per_user: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) user_jobs: UserJobs,
     /// One watcher per running job (releases its user slot when it ends).
     pub(crate) job_watchers: Tasks,
+    /// Set once shutdown began: new requests are refused, output streams reset.
+    pub(crate) shutting_down: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -260,7 +256,6 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     max_connections: usize,
-    stop: watch::Sender<bool>,
 }
 
 impl Server {
@@ -271,7 +266,7 @@ impl Server {
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
-            .max_concurrent_uni_streams(0u32.into())
+            .max_concurrent_uni_streams(limits::MAX_CLIENT_UNI_STREAMS.into())
             .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
             .receive_window(CONNECTION_RECEIVE_WINDOW.into())
             .send_window(SEND_WINDOW)
@@ -287,6 +282,7 @@ impl Server {
 
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
+        mc.isolation = config.isolation;
         let manager = JobManager::new(mc)
             .await
             .map_err(|source| ServeError::Manager {
@@ -300,10 +296,14 @@ impl Server {
                 source,
             }
         })?;
+        let caps = manager.capabilities();
+        if let Some(why) = &caps.isolation_unavailable {
+            tracing::warn!(reason = %why, "jobs run WITHOUT namespace isolation");
+        }
         tracing::info!(
             listen = %endpoint.local_addr().unwrap_or(config.listen),
             state_dir = %config.state_dir.display(),
-            isolation = config.isolation,
+            isolation = caps.isolation,
             "qexecd listening"
         );
         Ok(Server {
@@ -312,11 +312,12 @@ impl Server {
                 manager,
                 request_timeout: config.request_timeout,
                 max_jobs_per_user: config.max_jobs_per_user,
+                max_subscriptions_per_connection: config.max_subscriptions_per_connection,
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
+                shutting_down: watch::channel(false).0,
             }),
             max_connections: config.max_connections,
-            stop: watch::channel(false).0,
         })
     }
 
@@ -337,7 +338,7 @@ impl Server {
     pub async fn run(&self) {
         let mut conns = JoinSet::new();
         let active = Arc::new(AtomicUsize::new(0));
-        let mut stop = self.stop.subscribe();
+        let mut stop = self.shared.shutting_down.subscribe();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
@@ -374,12 +375,13 @@ impl Server {
         }
     }
 
-    /// Graceful shutdown: stop accepting, stop every job (reason `Shutdown`), close
-    /// every connection with `ShuttingDown`, end all tasks.
+    /// Graceful shutdown (spec: QX-ERR-8): stop accepting, answer new requests and
+    /// reset open output streams with `ShuttingDown`, stop every job (reason
+    /// `Shutdown`), close every connection with `ShuttingDown`, end all tasks.
     pub async fn shutdown(&self) {
         // spec: QX-SRV-8
         tracing::info!("shutting down: no new connections, stopping jobs");
-        self.stop.send_replace(true);
+        self.shared.shutting_down.send_replace(true);
         self.endpoint.set_server_config(None);
         self.shared.manager.shutdown().await;
         self.endpoint.close(

@@ -6,10 +6,27 @@ use quinn::{VarInt, WriteError};
 
 use super::OUTPUT_PRIORITY;
 use super::conn::ConnCtx;
+use super::request::Refusal;
 use crate::job::{FollowEvent, Follower};
 
-/// Largest payload of one `Data` frame.
-pub(crate) const MAX_DATA: usize = 64 * 1024;
+/// Largest payload of one `Data` frame (spec: QX-LIMIT-11).
+const MAX_DATA: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
+
+/// A permit for one more output stream on this connection, or the refusal.
+pub(crate) fn subscription_permit(
+    ctx: &ConnCtx,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    ctx.subscriptions
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal {
+            code: ErrorCode::ResourceExhausted,
+            message: format!(
+                "this connection already follows {} jobs; cancel a subscription first",
+                ctx.shared.max_subscriptions_per_connection
+            ),
+        })
+}
 
 fn code(c: ErrorCode) -> VarInt {
     VarInt::from_u32(c.as_u32())
@@ -32,6 +49,7 @@ pub(crate) async fn pump(
     let _ = send.set_priority(OUTPUT_PRIORITY);
     let stopped = send.stopped();
     tokio::pin!(stopped);
+    let mut shutdown = ctx.shared.shutting_down.subscribe();
     let mut buf = Vec::with_capacity(MAX_DATA + 64);
     let header = OutputFrame::Header {
         request_stream,
@@ -56,9 +74,15 @@ pub(crate) async fn pump(
         let event = tokio::select! {
             ev = follower.next() => ev,
             s = &mut stopped => {
+                // spec: QX-STREAM-15
                 if matches!(s, Ok(Some(_))) {
                     let _ = send.reset(code(ErrorCode::Cancelled));
                 }
+                return;
+            }
+            _ = shutdown.wait_for(|s| *s) => {
+                // spec: QX-ERR-8
+                let _ = send.reset(code(ErrorCode::ShuttingDown));
                 return;
             }
         };

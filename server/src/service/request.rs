@@ -1,27 +1,15 @@
 //! Per-stream request handling as plain functions (no I/O), so the fuzz target and
-//! unit tests can drive it: decode → validate → authorize.
+//! unit tests can drive it: decode → check the stream state → validate → authorize.
 //!
-//! The protocol crate is getting shared validation functions in parallel; until they
-//! land, the limits below are checked here (private copies of spec QX-LIMIT-*).
+//! Framing, stream-state and field rules are the protocol crate's (`Decoder`,
+//! `ControlStreamState`, `validate_request`): the server and the conformance suite
+//! share one definition.
 
-use qexec_protocol::{ClientMessage, Decoder, ErrorCode, FrameError, JobId, StartRequest};
+use qexec_protocol::{ClientMessage, ControlStreamState, Decoder, ErrorCode, FrameError, JobId};
+use qexec_protocol::{StreamViolation, validate_request};
 
 use super::authz::{Decision, Op, authorize};
 use crate::pki::Identity;
-
-/// Most argv entries of a start (spec: QX-LIMIT-*).
-const MAX_ARGV: usize = 4096;
-/// Most environment entries of a start.
-const MAX_ENV: usize = 4096;
-/// Most bytes of argv + env + cwd together.
-const MAX_START_BYTES: usize = 512 * 1024;
-/// Longest wall-clock timeout a start may ask for (30 days).
-const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
-/// Largest payload of one `StdinData` frame.
-pub const MAX_STDIN_FRAME: usize = 64 * 1024;
-/// Number of `ClientMessage` variants this version knows (their postcard
-/// discriminants are 0..this).
-const CLIENT_MESSAGE_VARIANTS: u64 = 8;
 
 /// A frame-level failure: the stream is reset/stopped with `code` (only that stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,72 +38,32 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// The first request bytes seen on a stream, kept to tell an unknown message variant
-/// (`Unsupported`) from a malformed body (`ProtocolViolation`).
-#[derive(Debug, Default)]
-pub struct FrameHead {
-    bytes: Vec<u8>,
+/// The stream fault for a framing error (spec: QX-ERR-3): `FrameTooLarge`,
+/// `Unsupported` (unknown message variant) or `ProtocolViolation`.
+pub fn frame_fault(err: &FrameError) -> StreamFault {
+    StreamFault::new(err.code(), err.to_string())
 }
 
-impl FrameHead {
-    const KEEP: usize = 12;
-
-    /// Remembers the start of the stream.
-    pub fn observe(&mut self, chunk: &[u8]) {
-        let room = Self::KEEP.saturating_sub(self.bytes.len());
-        self.bytes
-            .extend_from_slice(&chunk[..room.min(chunk.len())]);
-    }
-
-    /// The postcard discriminant of the first frame's message, if its prefix and
-    /// discriminant are both within the kept bytes.
-    fn first_variant(&self) -> Option<u64> {
-        let (_, prefix_len) = read_varint(&self.bytes)?;
-        let (variant, _) = read_varint(&self.bytes[prefix_len..])?;
-        Some(variant)
-    }
+/// The stream fault for a frame the stream's state does not allow (spec: QX-STREAM-5
+/// to QX-STREAM-8, QX-LIMIT-10).
+pub fn state_fault(v: &StreamViolation) -> StreamFault {
+    StreamFault::new(v.code(), v.to_string())
 }
 
-fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v: u64 = 0;
-    for (i, &byte) in b.iter().enumerate().take(5) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
-/// Maps a framing error on a control stream to the stream fault (spec: QX-FRAME-*):
-/// oversized → `FrameTooLarge`; an unknown message variant in the request frame →
-/// `Unsupported`; anything else → `ProtocolViolation`.
-pub fn frame_fault(err: &FrameError, head: Option<&FrameHead>) -> StreamFault {
-    match err {
-        FrameError::TooLarge { .. } => StreamFault::new(ErrorCode::FrameTooLarge, err.to_string()),
-        FrameError::BadBody(_)
-            if head
-                .and_then(FrameHead::first_variant)
-                .is_some_and(|v| v >= CLIENT_MESSAGE_VARIANTS) =>
-        {
-            StreamFault::new(
-                ErrorCode::Unsupported,
-                "unknown request kind (message variant not known to this server)",
-            )
-        }
-        _ => StreamFault::new(ErrorCode::ProtocolViolation, err.to_string()),
-    }
-}
-
-/// Takes the first message of a control stream out of `decoder`: `Ok(None)` if more
-/// bytes are needed.
-pub fn decode_request(
+/// Takes the next client frame out of `decoder` and checks it against the stream's
+/// state: `Ok(None)` if more bytes are needed.
+pub fn next_client_frame(
     decoder: &mut Decoder,
-    head: &FrameHead,
+    state: &mut ControlStreamState,
 ) -> Result<Option<ClientMessage>, StreamFault> {
-    decoder
+    let Some(msg) = decoder
         .next::<ClientMessage>()
-        .map_err(|e| frame_fault(&e, Some(head)))
+        .map_err(|e| frame_fault(&e))?
+    else {
+        return Ok(None);
+    };
+    state.on_frame(&msg).map_err(|v| state_fault(&v))?;
+    Ok(Some(msg))
 }
 
 /// The operation a first frame asks for; `StdinData`/`StdinEof` cannot open a stream
@@ -151,72 +99,14 @@ pub fn job_of(msg: &ClientMessage) -> Option<JobId> {
     }
 }
 
-fn invalid(message: String) -> Refusal {
-    Refusal {
-        code: ErrorCode::InvalidArgument,
-        message,
-    }
-}
-
-/// Checks a request's fields against the protocol limits (→ `InvalidArgument`).
+/// Checks a request's fields against the protocol limits (spec: QX-ERR-5, QX-LIMIT-*;
+/// → `InvalidArgument`), before anything else, so the answer never depends on
+/// whether a job exists.
 pub fn validate(msg: &ClientMessage) -> Result<(), Refusal> {
-    match msg {
-        ClientMessage::Start(s) => validate_start(s),
-        ClientMessage::Signal(s) if !(1..=64).contains(&s.signal) => Err(invalid(format!(
-            "signal {} is out of range: give a Linux signal number 1..=64",
-            s.signal
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn validate_start(s: &StartRequest) -> Result<(), Refusal> {
-    if s.argv.is_empty() || s.argv.len() > MAX_ARGV {
-        return Err(invalid(format!(
-            "argv has {} entries: give 1..={MAX_ARGV} (the program and its arguments)",
-            s.argv.len()
-        )));
-    }
-    if let Some(i) = s.argv.iter().position(|a| a.contains(&0)) {
-        return Err(invalid(format!("argv[{i}] contains a NUL byte")));
-    }
-    if s.env.len() > MAX_ENV {
-        return Err(invalid(format!(
-            "env has {} entries: at most {MAX_ENV} are allowed",
-            s.env.len()
-        )));
-    }
-    for (i, (k, v)) in s.env.iter().enumerate() {
-        if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
-            return Err(invalid(format!(
-                "env[{i}] has an invalid name: names are non-empty, without '=' or NUL"
-            )));
-        }
-        if v.contains(&0) {
-            return Err(invalid(format!("env[{i}] value contains a NUL byte")));
-        }
-    }
-    if let Some(cwd) = &s.cwd
-        && (cwd.first() != Some(&b'/') || cwd.contains(&0))
-    {
-        return Err(invalid(
-            "cwd must be an absolute path without NUL bytes".to_owned(),
-        ));
-    }
-    let total: usize = s.argv.iter().map(Vec::len).sum::<usize>()
-        + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        + s.cwd.as_ref().map_or(0, Vec::len);
-    if total > MAX_START_BYTES {
-        return Err(invalid(format!(
-            "argv, env and cwd total {total} bytes: at most {MAX_START_BYTES} are allowed"
-        )));
-    }
-    if s.timeout_ms.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_MS) {
-        return Err(invalid(format!(
-            "timeout must be 1..={MAX_TIMEOUT_MS} ms (30 days)"
-        )));
-    }
-    Ok(())
+    validate_request(msg).map_err(|e| Refusal {
+        code: e.code(),
+        message: e.to_string(),
+    })
 }
 
 /// Authorizes `op` for `identity` and turns a refusal into its answer. `job` is the
@@ -285,10 +175,9 @@ pub fn process(
     owner_of: impl Fn(JobId) -> Option<String>,
 ) -> Verdict {
     let mut decoder = Decoder::new();
-    let mut head = FrameHead::default();
-    head.observe(bytes);
+    let mut state = ControlStreamState::new();
     decoder.push(bytes);
-    let request = match decode_request(&mut decoder, &head) {
+    let request = match next_client_frame(&mut decoder, &mut state) {
         Ok(Some(m)) => m,
         Ok(None) => return Verdict::NeedMore,
         Err(f) => return Verdict::Fault(f),
@@ -297,8 +186,7 @@ pub fn process(
         Ok(op) => op,
         Err(f) => return Verdict::Fault(f),
     };
-    let stdin_follows = matches!(&request, ClientMessage::Start(s) if s.stdin);
-    if !stdin_follows && decoder.buffered() > 0 {
+    if !matches!(state, ControlStreamState::Stdin) && decoder.buffered() > 0 {
         return Verdict::Fault(StreamFault::new(
             ErrorCode::ProtocolViolation,
             "bytes after the request on a control stream",
@@ -323,7 +211,9 @@ pub fn not_found_message(job: JobId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qexec_protocol::{AttachRequest, Limits, ListRequest, SignalRequest, StatusRequest, frame};
+    use qexec_protocol::{
+        AttachRequest, Limits, ListRequest, SignalRequest, StartRequest, StatusRequest, frame,
+    };
 
     fn start(argv: Vec<&[u8]>) -> StartRequest {
         StartRequest {
@@ -340,10 +230,8 @@ mod tests {
 
     fn decode_all(bytes: &[u8]) -> Result<Option<ClientMessage>, StreamFault> {
         let mut d = Decoder::new();
-        let mut head = FrameHead::default();
-        head.observe(bytes);
         d.push(bytes);
-        decode_request(&mut d, &head)
+        next_client_frame(&mut d, &mut ControlStreamState::new())
     }
 
     #[test]
@@ -359,11 +247,10 @@ mod tests {
             let bytes = frame::encode(&msg).unwrap();
             // Byte by byte: no message until the last byte.
             let mut d = Decoder::new();
-            let mut head = FrameHead::default();
+            let mut state = ControlStreamState::new();
             for (i, b) in bytes.iter().enumerate() {
-                head.observe(&[*b]);
                 d.push(&[*b]);
-                let got = decode_request(&mut d, &head).unwrap();
+                let got = next_client_frame(&mut d, &mut state).unwrap();
                 assert_eq!(got.is_some(), i + 1 == bytes.len());
                 if let Some(got) = got {
                     assert_eq!(got, msg);
@@ -373,12 +260,14 @@ mod tests {
         }
     }
 
+    // spec: QX-ERR-3
     #[test]
-    fn unknown_variant_is_unsupported_garbage_is_violation() {
-        // Frame of 2 bytes: discriminant 200 (varint 0xc8 0x01).
-        let err = decode_all(&[2, 0xc8, 0x01]).unwrap_err();
-        assert_eq!(err.code, ErrorCode::Unsupported);
-        // Discriminant 8 = first unknown one.
+    fn frame_faults_carry_the_spec_codes() {
+        // Unknown message variant (discriminant 200, then 8 = first unknown one).
+        assert_eq!(
+            decode_all(&[2, 0xc8, 0x01]).unwrap_err().code,
+            ErrorCode::Unsupported
+        );
         assert_eq!(
             decode_all(&[1, 8]).unwrap_err().code,
             ErrorCode::Unsupported
@@ -393,6 +282,12 @@ mod tests {
             decode_all(&[0xff, 0xff, 0xff, 0x7f]).unwrap_err().code,
             ErrorCode::FrameTooLarge
         );
+        // Stdin first (spec: QX-STREAM-5).
+        let eof = frame::encode(&ClientMessage::StdinEof).unwrap();
+        assert_eq!(
+            decode_all(&eof).unwrap_err().code,
+            ErrorCode::ProtocolViolation
+        );
     }
 
     #[test]
@@ -402,73 +297,19 @@ mod tests {
         }
     }
 
+    // spec: QX-ERR-5 (the rules themselves are tested in the protocol crate)
     #[test]
-    fn start_limits() {
+    fn invalid_fields_are_invalid_argument() {
         assert!(validate(&ClientMessage::Start(start(vec![b"x"]))).is_ok());
-        let bad = [
-            start(vec![]),
-            start(vec![b"a\0b"]),
-            {
-                let mut s = start(vec![b"x"]);
-                s.argv = vec![b"x".to_vec(); MAX_ARGV + 1];
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.env = vec![(b"A=B".to_vec(), b"v".to_vec())];
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.env = vec![(vec![], b"v".to_vec())];
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.env = vec![(b"A".to_vec(), b"v\0".to_vec())];
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.env = vec![(b"A".to_vec(), b"v".to_vec()); MAX_ENV + 1];
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.cwd = Some(b"relative".to_vec());
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.argv = vec![vec![b'a'; MAX_START_BYTES]];
-                s.cwd = Some(b"/".to_vec());
-                s
-            },
-            {
-                let mut s = start(vec![b"x"]);
-                s.timeout_ms = Some(MAX_TIMEOUT_MS + 1);
-                s
-            },
-        ];
-        for s in bad {
-            let r = validate(&ClientMessage::Start(s.clone())).unwrap_err();
-            assert_eq!(r.code, ErrorCode::InvalidArgument, "{s:?}");
-        }
-        let mut ok = start(vec![b"x"]);
-        ok.argv = vec![vec![b'a'; MAX_START_BYTES - 1]];
-        ok.cwd = Some(b"/".to_vec());
-        assert!(validate(&ClientMessage::Start(ok)).is_ok());
-    }
-
-    #[test]
-    fn signal_range() {
-        let id = JobId::from_u128(1);
-        for (sig, ok) in [(0, false), (1, true), (64, true), (65, false), (-9, false)] {
-            let m = ClientMessage::Signal(SignalRequest {
-                job: id,
-                signal: sig,
-            });
-            assert_eq!(validate(&m).is_ok(), ok, "{sig}");
+        for bad in [
+            ClientMessage::Start(start(vec![])),
+            ClientMessage::Start(start(vec![b"a\0b"])),
+            ClientMessage::Signal(SignalRequest {
+                job: JobId::from_u128(1),
+                signal: 65,
+            }),
+        ] {
+            assert_eq!(validate(&bad).unwrap_err().code, ErrorCode::InvalidArgument);
         }
     }
 

@@ -23,6 +23,10 @@ pub(crate) fn job_error(id: JobId, e: &JobError) -> Refusal {
             code: ErrorCode::NotFound,
             message: not_found_message(id),
         },
+        JobError::InvalidSignal { .. } => Refusal {
+            code: ErrorCode::InvalidArgument,
+            message: e.to_string(),
+        },
         #[allow(
             unreachable_patterns,
             reason = "JobError is non_exhaustive and growing"

@@ -16,7 +16,7 @@ use crate::job::{JobSpec, JobStdin, StartError};
 use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
-use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault, decide};
+use crate::service::request::{Refusal, StreamFault, decide};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,35 +32,34 @@ enum InputEnd {
 }
 
 fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
+    let refusal = |code| Refusal {
+        code,
+        message: e.to_string(),
+    };
     match e {
-        StartError::Spawn {
-            failure: SpawnFailure::TooManyJobs,
-            message,
-        } => (
-            Refusal {
-                code: ErrorCode::ResourceExhausted,
-                message: message.clone(),
-            },
+        StartError::TooManyJobs { .. } => (
+            refusal(ErrorCode::ResourceExhausted),
             Some(SpawnFailure::TooManyJobs),
         ),
-        StartError::Spawn { failure, message } => (
-            Refusal {
-                code: ErrorCode::SpawnFailed,
-                message: message.clone(),
-            },
-            Some(*failure),
+        StartError::Spawn {
+            failure: SpawnFailure::TooManyJobs,
+            ..
+        } => (
+            refusal(ErrorCode::ResourceExhausted),
+            Some(SpawnFailure::TooManyJobs),
         ),
+        StartError::Spawn { failure, .. } => (refusal(ErrorCode::SpawnFailed), Some(*failure)),
+        StartError::InvalidLimits { .. } => (refusal(ErrorCode::InvalidArgument), None),
+        StartError::ShuttingDown => (refusal(ErrorCode::ShuttingDown), None),
+        StartError::Io { .. } | StartError::Internal { .. } => {
+            tracing::error!(error = %e, "job start failed on the server side");
+            (refusal(ErrorCode::Internal), None)
+        }
         #[allow(
             unreachable_patterns,
             reason = "StartError is non_exhaustive and growing"
         )]
-        other => (
-            Refusal {
-                code: ErrorCode::Internal,
-                message: other.to_string(),
-            },
-            None,
-        ),
+        _ => (refusal(ErrorCode::Internal), None),
     }
 }
 
@@ -84,6 +83,19 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         };
         ctl.refuse(r, None).await;
         return;
+    };
+    // A followed start needs an output stream: refuse before starting the job.
+    let permit = if req.follow {
+        match output::subscription_permit(ctx) {
+            Ok(p) => Some(p),
+            Err(r) => {
+                ctx.audit(Op::Start, None, Err(r.code));
+                ctl.refuse(r, None).await;
+                return;
+            }
+        }
+    } else {
+        None
     };
     let StartRequest {
         argv,
@@ -120,16 +132,16 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
     let id = started.id;
     ctx.shared.watch_job(id, slot);
     ctx.audit(Op::Start, Some(id), Ok(()));
-    let follower = if follow {
-        match ctx.shared.manager.follow(id, 0) {
-            Ok(f) => Some(f),
+    let follower = match (permit, follow) {
+        (Some(permit), true) => match ctx.shared.manager.follow(id, 0) {
+            Ok(f) => Some((permit, f)),
             Err(e) => {
-                tracing::warn!(job = %id, error = %job_error(id, &e).message, "cannot follow a job just started");
+                let r = job_error(id, &e);
+                tracing::warn!(job = %id, error = %r.message, "cannot follow a job just started");
                 None
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     ctl.answer(&[ServerMessage::Started(StartedResponse {
         job: id,
@@ -152,8 +164,9 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         }
     };
     let output = async {
-        if let Some(f) = follower {
+        if let Some((permit, f)) = follower {
             output::pump(ctx, request_stream, id, 0, f).await;
+            drop(permit);
         }
     };
     tokio::join!(input, output);
@@ -193,9 +206,6 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
     loop {
         match ctl.next_frame().await {
             Ok(Some(ClientMessage::StdinData(data))) => {
-                if data.len() > MAX_STDIN_FRAME {
-                    return bad_frame(ctl, "StdinData frame larger than 64 KiB");
-                }
                 if let Some(w) = stdin.as_mut() {
                     let written = tokio::select! {
                         r = w.write_all(&data) => r,
@@ -219,7 +229,8 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
             Ok(Some(_)) => {
                 return bad_frame(ctl, "only StdinData and StdinEof may follow a Start");
             }
-            // FIN without StdinEof: the input ends there too.
+            // The stream state refuses a FIN before StdinEof (a fault, below); the
+            // job's stdin is closed either way when `stdin` is dropped.
             Ok(None) => return InputEnd::Finished,
             Err(e) => return read_end(ctl, e),
         }
