@@ -1,6 +1,7 @@
 //! Drives the server's per-stream request handling in-process: the bytes of one
 //! control stream, arriving in arbitrary pieces, through decode → validate → authorize
-//! (`qexec_server::service::request`) for an arbitrary identity and job owner.
+//! (`qexec_server::service::request::{process, next_client_frame}`) for an arbitrary
+//! identity and job owner.
 //!
 //! Input: byte 0 = identity (role, name), byte 1 = owner of every job the request
 //! names (none, the caller, another user), byte 2 = piece-size seed, rest = stream.
@@ -11,41 +12,54 @@
 //! - a fault's code is ProtocolViolation, FrameTooLarge or Unsupported (QX-ERR-3), and
 //!   is Unsupported exactly when the protocol decoder says "unknown variant" (QX-VER-3);
 //! - StdinData/StdinEof never open a stream (QX-STREAM-5);
-//! - the server's validation agrees with `qexec_protocol::validate_request`
-//!   (QX-LIMIT-*), except the divergences listed in `KNOWN_DIVERGENCES`;
+//! - nothing invalid is accepted (`qexec_protocol::validate_request`, QX-LIMIT-*);
 //! - an invisible job is refused exactly like a missing one (QX-ERR-6), a viewer never
 //!   changes anything (QX-ERR-7), every refusal is InvalidArgument, NotFound or
 //!   PermissionDenied.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qexec_protocol::{ClientMessage, Decoder, ErrorCode, FrameError, validate_request};
+use qexec_protocol::{ClientMessage, ControlStreamState, Decoder, ErrorCode, FrameError, validate_request};
 use qexec_server::pki::{Identity, Role};
-use qexec_server::service::request::{self, FrameHead, Verdict};
+use qexec_server::service::request::{self, Verdict};
 use qexec_server::service::{Op, authorize};
 
-/// Rules the protocol crate checks and qexecd's own validation (server/src/service/
-/// request.rs) does not, found by this target and reported as server findings; listed
-/// so the target keeps searching for new problems instead of stopping on these.
-const KNOWN_DIVERGENCES: &[&str] = &["QX-LIMIT-2", "QX-LIMIT-8", "QX-LIMIT-13"];
-
-/// The first request of `stream` pushed in pieces sized from `seed`: the request, or
-/// the fault code, or `None` if the stream holds no whole request.
+/// The first request of `stream` pushed in pieces sized from `seed`, the way the
+/// server's stream task reads it: the request, the fault code, or `None` if the
+/// stream holds no whole request. Then the rest of the stream (stdin frames, FIN)
+/// goes through the same state machine.
 fn pieces(seed: u8, stream: &[u8]) -> Result<Option<ClientMessage>, ErrorCode> {
     let mut decoder = Decoder::new();
-    let mut head = FrameHead::default();
+    let mut state = ControlStreamState::new();
     let mut size = usize::from(seed % 13) + 1;
-    for piece in stream.chunks(size.max(1)) {
-        head.observe(piece);
+    let mut first = None;
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
         decoder.push(piece);
-        match request::decode_request(&mut decoder, &head) {
-            Ok(None) => {}
-            Ok(Some(m)) => return Ok(Some(m)),
-            Err(f) => return Err(f.code),
+        loop {
+            match request::next_client_frame(&mut decoder, &mut state) {
+                Ok(None) => break,
+                Ok(Some(m)) if first.is_none() => first = Some(m),
+                Ok(Some(_)) => {}
+                Err(f) if first.is_none() => return Err(f.code),
+                // A fault after the request: the server stops the stream there.
+                Err(f) => {
+                    assert!(matches!(
+                        f.code,
+                        ErrorCode::ProtocolViolation | ErrorCode::FrameTooLarge | ErrorCode::Unsupported
+                    ));
+                    return Ok(first);
+                }
+            }
         }
         size = size % 5 + 1;
     }
-    Ok(None)
+    if first.is_some() && decoder.finish().is_ok() {
+        let _ = state.on_finish();
+    }
+    Ok(first)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -90,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
             );
             match &split {
                 Err(code) => assert_eq!(*code, f.code),
-                // The fault came after the request: stdin first, or trailing bytes.
+                // The fault came after the request: bytes after it.
                 Ok(Some(_)) => assert_eq!(f.code, ErrorCode::ProtocolViolation),
                 Ok(None) => panic!("process found a fault, pieces found nothing: {f:?}"),
             }
@@ -113,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
                 request,
                 ClientMessage::StdinData(_) | ClientMessage::StdinEof
             ));
+            assert!(validate_request(request).is_ok(), "accepted an invalid request: {request:?}");
             if role == Role::Viewer {
                 assert!(
                     matches!(op, Op::List | Op::Status | Op::Follow),
@@ -128,21 +143,8 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let Ok(Some(msg)) = &split else { return };
-    if matches!(msg, ClientMessage::StdinData(_) | ClientMessage::StdinEof) {
-        assert!(matches!(&verdict, Verdict::Fault(f) if f.code == ErrorCode::ProtocolViolation));
-        return;
-    }
-    // Server validation against the protocol's.
-    let server = request::validate(msg);
-    match validate_request(msg) {
-        Ok(()) => assert!(server.is_ok(), "server refuses what the protocol allows: {server:?} for {msg:?}"),
-        Err(e) if KNOWN_DIVERGENCES.contains(&e.requirement) => {}
-        Err(e) => assert!(
-            server.is_err(),
-            "server accepts what the protocol refuses ({}: {e}) for {msg:?}",
-            e.requirement
-        ),
-    }
+    // The server's validation is the protocol's.
+    assert_eq!(request::validate(msg).is_ok(), validate_request(msg).is_ok());
     // The NotFound rule, straight from the authorization function.
     if let Ok(op) = request::op_of(msg)
         && op.on_job()
