@@ -511,6 +511,7 @@ fn qexecd() -> anyhow::Result<PathBuf> {
 /// A `qexecd` child process with its own PKI and state directory.
 struct Daemon {
     child: Child,
+    isolation: bool,
     addr: SocketAddr,
     pki: PathBuf,
     state: PathBuf,
@@ -518,7 +519,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(bin: &Path) -> anyhow::Result<Daemon> {
+    async fn start(bin: &Path, isolation: bool) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
         pki::init(
@@ -532,6 +533,7 @@ impl Daemon {
         let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
         let mut d = Daemon {
             child: Command::new("true").spawn()?,
+            isolation,
             addr,
             pki,
             state,
@@ -545,14 +547,17 @@ impl Daemon {
     /// Starts (or restarts) the process on the same address and state directory and
     /// waits until it logs that it listens.
     async fn spawn(&mut self, bin: &Path) -> Result {
-        let mut child = Command::new(bin)
-            .arg("--pki-dir")
+        let mut cmd = Command::new(bin);
+        cmd.arg("--pki-dir")
             .arg(&self.pki)
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--no-isolation")
+            .arg(self.addr.to_string());
+        if !self.isolation {
+            cmd.arg("--no-isolation");
+        }
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -654,7 +659,7 @@ async fn all_gone(pids: &[u32]) -> bool {
 async fn sigterm_stops_jobs_and_exits_cleanly() -> Result {
     let _serial = SERIAL.lock().await;
     let bin = qexecd()?;
-    let mut d = Daemon::start(&bin).await?;
+    let mut d = Daemon::start(&bin, false).await?;
     let peer = Peer::user(&d.config()?).await?;
     let mut pids = Vec::new();
     let mut ids = Vec::new();
@@ -703,15 +708,12 @@ async fn sigterm_stops_jobs_and_exits_cleanly() -> Result {
     Ok(())
 }
 
-/// SIGKILL leaves jobs behind; the next qexecd on the same state directory cleans them
-/// up (orphan processes killed, stale cgroups removed) when it starts.
-#[ignore = "server gap: a restarted qexecd does not kill the orphaned jobs of a killed one \
-            (orphan/stale-cgroup cleanup at start is not implemented; cgroups not merged yet)"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_then_restart_cleans_orphans() -> Result {
+/// SIGKILL leaves jobs behind; the next qexecd on the same state directory must find
+/// none of them running (orphan processes killed, stale cgroups removed).
+async fn sigkill_then_restart(isolation: bool) -> Result {
     let _serial = SERIAL.lock().await;
     let bin = qexecd()?;
-    let mut d = Daemon::start(&bin).await?;
+    let mut d = Daemon::start(&bin, isolation).await?;
     let peer = Peer::user(&d.config()?).await?;
     let mut pids = Vec::new();
     let mut ids = Vec::new();
@@ -725,26 +727,40 @@ async fn sigkill_then_restart_cleans_orphans() -> Result {
     drop(peer);
     d.signal(Signal::SIGKILL)?;
     d.wait().await?;
-    let orphans: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
     d.spawn(&bin).await?;
-    let cleaned = all_gone(&orphans).await;
+    let cleaned = all_gone(&pids).await;
     let names: HashSet<String> = ids.iter().map(ToString::to_string).collect();
     let stale = job_cgroups(&names);
+    let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
     // Whatever the outcome, leave nothing running.
-    for p in pids.iter().filter(|p| alive(**p)) {
+    for p in &left {
         let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
     }
     d.signal(Signal::SIGTERM)?;
     d.wait().await?;
     ensure!(
         cleaned,
-        "orphan job processes {orphans:?} of the killed qexecd still run after a restart"
+        "job processes {left:?} of the killed qexecd still run after a restart"
     );
     ensure!(
         stale.is_empty(),
         "stale job cgroups after a restart: {stale:?}"
     );
     Ok(())
+}
+
+/// With isolation (the default), each job's init dies with its qexecd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_then_restart_leaves_no_jobs() -> Result {
+    sigkill_then_restart(true).await
+}
+
+/// Without isolation nothing ties a job to its qexecd: the restart must clean up.
+#[ignore = "server gap: with --no-isolation a restarted qexecd does not kill the orphaned \
+            jobs of a killed one (no cleanup at start; job cgroups, issue 4, not merged yet)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_then_restart_no_isolation_leaves_no_jobs() -> Result {
+    sigkill_then_restart(false).await
 }
 
 // ---------------------------------------------------------------------------------
