@@ -81,8 +81,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let conn = match connecting.await {
         Ok(c) => c,
         Err(e) => {
-            // spec: QX-ID-3. rustls' reason is in the transport error (unknown CA, expired, wrong EKU,
-            // no certificate, no ALPN match, bad identity …).
+            // spec: QX-ID-3. rustls' reason is in the transport error (unknown CA,
+            // expired, wrong EKU, no certificate, no ALPN match, bad identity …).
             tracing::warn!(%peer, reason = %e, "handshake refused");
             return;
         }
@@ -104,7 +104,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
         identity,
         peer,
         subscriptions: Arc::new(tokio::sync::Semaphore::new(
-            shared.max_subscriptions_per_connection,
+            shared
+                .max_subscriptions_per_connection
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         shared,
     });

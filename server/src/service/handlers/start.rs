@@ -116,11 +116,9 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         owner: ctx.identity.name.clone(),
         limits,
     };
-    let started = tokio::select! {
-        s = ctx.shared.manager.start(spec) => s,
-        _ = ctx.conn.closed() => return,
-    };
-    let started = match started {
+    // Not cancelled by a lost connection: a job that was started must be tracked
+    // (user slot, stop_on_detach) even if nobody hears the answer.
+    let started = match ctx.shared.manager.start(spec).await {
         Ok(s) => s,
         Err(e) => {
             let (r, spawn) = start_refusal(&e);
