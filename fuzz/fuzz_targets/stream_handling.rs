@@ -109,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(None) => panic!("process found a fault, pieces found nothing: {f:?}"),
             }
         }
-        Verdict::Refused(_) | Verdict::Accepted { .. } if split.as_ref().ok().flatten().is_none() => {
+        Verdict::Refused(_) | Verdict::Accepted { .. } if !matches!(split, Ok(Some(_))) => {
             panic!("process decoded a request, pieces did not: {verdict:?} vs {split:?}")
         }
         Verdict::Refused(r) => {
