@@ -352,3 +352,5 @@ impl OutputReader {
         .context("output stream did not end in time")?
     }
 }
+
+pub mod conformance;
