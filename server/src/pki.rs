@@ -148,6 +148,7 @@ impl Identity {
     /// name from the subject CN, the role from the subject OU; the certificate must
     /// carry EKU clientAuth.
     pub fn from_cert_der(der: &[u8]) -> Result<Self, IdentityError> {
+        // spec: QX-ID-2
         let (_, cert) =
             x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Parse {
                 reason: e.to_string(),
@@ -401,6 +402,7 @@ fn new_key(what: &str) -> Result<KeyPair, PkiError> {
 impl Ca {
     /// Makes a new CA (ECDSA P-256, valid ten years).
     pub fn generate() -> Result<Self, PkiError> {
+        // spec: QX-ID-5
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         // A random suffix tells CAs apart: a certificate from another qexec CA is then

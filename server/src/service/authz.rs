@@ -101,6 +101,7 @@ pub fn visible(identity: &Identity, owner: &str) -> bool {
 /// operation targets, `None` when the job does not exist (or for `Start` and `List`,
 /// which target no job).
 pub fn authorize(identity: &Identity, op: Op, job_owner: Option<&str>) -> Decision {
+    // spec: QX-AUTHZ-1, QX-AUTHZ-2 (invisible = missing), QX-AUTHZ-3
     if op.on_job() {
         let Some(owner) = job_owner else {
             return Decision::NotFound;

@@ -32,6 +32,7 @@ pub(crate) struct ConnCtx {
 impl ConnCtx {
     /// One audit line per request: who, what, which job, result.
     pub(crate) fn audit(&self, op: Op, job: Option<JobId>, result: Result<(), ErrorCode>) {
+        // spec: QX-AUTHZ-4
         let job = job.map_or_else(|| "-".to_owned(), |j| j.to_string());
         let result = match result {
             Ok(()) => "ok",
@@ -77,7 +78,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let conn = match connecting.await {
         Ok(c) => c,
         Err(e) => {
-            // rustls' reason is in the transport error (unknown CA, expired, wrong EKU,
+            // spec: QX-ID-3. rustls' reason is in the transport error (unknown CA, expired, wrong EKU,
             // no certificate, no ALPN match, bad identity …).
             tracing::warn!(%peer, reason = %e, "handshake refused");
             return;
@@ -221,6 +222,7 @@ impl Control {
     /// Resets the send side and stops the receive side with the fault's code
     /// (spec: QX-FRAME-5: only this stream).
     pub(crate) fn fault(&mut self, fault: &StreamFault) {
+        // spec: QX-SRV-4
         let code = VarInt::from_u32(fault.code.as_u32());
         let _ = self.send.reset(code);
         let _ = self.recv.stop(code);
@@ -276,7 +278,7 @@ async fn control_stream(ctx: Arc<ConnCtx>, send: SendStream, recv: RecvStream) {
     };
     let msg = match read {
         Err(_) => {
-            // spec: QX-LIMIT (request deadline)
+            // spec: QX-SRV-3
             let fault = StreamFault {
                 code: ErrorCode::Timeout,
                 reason: format!("no complete request within {} s", timeout.as_secs()),

@@ -267,6 +267,7 @@ impl Server {
     /// Loads TLS material, prepares the job manager and binds the UDP socket.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServeError> {
         let crypto = tls::server_crypto(&config.tls)?;
+        // spec: QX-SRV-1, QX-SRV-3, QX-SRV-5
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
@@ -342,6 +343,7 @@ impl Server {
                 _ = stop.wait_for(|s| *s) => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    // spec: QX-SRV-1
                     if active.load(Ordering::Relaxed) >= self.max_connections {
                         tracing::warn!(
                             peer = %incoming.remote_address(),
@@ -375,6 +377,7 @@ impl Server {
     /// Graceful shutdown: stop accepting, stop every job (reason `Shutdown`), close
     /// every connection with `ShuttingDown`, end all tasks.
     pub async fn shutdown(&self) {
+        // spec: QX-SRV-8
         tracing::info!("shutting down: no new connections, stopping jobs");
         self.stop.send_replace(true);
         self.endpoint.set_server_config(None);

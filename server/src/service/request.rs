@@ -6,7 +6,8 @@
 
 use qexec_protocol::{ClientMessage, Decoder, ErrorCode, FrameError, JobId, StartRequest};
 
-use super::authz::Op;
+use super::authz::{Decision, Op, authorize};
+use crate::pki::Identity;
 
 /// Most argv entries of a start (spec: QX-LIMIT-*).
 const MAX_ARGV: usize = 4096;
@@ -218,6 +219,102 @@ fn validate_start(s: &StartRequest) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Authorizes `op` for `identity` and turns a refusal into its answer. `job` is the
+/// job the request names (if any) and `owner` its owner (`None` when it does not
+/// exist). `NotFound` is identical for missing and invisible jobs (spec: QX-AUTHZ-2).
+pub fn decide(
+    identity: &Identity,
+    op: Op,
+    job: Option<JobId>,
+    owner: Option<&str>,
+) -> Result<(), Refusal> {
+    match (authorize(identity, op, owner), job) {
+        (Decision::Allow, _) => Ok(()),
+        (Decision::NotFound, Some(id)) => Err(Refusal {
+            code: ErrorCode::NotFound,
+            message: not_found_message(id),
+        }),
+        (Decision::NotFound, None) => Err(Refusal {
+            code: ErrorCode::NotFound,
+            message: "no such job is visible to you".to_owned(),
+        }),
+        (Decision::PermissionDenied, Some(id)) => Err(Refusal {
+            code: ErrorCode::PermissionDenied,
+            message: format!(
+                "role {} may not {} job {id}; use a certificate whose role may",
+                identity.role,
+                op.name()
+            ),
+        }),
+        (Decision::PermissionDenied, None) => Err(Refusal {
+            code: ErrorCode::PermissionDenied,
+            message: format!(
+                "role {} may not {}; use a certificate with role user or admin",
+                identity.role,
+                op.name()
+            ),
+        }),
+    }
+}
+
+/// What [`process`] made of a control stream's first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The request is not complete yet.
+    NeedMore,
+    /// Frame-level failure: reset/stop the stream with this code.
+    Fault(StreamFault),
+    /// Request-level failure: answer with this `Error`.
+    Refused(Refusal),
+    /// Valid and authorized.
+    Accepted {
+        /// The operation.
+        op: Op,
+        /// The request.
+        request: ClientMessage,
+    },
+}
+
+/// The whole per-stream request path as one pure function (fuzz entry point):
+/// decode the first frame of `bytes`, validate it, authorize it for `identity` with
+/// `owner_of` telling each job's owner (`None`: no such job). The server runs the
+/// same steps incrementally as bytes arrive.
+pub fn process(
+    identity: &Identity,
+    bytes: &[u8],
+    owner_of: impl Fn(JobId) -> Option<String>,
+) -> Verdict {
+    let mut decoder = Decoder::new();
+    let mut head = FrameHead::default();
+    head.observe(bytes);
+    decoder.push(bytes);
+    let request = match decode_request(&mut decoder, &head) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Verdict::NeedMore,
+        Err(f) => return Verdict::Fault(f),
+    };
+    let op = match op_of(&request) {
+        Ok(op) => op,
+        Err(f) => return Verdict::Fault(f),
+    };
+    let stdin_follows = matches!(&request, ClientMessage::Start(s) if s.stdin);
+    if !stdin_follows && decoder.buffered() > 0 {
+        return Verdict::Fault(StreamFault::new(
+            ErrorCode::ProtocolViolation,
+            "bytes after the request on a control stream",
+        ));
+    }
+    if let Err(r) = validate(&request) {
+        return Verdict::Refused(r);
+    }
+    let job = job_of(&request);
+    let owner = job.and_then(&owner_of);
+    match decide(identity, op, job, owner.as_deref()) {
+        Ok(()) => Verdict::Accepted { op, request },
+        Err(r) => Verdict::Refused(r),
+    }
+}
+
 /// The `NotFound` message, identical for a missing job and an invisible one.
 pub fn not_found_message(job: JobId) -> String {
     format!("no job {job} is visible to you")
@@ -376,9 +473,72 @@ mod tests {
     }
 
     #[test]
-    fn not_found_message_does_not_depend_on_existence() {
-        let id = JobId::from_u128(42);
-        assert_eq!(not_found_message(id), not_found_message(id));
-        assert!(not_found_message(id).contains(&id.to_string()));
+    fn process_runs_decode_validate_authorize() {
+        use crate::pki::Role;
+        let alice = Identity {
+            name: "alice".into(),
+            role: Role::User,
+        };
+        let viewer = Identity {
+            name: "eve".into(),
+            role: Role::Viewer,
+        };
+        let mine = JobId::from_u128(1);
+        let bobs = JobId::from_u128(2);
+        let missing = JobId::from_u128(3);
+        let owner_of = |id: JobId| match id.as_u128() {
+            1 => Some("alice".to_owned()),
+            2 => Some("bob".to_owned()),
+            _ => None,
+        };
+        let status = |job| frame::encode(&ClientMessage::Status(StatusRequest { job })).unwrap();
+        assert!(matches!(
+            process(&alice, &status(mine), owner_of),
+            Verdict::Accepted { op: Op::Status, .. }
+        ));
+        // Invisible and missing: the same answer but for the echoed id.
+        let (Verdict::Refused(a), Verdict::Refused(b)) = (
+            process(&alice, &status(bobs), owner_of),
+            process(&alice, &status(missing), owner_of),
+        ) else {
+            panic!("expected refusals");
+        };
+        assert_eq!(a.code, ErrorCode::NotFound);
+        assert_eq!(
+            a.message.replace(&bobs.to_string(), "ID"),
+            b.message.replace(&missing.to_string(), "ID")
+        );
+        // Viewer: start denied, status of anyone's job allowed.
+        let start_bytes = frame::encode(&ClientMessage::Start(start(vec![b"/bin/true"]))).unwrap();
+        match process(&viewer, &start_bytes, owner_of) {
+            Verdict::Refused(r) => assert_eq!(r.code, ErrorCode::PermissionDenied),
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            process(&viewer, &status(bobs), owner_of),
+            Verdict::Accepted { .. }
+        ));
+        // Validation before authorization; partial input; garbage.
+        let bad_signal = frame::encode(&ClientMessage::Signal(SignalRequest {
+            job: mine,
+            signal: 0,
+        }))
+        .unwrap();
+        match process(&alice, &bad_signal, owner_of) {
+            Verdict::Refused(r) => assert_eq!(r.code, ErrorCode::InvalidArgument),
+            v => panic!("{v:?}"),
+        }
+        let s = status(mine);
+        assert_eq!(
+            process(&alice, &s[..s.len() - 1], owner_of),
+            Verdict::NeedMore
+        );
+        assert!(matches!(
+            process(&alice, &[3, 0xff, 0xff, 0xff], owner_of),
+            Verdict::Fault(_)
+        ));
+        let mut two = s.clone();
+        two.extend_from_slice(&s);
+        assert!(matches!(process(&alice, &two, owner_of), Verdict::Fault(_)));
     }
 }

@@ -124,6 +124,7 @@ pub enum TlsError {
 /// The crypto provider of both sides: aws-lc-rs restricted to the suites and groups
 /// listed in the module docs.
 pub fn provider() -> Arc<CryptoProvider> {
+    // spec: QX-TLS-2, QX-TLS-4
     Arc::new(CryptoProvider {
         cipher_suites: vec![
             aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
@@ -142,6 +143,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// id, which is public: it is integrity against accidents, not confidentiality, so
 /// using it does not weaken the negotiated AEAD of the handshake and 1-RTT packets.
 pub fn initial_suite() -> rustls::quic::Suite {
+    // spec: QX-TLS-3
     aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
         .tls13()
         .and_then(|s| s.quic_suite())
@@ -231,20 +233,24 @@ pub fn server_crypto(
             })?;
     let verifier = Arc::new(IdentityVerifier { inner: verifier });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        // spec: QX-TLS-1
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
             what: "TLS 1.3 protocol version",
             source,
         })?
+        // spec: QX-ID-1
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs("server certificate", &cert)?, key(&key_pem)?)
         .map_err(|source| TlsError::Rustls {
             what: "server certificate and key",
             source,
         })?;
-    // spec: QX-VER-1
+    // spec: QX-VER-1, QX-TLS-5
     config.alpn_protocols = vec![qexec_protocol::ALPN.to_vec()];
+    // spec: QX-TLS-6
     config.max_early_data_size = 0;
+    // spec: QX-TLS-7
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(NoServerSessionStorage {});
     quinn::crypto::rustls::QuicServerConfig::with_initial(Arc::new(config), initial_suite())
@@ -322,6 +328,7 @@ impl ClientCertVerifier for IdentityVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // spec: QX-ID-1 (webpki: chain, validity, EKU clientAuth), then QX-ID-2.
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;

@@ -2,21 +2,16 @@
 
 use qexec_protocol::{ListRequest, ServerMessage};
 
-use crate::service::authz::{Decision, Op, authorize, visible};
+use crate::service::authz::{Op, visible};
 use crate::service::conn::{ConnCtx, Control};
-use crate::service::request::Refusal;
+use crate::service::request::decide;
 
 pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: ListRequest) {
-    if let Some(code) = authorize(&ctx.identity, Op::List, None).error_code() {
-        ctx.audit(Op::List, None, Err(code));
-        let refusal = Refusal {
-            code,
-            message: format!("role {} may not list jobs", ctx.identity.role),
-        };
+    if let Err(refusal) = decide(&ctx.identity, Op::List, None, None) {
+        ctx.audit(Op::List, None, Err(refusal.code));
         ctl.refuse(refusal, None).await;
         return;
     }
-    debug_assert_eq!(authorize(&ctx.identity, Op::List, None), Decision::Allow);
     let mut msgs: Vec<ServerMessage> = ctx
         .shared
         .manager

@@ -10,9 +10,9 @@ pub(crate) mod stop;
 
 use qexec_protocol::{ErrorCode, JobId, JobStatus};
 
-use super::authz::{Decision, Op, authorize};
+use super::authz::Op;
 use super::conn::ConnCtx;
-use super::request::{Refusal, not_found_message};
+use super::request::{Refusal, decide, not_found_message};
 use crate::job::JobError;
 
 /// Maps a job-library error on job `id` to the answer. A job that vanished is
@@ -46,19 +46,11 @@ pub(crate) fn lookup(ctx: &ConnCtx, op: Op, id: JobId) -> Result<JobStatus, Refu
         )]
         Err(e) => return Err(job_error(id, &e)),
     };
-    match authorize(&ctx.identity, op, status.as_ref().map(|s| s.owner.as_str())) {
-        Decision::Allow => status.ok_or_else(|| job_error(id, &JobError::NotFound(id))),
-        Decision::NotFound => Err(Refusal {
-            code: ErrorCode::NotFound,
-            message: not_found_message(id),
-        }),
-        Decision::PermissionDenied => Err(Refusal {
-            code: ErrorCode::PermissionDenied,
-            message: format!(
-                "role {} may not {} job {id}; ask an admin for a certificate with a role that may",
-                ctx.identity.role,
-                op.name()
-            ),
-        }),
-    }
+    decide(
+        &ctx.identity,
+        op,
+        Some(id),
+        status.as_ref().map(|s| s.owner.as_str()),
+    )?;
+    status.ok_or_else(|| job_error(id, &JobError::NotFound(id)))
 }

@@ -13,10 +13,10 @@ use qexec_protocol::{
 
 use super::job_error;
 use crate::job::{JobSpec, JobStdin, StartError};
-use crate::service::authz::{Op, authorize};
+use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
-use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault};
+use crate::service::request::{MAX_STDIN_FRAME, Refusal, StreamFault, decide};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,16 +65,13 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
 }
 
 pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
-    if let Some(code) = authorize(&ctx.identity, Op::Start, None).error_code() {
-        ctx.audit(Op::Start, None, Err(code));
-        let message = format!(
-            "role {} may not start jobs; use a certificate with role user or admin",
-            ctx.identity.role
-        );
-        ctl.refuse(Refusal { code, message }, None).await;
+    if let Err(refusal) = decide(&ctx.identity, Op::Start, None, None) {
+        ctx.audit(Op::Start, None, Err(refusal.code));
+        ctl.refuse(refusal, None).await;
         return;
     }
     let max = ctx.shared.max_jobs_per_user;
+    // spec: QX-SRV-2
     let Some(slot) = ctx.shared.user_jobs.reserve(&ctx.identity.name, max) else {
         ctx.audit(Op::Start, None, Err(ErrorCode::ResourceExhausted));
         let message = format!(
@@ -88,17 +85,24 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         ctl.refuse(r, None).await;
         return;
     };
+    let StartRequest {
+        argv,
+        env,
+        cwd,
+        limits,
+        timeout_ms,
+        stdin,
+        follow,
+        stop_on_detach,
+    } = req;
     let spec = JobSpec {
-        argv: req.argv.clone(),
-        env: req.env.clone(),
-        cwd: req
-            .cwd
-            .clone()
-            .map(|c| PathBuf::from(OsString::from_vec(c))),
-        stdin: req.stdin,
-        timeout: req.timeout_ms.map(Duration::from_millis),
+        argv,
+        env,
+        cwd: cwd.map(|c| PathBuf::from(OsString::from_vec(c))),
+        stdin,
+        timeout: timeout_ms.map(Duration::from_millis),
         owner: ctx.identity.name.clone(),
-        limits: req.limits.clone(),
+        limits,
     };
     let started = tokio::select! {
         s = ctx.shared.manager.start(spec) => s,
@@ -116,7 +120,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
     let id = started.id;
     ctx.shared.watch_job(id, slot);
     ctx.audit(Op::Start, Some(id), Ok(()));
-    let follower = if req.follow {
+    let follower = if follow {
         match ctx.shared.manager.follow(id, 0) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -135,7 +139,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
 
     let request_stream = ctl.id;
     let input = async {
-        let end = if req.stdin {
+        let end = if stdin {
             stdin_phase(ctx, &mut ctl, started.stdin).await
         } else {
             if let Some(w) = started.stdin {
@@ -143,7 +147,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
             }
             drain(&mut ctl).await
         };
-        if req.stop_on_detach {
+        if stop_on_detach {
             detach_watch(ctx, id, end).await;
         }
     };
@@ -225,6 +229,7 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
 /// `stop_on_detach`: stop the job if the control stream was reset or the connection
 /// is lost before the job ends.
 async fn detach_watch(ctx: &ConnCtx, id: JobId, end: InputEnd) {
+    // spec: QX-SRV-7
     let detached = match end {
         InputEnd::Reset | InputEnd::Lost => true,
         InputEnd::Finished | InputEnd::Fault => {
