@@ -5,6 +5,9 @@
 pub mod job;
 pub mod pki;
 pub mod service;
+mod sys;
+#[doc(hidden)]
+pub use job::spawn::bench_hooks as __spawn_bench_hooks;
 
 pub use job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,
