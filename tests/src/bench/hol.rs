@@ -43,15 +43,10 @@ async fn echo_latencies(client: &Client, samples: usize) -> anyhow::Result<Vec<D
         v.push(t.elapsed());
     }
     stdin.eof().await?;
-    loop {
-        match output.next().await? {
-            Some(OutputEvent::End(status)) => {
-                expect_success(&status)?;
-                break;
-            }
-            Some(OutputEvent::Data { .. }) => bail!("cat wrote more than it was given"),
-            None => bail!("cat's output ended without End"),
-        }
+    match output.next().await? {
+        Some(OutputEvent::End(status)) => expect_success(&status)?,
+        Some(OutputEvent::Data { .. }) => bail!("cat wrote more than it was given"),
+        None => bail!("cat's output ended without End"),
     }
     Ok(v)
 }
