@@ -793,8 +793,6 @@ async fn sigkill_then_restart_leaves_no_jobs_body() -> Result {
 }
 
 /// Without isolation nothing ties a job to its qexecd: the restart must clean up.
-#[ignore = "server gap: with --no-isolation a restarted qexecd does not kill the orphaned \
-            jobs of a killed one (no cleanup at start; job cgroups, issue 4, not merged yet)"]
 #[test]
 fn sigkill_then_restart_no_isolation_leaves_no_jobs() -> Result {
     serial(sigkill_then_restart_no_isolation_leaves_no_jobs_body())
