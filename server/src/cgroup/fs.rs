@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use nix::unistd::{AccessFlags, access};
+
 use super::CgroupError;
 
 /// Reads a whole control file.
@@ -50,6 +52,18 @@ pub(crate) fn mkdir(path: &Path, exist_ok: bool) -> Result<(), CgroupError> {
             source,
         }),
     }
+}
+
+/// Creates (or reuses) a subtree directory and checks that this process may create
+/// job cgroups in it. A subtree another user (root) created is there, but useless to
+/// us: without this check a non-root server would only fail at the first job.
+pub(crate) fn prepare_subtree(path: &Path) -> Result<(), CgroupError> {
+    mkdir(path, true)?;
+    access(path, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|errno| CgroupError::Io {
+        action: "create job cgroups in",
+        path: path.to_owned(),
+        source: io::Error::from(errno),
+    })
 }
 
 /// Removes one (empty) cgroup directory; an absent one is fine.

@@ -34,7 +34,7 @@ impl Tree {
                 None => Some(format!("no v1 {} hierarchy is mounted", c.v1_name())),
                 Some((_, mount)) => {
                     let base = mount.join(subtree);
-                    match fs::mkdir(&base, true) {
+                    match fs::prepare_subtree(&base) {
                         Ok(()) => {
                             bases.insert(c, base);
                             None

@@ -29,7 +29,7 @@ impl Tree {
         subtree: &str,
     ) -> Result<(Self, Vec<ControllerStatus>), String> {
         let base = root.join(subtree);
-        fs::mkdir(&base, true).map_err(|e| e.to_string())?;
+        fs::prepare_subtree(&base).map_err(|e| e.to_string())?;
         // spec note: the subtree holds no process, so enabling controllers in it
         // respects the no-internal-process rule.
         let available = fs::read(&base.join("cgroup.controllers"))
