@@ -376,6 +376,28 @@ fn errors_are_one_clear_line() {
     );
 }
 
+// Over the wire (issue 4, spec: QX-ERR-5): a limit above qexecd's maximum is refused by
+// the server with InvalidArgument, and the CLI names the flag, what was typed and the
+// maximum in the flag's unit, on one line, exit 255.
+#[test]
+fn limit_above_server_maximum_is_one_clear_line() {
+    let s = TestServer::start_with(|c| c.max_limits.memory_bytes = Some(64 << 20));
+    let out = s.run(&["run", "--memory", "1G", "--", "true"]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 255, "{e}");
+    assert_eq!(
+        e,
+        "qexec: --memory 1G is above the server maximum (64 MiB): ask for less, or raise \
+         qexecd's maximum\n"
+    );
+    assert_eq!(stdout(&out), "");
+    // No job was started for it.
+    let list = s.run(&["list", "--json"]);
+    assert_eq!(code(&list), 0, "{}", stderr(&list));
+    let list: Vec<JobJson> = serde_json::from_str(&stdout(&list)).unwrap();
+    assert!(list.is_empty(), "a refused start left a job: {list:?}");
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)

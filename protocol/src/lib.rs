@@ -17,6 +17,7 @@ mod id;
 pub mod limits;
 mod message;
 mod state;
+pub mod units;
 mod validate;
 
 pub use code::ErrorCode;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use qexec_protocol::{
-    AttachRequest, ClientMessage, ErrorCode, JobId, JobState, ListRequest, OutputFrame,
+    AttachRequest, ClientMessage, ErrorCode, JobId, JobState, Limits, ListRequest, OutputFrame,
     ServerMessage, SignalRequest, StatusRequest, StopReason, StopRequest, frame,
 };
 use qexec_server::pki::{Ca, LeafParams, Role};
@@ -619,6 +619,48 @@ async fn per_user_job_limit() -> Result {
         assert!(Instant::now() < deadline, "slot never released");
         tokio::task::yield_now().await;
     }
+    server.stop().await
+}
+
+// spec: QX-ERR-5. A start above a server maximum is refused with InvalidArgument naming
+// the maximum, never clamped; one at the maximum is not refused for it (issue 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_above_server_maximum_is_refused() -> Result {
+    let server = TestServer::start_with(|c: &mut ServerConfig| {
+        c.max_limits = Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        };
+    })
+    .await?;
+    let alice = server.connect("alice").await?;
+    let mut msg = start_msg(&["/bin/true"], false);
+    if let ClientMessage::Start(req) = &mut msg {
+        req.limits.memory_bytes = Some(128 << 20);
+    }
+    let answer = alice.request(&msg).await?;
+    let [ServerMessage::Error(e)] = answer.as_slice() else {
+        panic!("expected one error, got {answer:?}");
+    };
+    assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
+    assert!(e.message.contains("memory_bytes"), "{}", e.message);
+    assert!(
+        e.message.contains(&(64u64 << 20).to_string()),
+        "message does not name the maximum: {}",
+        e.message
+    );
+    assert!(
+        e.message.contains(&(128u64 << 20).to_string()),
+        "{}",
+        e.message
+    );
+    // No job was created for the refused start.
+    let list = alice
+        .request(&ClientMessage::List(ListRequest {
+            running_only: false,
+        }))
+        .await?;
+    assert_eq!(list, [ServerMessage::ListEnd], "a refused start left a job");
     server.stop().await
 }
 

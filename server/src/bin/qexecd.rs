@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use qexec_protocol::Limits;
+use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_size};
 use qexec_server::pki;
 use qexec_server::service::{Server, ServerConfig, TlsSource, default_state_dir};
 
@@ -62,10 +64,55 @@ struct Args {
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
+    // Server-side job limits (spec: QX-LIMIT-*; issue 4): a start asking above a
+    // maximum is refused with InvalidArgument, never clamped; a default fills a limit
+    // the request leaves unset. Sizes take K, M, G, T (powers of 1024).
+    /// Most CPU a job may ask for, in CPUs (0.5 = half a CPU, or 500m) [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_CPU", value_name = "CPUS", value_parser = parse_cpu)]
+    max_cpu: Option<u32>,
+    /// Most memory a job may ask for, e.g. 4G [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// Most processes and threads a job may ask for [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_PIDS", value_name = "N", value_parser = parse_count_u32)]
+    max_pids: Option<u32>,
+    /// Most disk read bandwidth a job may ask for, per second, e.g. 100M [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_IO_READ", value_name = "SIZE", value_parser = parse_size)]
+    max_io_read: Option<u64>,
+    /// Most disk write bandwidth a job may ask for, per second, e.g. 100M [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_IO_WRITE", value_name = "SIZE", value_parser = parse_size)]
+    max_io_write: Option<u64>,
+    /// Most disk read operations per second a job may ask for [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_IO_READ_IOPS", value_name = "N", value_parser = parse_count_u64)]
+    max_io_read_iops: Option<u64>,
+    /// Most disk write operations per second a job may ask for [default: no maximum].
+    #[arg(long, env = "QEXECD_MAX_IO_WRITE_IOPS", value_name = "N", value_parser = parse_count_u64)]
+    max_io_write_iops: Option<u64>,
+    /// CPU a job gets when it asks for none, in CPUs [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_CPU", value_name = "CPUS", value_parser = parse_cpu)]
+    default_cpu: Option<u32>,
+    /// Memory a job gets when it asks for none, e.g. 512M [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    default_memory: Option<u64>,
+    /// Processes and threads a job gets when it asks for none [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_PIDS", value_name = "N", value_parser = parse_count_u32)]
+    default_pids: Option<u32>,
+    /// Disk read bandwidth per second a job gets when it asks for none [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_IO_READ", value_name = "SIZE", value_parser = parse_size)]
+    default_io_read: Option<u64>,
+    /// Disk write bandwidth per second a job gets when it asks for none [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_IO_WRITE", value_name = "SIZE", value_parser = parse_size)]
+    default_io_write: Option<u64>,
+    /// Disk read operations per second a job gets when it asks for none [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_IO_READ_IOPS", value_name = "N", value_parser = parse_count_u64)]
+    default_io_read_iops: Option<u64>,
+    /// Disk write operations per second a job gets when it asks for none [default: unlimited].
+    #[arg(long, env = "QEXECD_DEFAULT_IO_WRITE_IOPS", value_name = "N", value_parser = parse_count_u64)]
+    default_io_write_iops: Option<u64>,
 }
 
 impl Args {
-    fn config(&self) -> ServerConfig {
+    fn config(&self) -> anyhow::Result<ServerConfig> {
         let dir = self.pki_dir.clone().unwrap_or_else(pki::default_dir);
         let paths = pki::PkiPaths::new(&dir);
         let tls = TlsSource::Files {
@@ -83,8 +130,127 @@ impl Args {
         c.max_streams_per_connection = self.max_streams;
         c.max_subscriptions_per_connection = self.max_subscriptions;
         c.idle_timeout = Duration::from_secs(self.idle_timeout);
-        c
+        c.max_limits = Limits {
+            cpu_millis: self.max_cpu,
+            memory_bytes: self.max_memory,
+            io_read_bps: self.max_io_read,
+            io_write_bps: self.max_io_write,
+            io_read_iops: self.max_io_read_iops,
+            io_write_iops: self.max_io_write_iops,
+            pids: self.max_pids,
+        };
+        c.default_limits = Limits {
+            cpu_millis: self.default_cpu,
+            memory_bytes: self.default_memory,
+            io_read_bps: self.default_io_read,
+            io_write_bps: self.default_io_write,
+            io_read_iops: self.default_io_read_iops,
+            io_write_iops: self.default_io_write_iops,
+            pids: self.default_pids,
+        };
+        if let Some((flag, default, max)) = default_above_max(&c.default_limits, &c.max_limits) {
+            // A default above its maximum would refuse every start that leaves it unset.
+            anyhow::bail!(
+                "--default-{flag} ({default}) is above --max-{flag} ({max}): lower the default \
+                 or raise the maximum"
+            );
+        }
+        Ok(c)
     }
+}
+
+/// The first limit whose default is above its maximum: (flag suffix, default, max),
+/// the values shown in the flag's units.
+fn default_above_max(defaults: &Limits, max: &Limits) -> Option<(&'static str, String, String)> {
+    fn cpu(v: u64) -> String {
+        u32::try_from(v).map_or_else(|_| v.to_string(), format_cpu)
+    }
+    fn plain(v: u64) -> String {
+        v.to_string()
+    }
+    type Show = fn(u64) -> String;
+    let pairs: [(&str, Option<u64>, Option<u64>, Show); 7] = [
+        (
+            "cpu",
+            defaults.cpu_millis.map(u64::from),
+            max.cpu_millis.map(u64::from),
+            cpu,
+        ),
+        (
+            "memory",
+            defaults.memory_bytes,
+            max.memory_bytes,
+            format_size,
+        ),
+        (
+            "pids",
+            defaults.pids.map(u64::from),
+            max.pids.map(u64::from),
+            plain,
+        ),
+        (
+            "io-read",
+            defaults.io_read_bps,
+            max.io_read_bps,
+            format_size,
+        ),
+        (
+            "io-write",
+            defaults.io_write_bps,
+            max.io_write_bps,
+            format_size,
+        ),
+        (
+            "io-read-iops",
+            defaults.io_read_iops,
+            max.io_read_iops,
+            plain,
+        ),
+        (
+            "io-write-iops",
+            defaults.io_write_iops,
+            max.io_write_iops,
+            plain,
+        ),
+    ];
+    pairs
+        .into_iter()
+        .find_map(|(flag, d, m, show)| match (d, m) {
+            (Some(d), Some(m)) if d > m => Some((flag, show(d), show(m))),
+            _ => None,
+        })
+}
+
+/// A limit given as a plain count is not a positive whole number.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid count {text:?}: expected a whole number from 1 to {max}, e.g. 64")]
+struct CountError {
+    text: String,
+    max: u64,
+}
+
+/// Parses a positive count (pids, IOPS); zero would forbid everything, so it is refused.
+fn parse_count(text: &str, max: u64) -> Result<u64, CountError> {
+    let err = || CountError {
+        text: text.to_owned(),
+        max,
+    };
+    let t = text.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    match t.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(err()),
+    }
+}
+
+fn parse_count_u32(text: &str) -> Result<u32, CountError> {
+    parse_count(text, u32::MAX.into()).map(|n| n as u32)
+}
+
+fn parse_count_u64(text: &str) -> Result<u64, CountError> {
+    parse_count(text, u64::MAX)
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
@@ -107,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let server = Server::bind(args.config()).await?;
+    let server = Server::bind(args.config()?).await?;
     let run = server.run();
     tokio::pin!(run);
     tokio::select! {
@@ -119,4 +285,123 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        let mut argv = vec!["qexecd", "--pki-dir", "/nonexistent/pki"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)?.config()
+    }
+
+    #[test]
+    fn limit_flags_take_human_units() {
+        let c = config(&[
+            "--max-cpu",
+            "1.5",
+            "--max-memory",
+            "1G",
+            "--max-pids",
+            "512",
+            "--max-io-read",
+            "100M",
+            "--max-io-write",
+            "50M",
+            "--max-io-read-iops",
+            "2000",
+            "--max-io-write-iops",
+            "1000",
+            "--default-cpu",
+            "500m",
+            "--default-memory",
+            "256M",
+            "--default-pids",
+            "64",
+            "--default-io-read",
+            "10M",
+            "--default-io-write",
+            "5M",
+            "--default-io-read-iops",
+            "200",
+            "--default-io-write-iops",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.max_limits,
+            Limits {
+                cpu_millis: Some(1500),
+                memory_bytes: Some(1 << 30),
+                io_read_bps: Some(100 << 20),
+                io_write_bps: Some(50 << 20),
+                io_read_iops: Some(2000),
+                io_write_iops: Some(1000),
+                pids: Some(512),
+            }
+        );
+        assert_eq!(
+            c.default_limits,
+            Limits {
+                cpu_millis: Some(500),
+                memory_bytes: Some(256 << 20),
+                io_read_bps: Some(10 << 20),
+                io_write_bps: Some(5 << 20),
+                io_read_iops: Some(200),
+                io_write_iops: Some(100),
+                pids: Some(64),
+            }
+        );
+    }
+
+    #[test]
+    fn no_limit_flags_mean_no_limits() {
+        let c = config(&[]).unwrap();
+        assert!(c.max_limits.is_empty());
+        assert!(c.default_limits.is_empty());
+    }
+
+    #[test]
+    fn bad_limit_values_are_refused_with_the_expected_form() {
+        for arg in [
+            "--max-memory=12X",
+            "--max-memory=1.5",
+            "--max-cpu=0",
+            "--max-cpu=half",
+            "--max-pids=0",
+            "--max-pids=-1",
+            "--default-io-read-iops=1e3",
+            "--max-pids=4294967296",
+        ] {
+            let err = Args::try_parse_from(["qexecd", arg])
+                .expect_err(&format!("{arg} should be refused"));
+            let text = err.to_string();
+            let flag = arg.split('=').next().unwrap_or(arg);
+            assert!(text.contains(flag), "{arg}: {text}");
+            assert!(text.contains("expected"), "{arg}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_default_above_its_maximum_is_refused_at_start() {
+        let err = config(&["--max-memory", "64M", "--default-memory", "128M"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--default-memory (128 MiB) is above --max-memory (64 MiB): lower the default \
+             or raise the maximum"
+        );
+        let err = config(&["--max-cpu", "1", "--default-cpu", "1.5"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--default-cpu (1.5) is above --max-cpu (1)"),
+            "{err}"
+        );
+        // Equal is fine.
+        config(&["--max-pids", "64", "--default-pids", "64"]).unwrap();
+    }
 }

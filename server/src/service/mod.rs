@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qexec_protocol::{ErrorCode, JobId, limits};
+use qexec_protocol::{ErrorCode, JobId, Limits, limits};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -92,13 +92,20 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Interval of keep-alive pings.
     pub keep_alive: Duration,
+    /// Limits a job gets when its start request leaves one unset. Default: none (an
+    /// unset limit stays unlimited, up to `max_limits`).
+    pub default_limits: Limits,
+    /// Largest limits a start request may ask for; a request above one is refused with
+    /// `InvalidArgument` naming the maximum, never clamped. Default: none set, i.e. no
+    /// maximum on any limit.
+    pub max_limits: Limits,
 }
 
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
     /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections, 256 streams
     /// and 1024 subscriptions per connection, 10 s request timeout, 60 s idle
-    /// timeout, 15 s keep-alive.
+    /// timeout, 15 s keep-alive, no default or maximum job limits.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
@@ -113,6 +120,8 @@ impl ServerConfig {
             request_timeout: limits::REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
+            default_limits: Limits::default(),
+            max_limits: Limits::default(),
         }
     }
 
@@ -283,6 +292,8 @@ impl Server {
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
         mc.isolation = config.isolation;
+        mc.default_limits = config.default_limits.clone();
+        mc.max_limits = config.max_limits.clone();
         let manager = JobManager::new(mc)
             .await
             .map_err(|source| ServeError::Manager {
