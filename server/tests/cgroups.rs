@@ -567,3 +567,166 @@ fn io_limits_apply_to_the_disk_behind_the_working_directory() {
         },
     );
 }
+
+/// A job running `argv` directly, with a 64 MiB memory limit and a 3 s timeout: the
+/// combination of the CLI report `qexec run --memory 64M --timeout 3s -- tail -c 100M
+/// /dev/zero`.
+fn limited_with_timeout(argv: &[&str]) -> JobSpec {
+    JobSpec {
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: Vec::new(),
+        cwd: None,
+        stdin: false,
+        timeout: Some(Duration::from_secs(3)),
+        owner: "tester".into(),
+        limits: Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        },
+    }
+}
+
+/// Runs `argv` under [`limited_with_timeout`] on a manager with or without namespace
+/// isolation and returns its final status.
+async fn run_limited(test: &str, isolation: bool, argv: &[&str]) -> Result<JobStatus> {
+    let dir = tempdir()?;
+    let subtree = unique_subtree(test);
+    let mut c = config(dir.path(), &subtree);
+    c.isolation = isolation;
+    let m = JobManager::new(c).await?;
+    let caps = m.capabilities().cgroups;
+    ensure!(
+        caps.unavailable.is_none(),
+        "cgroups are unavailable as root: {caps}"
+    );
+    ensure!(
+        m.capabilities().isolation == isolation,
+        "isolation {isolation} asked, got {:?}",
+        m.capabilities().isolation_unavailable
+    );
+    let dirs = caps.subtree;
+    let job = m.start(limited_with_timeout(argv)).await?;
+    // Bounded: a job that hangs fails here instead of hanging the suite.
+    let status = within("the end of the memory-limited job", m.wait(job.id)).await??;
+    finish(m, dirs).await?;
+    Ok(status)
+}
+
+#[test]
+fn tail_of_dev_zero_streams_under_a_memory_limit_and_exits_0() {
+    // GNU tail lseeks /dev/zero to 100 MiB before its end (lseek on /dev/zero always
+    // succeeds) and copies with a small buffer: ~2 MiB resident, never near the limit.
+    // Exit 0 with 100 MiB of output is the right answer, not a missed kill.
+    run(
+        "tail_of_dev_zero_streams_under_a_memory_limit_and_exits_0",
+        || async {
+            for isolation in [true, false] {
+                let status =
+                    run_limited("tailseek", isolation, &["tail", "-c", "100M", "/dev/zero"])
+                        .await?;
+                let ctx = format!("isolation {isolation}: {status:?}");
+                assert_eq!(
+                    status.state,
+                    JobState::Exited {
+                        termination: Termination::Exited(0)
+                    },
+                    "{ctx}"
+                );
+                assert_eq!(status.stdout_bytes, 100 << 20, "{ctx}");
+                assert!(!status.oom_killed, "{ctx}");
+                let peak = status.usage.memory_peak_bytes.context("no memory peak")?;
+                assert!(peak < 64 << 20, "peak {peak} reached the limit: {ctx}");
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn a_memory_hog_with_a_timeout_ends_oom_killed() {
+    // spec: QX-MSG-TYPE-8 (oom_killed)
+    // `tail /dev/zero` keeps everything it reads (no newline ever comes): it hits the
+    // limit and the kernel kills it, well before the 3 s timeout. The job must end,
+    // killed by signal 9 with the OOM flag set, isolated (init as pid 1) or not.
+    run("a_memory_hog_with_a_timeout_ends_oom_killed", || async {
+        for isolation in [true, false] {
+            let status = run_limited("tailhog", isolation, &["tail", "/dev/zero"]).await?;
+            let ctx = format!("isolation {isolation}: {status:?}");
+            assert!(status.oom_killed, "OOM flag not set: {ctx}");
+            assert_eq!(
+                status.state,
+                JobState::Exited {
+                    termination: Termination::Signaled(libc::SIGKILL)
+                },
+                "{ctx}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_memory_hog_behind_a_pipe_never_reports_exit_0() {
+    // From a pipe tail cannot seek: it buffers 100 MiB and is OOM-killed. The shell
+    // survives and reports 128 + 9; the status must carry the OOM flag, and the job
+    // must end (the v1 OOM check kills the rest of it).
+    run(
+        "a_memory_hog_behind_a_pipe_never_reports_exit_0",
+        || async {
+            for isolation in [true, false] {
+                let status = run_limited(
+                    "tailpipe",
+                    isolation,
+                    &["/bin/sh", "-c", "cat /dev/zero | tail -c 100M"],
+                )
+                .await?;
+                let ctx = format!("isolation {isolation}: {status:?}");
+                assert!(status.oom_killed, "OOM flag not set: {ctx}");
+                assert_eq!(status.stdout_bytes, 0, "{ctx}");
+                match status.state {
+                    JobState::Exited {
+                        termination: Termination::Exited(code),
+                    } => assert_ne!(code, 0, "{ctx}"),
+                    JobState::Exited {
+                        termination: Termination::Signaled(_),
+                    } => {}
+                    _ => panic!("the job did not end by itself or the OOM kill: {ctx}"),
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn a_busy_job_near_its_memory_limit_that_ignores_sigterm_is_killed_at_its_timeout() {
+    // The other way a memory-limited job with a timeout must end: it stays under the
+    // limit (tail keeps the last 32 MiB of an endless pipe, copying all the time),
+    // ignores SIGTERM, and is SIGKILLed (freeze + kill on v1) after the grace.
+    run(
+        "a_busy_job_near_its_memory_limit_that_ignores_sigterm_is_killed_at_its_timeout",
+        || async {
+            for isolation in [true, false] {
+                let status = run_limited(
+                    "tailtimeout",
+                    isolation,
+                    &["/bin/sh", "-c", "trap '' TERM; cat /dev/zero | tail -c 32M"],
+                )
+                .await?;
+                let ctx = format!("isolation {isolation}: {status:?}");
+                assert!(!status.oom_killed, "{ctx}");
+                assert_eq!(
+                    status.state,
+                    JobState::Stopped {
+                        reason: StopReason::Timeout,
+                        termination: Termination::Signaled(libc::SIGKILL)
+                    },
+                    "{ctx}"
+                );
+                let peak = status.usage.memory_peak_bytes.context("no memory peak")?;
+                assert!(peak >= 32 << 20, "tail did not hold 32 MiB: {ctx}");
+            }
+            Ok(())
+        },
+    );
+}
