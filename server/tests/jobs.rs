@@ -961,3 +961,40 @@ fn api_futures_and_handles_are_send() {
         Ok(())
     });
 }
+
+/// issue 5: the server can run jobs as an unprivileged uid/gid (no supplementary
+/// groups), isolated (the init stays root, the target drops) and not.
+#[test]
+fn jobs_run_as_the_configured_user() {
+    run(|| async {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                bail!("jobs_run_as_the_configured_user needs root to change credentials");
+            }
+            println!("SKIPPED jobs_run_as_the_configured_user: needs root to change credentials");
+            return Ok(());
+        }
+        for isolated in [false, true] {
+            let dir = tempdir()?;
+            let mut c = if isolated {
+                config(dir.path())
+            } else {
+                plain_config(dir.path())
+            };
+            c.job_credentials = Some((65534, 65534));
+            let m = JobManager::new(c).await?;
+            if isolated && !isolation_or_skip(&m, "jobs_run_as_the_configured_user")? {
+                continue;
+            }
+            let job = m.start(sh("id -u; id -g; id -G")).await?;
+            let (c, end) = within("job as nobody", collect(m.follow(job.id, 0)?)).await??;
+            assert_eq!(end.state, exited(0), "isolated={isolated}");
+            assert_eq!(
+                String::from_utf8_lossy(&c.stdout),
+                "65534\n65534\n65534\n",
+                "isolated={isolated}"
+            );
+        }
+        Ok(())
+    });
+}

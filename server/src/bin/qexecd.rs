@@ -46,6 +46,11 @@ struct Args {
     /// Run jobs without namespace isolation.
     #[arg(long, env = "QEXECD_NO_ISOLATION")]
     no_isolation: bool,
+    /// Run every job's program as this user instead of qexecd's own (root): a name
+    /// (its primary group), `USER:GROUP`, or `UID:GID`, e.g. `nobody` for untrusted
+    /// work. Default: qexecd's user.
+    #[arg(long, env = "QEXECD_JOB_USER", value_name = "USER[:GROUP]", value_parser = parse_job_user)]
+    job_user: Option<(u32, u32)>,
     /// Most jobs running at once.
     #[arg(long, env = "QEXECD_MAX_JOBS", default_value_t = 1024)]
     max_jobs: usize,
@@ -124,6 +129,7 @@ impl Args {
         c.listen = self.listen;
         c.state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
         c.isolation = !self.no_isolation;
+        c.job_credentials = self.job_user;
         c.max_jobs = self.max_jobs;
         c.max_jobs_per_user = self.max_jobs_per_user;
         c.max_connections = self.max_connections;
@@ -287,6 +293,38 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses `--job-user`: `NAME`, `NAME:GROUP`, `UID:GID` (names looked up in the
+/// system's user and group databases).
+fn parse_job_user(text: &str) -> Result<(u32, u32), String> {
+    use nix::unistd::{Group, User};
+    let (user, group) = match text.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (text, None),
+    };
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => match User::from_name(user) {
+            Ok(Some(u)) => (u.uid.as_raw(), Some(u.gid.as_raw())),
+            Ok(None) => return Err(format!("no user named {user:?} on this system")),
+            Err(e) => return Err(format!("cannot look up user {user:?}: {e}")),
+        },
+    };
+    let gid = match group {
+        None => {
+            primary.ok_or_else(|| format!("give a group for uid {uid}: --job-user {uid}:GID"))?
+        }
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => match Group::from_name(g) {
+                Ok(Some(grp)) => grp.gid.as_raw(),
+                Ok(None) => return Err(format!("no group named {g:?} on this system")),
+                Err(e) => return Err(format!("cannot look up group {g:?}: {e}")),
+            },
+        },
+    };
+    Ok((uid, gid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +333,21 @@ mod tests {
         let mut argv = vec!["qexecd", "--pki-dir", "/nonexistent/pki"];
         argv.extend_from_slice(args);
         Args::try_parse_from(argv)?.config()
+    }
+
+    #[test]
+    fn job_user_takes_names_and_numbers() {
+        assert_eq!(config(&[]).unwrap().job_credentials, None);
+        let c = config(&["--job-user", "1234:5678"]).unwrap();
+        assert_eq!(c.job_credentials, Some((1234, 5678)));
+        let c = config(&["--job-user", "root"]).unwrap();
+        assert_eq!(c.job_credentials, Some((0, 0)));
+        let c = config(&["--job-user", "root:0"]).unwrap();
+        assert_eq!(c.job_credentials, Some((0, 0)));
+        for bad in ["1234", "no-such-user-qexec", "root:no-such-group-qexec"] {
+            let e = config(&["--job-user", bad]).unwrap_err().to_string();
+            assert!(e.contains("--job-user"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -714,7 +714,7 @@ pub(crate) async fn start(
             stdin: want_stdin,
             isolation: isolation.as_ref(),
             cgroup_procs: &procs,
-            credentials: None,
+            credentials: shared.config.job_credentials,
         };
         let r = spawn::spawn(&config);
         drop(procs);

@@ -109,6 +109,15 @@ pub struct ManagerConfig {
     /// the job's working directory (tmpfs, overlay). Empty: such a start with IO
     /// limits is refused.
     pub io_devices: Vec<DeviceNumber>,
+    /// Run every job's program as this `(uid, gid)` with no supplementary groups,
+    /// when set. Default `None`: jobs run as the server's own user (root in the
+    /// intended deployment), because the commands people send to a remote machine
+    /// (package installs, device access, reading any file) often need it; namespaces
+    /// and cgroups confine a job but are no security boundary against root. Set it
+    /// (qexecd `--job-user nobody`) for untrusted work such as fuzzing farms. The
+    /// isolated init keeps the server's identity to set up the namespaces; only the
+    /// target program drops to these credentials, with `no_new_privs`.
+    pub job_credentials: Option<(u32, u32)>,
 }
 
 impl ManagerConfig {
@@ -127,6 +136,7 @@ impl ManagerConfig {
             cgroups: true,
             cgroup_subtree: crate::cgroup::DEFAULT_SUBTREE.to_owned(),
             io_devices: Vec::new(),
+            job_credentials: None,
         }
     }
 

@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Interval of keep-alive pings.
     pub keep_alive: Duration,
+    /// Run jobs as this `(uid, gid)` (see `ManagerConfig::job_credentials`); `None`:
+    /// as the server's user.
+    pub job_credentials: Option<(u32, u32)>,
     /// Limits a job gets when its start request leaves one unset. Default: none (an
     /// unset limit stays unlimited, up to `max_limits`).
     pub default_limits: Limits,
@@ -120,6 +123,7 @@ impl ServerConfig {
             request_timeout: limits::REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
+            job_credentials: None,
             default_limits: Limits::default(),
             max_limits: Limits::default(),
         }
@@ -292,6 +296,7 @@ impl Server {
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
         mc.isolation = config.isolation;
+        mc.job_credentials = config.job_credentials;
         mc.default_limits = config.default_limits.clone();
         mc.max_limits = config.max_limits.clone();
         let manager = JobManager::new(mc)
