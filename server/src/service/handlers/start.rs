@@ -149,17 +149,20 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
 
     let request_stream = ctl.id;
     let input = async {
-        let end = if stdin {
+        let (end, held_stdin) = if stdin {
             stdin_phase(ctx, &mut ctl, started.stdin).await
         } else {
             if let Some(w) = started.stdin {
                 w.close();
             }
-            drain(&mut ctl).await
+            (drain(&mut ctl).await, None)
         };
         if stop_on_detach {
             detach_watch(ctx, id, end).await;
         }
+        // Closed only now: on a detach, an EOF before the stop would let the job end
+        // by itself (`cat` exits 0) instead of being stopped (spec: QX-SRV-7).
+        drop(held_stdin);
     };
     let output = async {
         if let Some((permit, f)) = follower {
@@ -199,15 +202,21 @@ async fn drain(ctl: &mut Control) -> InputEnd {
 }
 
 /// `StdinData`* `StdinEof` FIN (spec: QX-STREAM-*). If the job stops reading its
-/// stdin, further data is read and dropped so the stream still ends cleanly.
-async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdin>) -> InputEnd {
+/// stdin, further data is read and dropped so the stream still ends cleanly. When the
+/// stream is reset or the connection lost, the job's stdin writer is handed back
+/// still open, so that a `stop_on_detach` stop comes before the job sees EOF.
+async fn stdin_phase(
+    ctx: &ConnCtx,
+    ctl: &mut Control,
+    mut stdin: Option<JobStdin>,
+) -> (InputEnd, Option<JobStdin>) {
     loop {
         match ctl.next_frame().await {
             Ok(Some(ClientMessage::StdinData(data))) => {
                 if let Some(w) = stdin.as_mut() {
                     let written = tokio::select! {
                         r = w.write_all(&data) => r,
-                        _ = ctx.conn.closed() => return InputEnd::Lost,
+                        _ = ctx.conn.closed() => return (InputEnd::Lost, stdin),
                     };
                     if written.is_err() {
                         stdin = None;
@@ -218,19 +227,27 @@ async fn stdin_phase(ctx: &ConnCtx, ctl: &mut Control, mut stdin: Option<JobStdi
                 if let Some(w) = stdin.take() {
                     w.close();
                 }
-                return match ctl.next_frame().await {
+                let end = match ctl.next_frame().await {
                     Ok(None) => InputEnd::Finished,
                     Ok(Some(_)) => bad_frame(ctl, "frame after StdinEof"),
                     Err(e) => read_end(ctl, e),
                 };
+                return (end, None);
             }
             Ok(Some(_)) => {
-                return bad_frame(ctl, "only StdinData and StdinEof may follow a Start");
+                return (
+                    bad_frame(ctl, "only StdinData and StdinEof may follow a Start"),
+                    None,
+                );
             }
             // The stream state refuses a FIN before StdinEof (a fault, below); the
             // job's stdin is closed either way when `stdin` is dropped.
-            Ok(None) => return InputEnd::Finished,
-            Err(e) => return read_end(ctl, e),
+            Ok(None) => return (InputEnd::Finished, None),
+            Err(e) => {
+                let end = read_end(ctl, e);
+                let keep = matches!(end, InputEnd::Reset | InputEnd::Lost);
+                return (end, if keep { stdin } else { None });
+            }
         }
     }
 }
