@@ -8,7 +8,14 @@ use qexec_protocol::JobId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
-use super::{JobError, JobStdin};
+use crate::JobError;
+
+/// Writer to a job's standard input. Dropping it (or [`JobStdin::close`]) sends EOF.
+#[derive(Debug)]
+pub struct JobStdin {
+    job: JobId,
+    pipe: pipe::Sender,
+}
 
 impl JobStdin {
     /// Wraps the write end of a job's stdin pipe.
@@ -19,7 +26,10 @@ impl JobStdin {
         })
     }
 
-    pub(crate) async fn write_all_impl(&mut self, data: &[u8]) -> Result<(), JobError> {
+    /// Writes all of `data` to the job's stdin (waits while the pipe is full).
+    /// Cancel-safe in the sense that dropping the future stops writing; how much was
+    /// written is then unknown.
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), JobError> {
         self.pipe
             .write_all(data)
             .await
@@ -28,4 +38,7 @@ impl JobStdin {
                 source,
             })
     }
+
+    /// Closes the job's stdin (EOF).
+    pub fn close(self) {}
 }

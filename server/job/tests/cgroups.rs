@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use qexec_job::cgroup::{Cgroups, Controller};
+use qexec_job::testkit::{require_root, skip_unless};
+use qexec_job::{JobManager, JobSpec, ManagerConfig, StartError};
 use qexec_protocol::{JobState, JobStatus, Limits, StopReason, Termination};
-use qexec_server::cgroup::{Cgroups, Controller};
-use qexec_server::{JobManager, JobSpec, ManagerConfig, StartError};
 
 /// Generous bound for anything that should take well under a second.
 const LONG: Duration = Duration::from_secs(60);
@@ -27,22 +28,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Whether this process may use cgroups; prints why not when a test skips.
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root (cgroups) and CI=true forbids skipping it"
-    );
-    println!("SKIPPED {test}: needs root to create cgroups; run the tests as root");
-    false
-}
-
 /// Runs a root test body on its own runtime.
 fn run<F: Future<Output = Result<()>>>(test: &str, body: impl FnOnce() -> F) {
-    if !root_or_skip(test) {
+    if !require_root(test) {
         return;
     }
     let rt = runtime();
@@ -479,10 +467,8 @@ fn a_daemonised_grandchild_does_not_outlive_its_job() {
             let mut out = Vec::new();
             let status = loop {
                 match within("the job's output", f.next()).await?? {
-                    Some(qexec_server::FollowEvent::Data { data, .. }) => {
-                        out.extend_from_slice(&data)
-                    }
-                    Some(qexec_server::FollowEvent::End(status)) => break status,
+                    Some(qexec_job::FollowEvent::Data { data, .. }) => out.extend_from_slice(&data),
+                    Some(qexec_job::FollowEvent::End(status)) => break status,
                     None => bail!("the follower ended without a status"),
                 }
             };
@@ -514,15 +500,12 @@ fn io_limits_apply_to_the_disk_behind_the_working_directory() {
             let dir = tempdir()?;
             let subtree = unique_subtree("io");
             let (m, dirs) = manager(dir.path(), &subtree).await?;
-            let disk = match qexec_server::cgroup::block_device_of(dir.path()) {
+            let disk = match qexec_job::cgroup::block_device_of(dir.path()) {
                 Ok(d) => d,
                 Err(e) => {
-                    ensure!(
-                        std::env::var("CI").as_deref() != Ok("true"),
-                        "no disk behind the test directory: {e}"
-                    );
-                    println!(
-                        "SKIPPED io_limits_apply_to_the_disk_behind_the_working_directory: {e}"
+                    skip_unless(
+                        "io_limits_apply_to_the_disk_behind_the_working_directory",
+                        Err(format!("no disk behind the test directory: {e}")),
                     );
                     return finish(m, dirs).await;
                 }

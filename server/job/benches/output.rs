@@ -4,18 +4,18 @@
 //! fed by `dd if=/dev/zero bs=128k`). Prints the median MB/s of several runs of each, their ratio, and the peak RSS
 //! of this process (VmHWM, reset before the manager runs) while the manager worked.
 //!
-//! `cargo bench -p qexec-server --bench output`. `QEXEC_BENCH_BYTES` (default 1 GiB)
+//! `cargo bench -p qexec-job --bench output`. `QEXEC_BENCH_BYTES` (default 1 GiB)
 //! and `QEXEC_BENCH_RUNS` (default 5) override the sizes; `QEXEC_BENCH_DIR` the
 //! directory of the state dir (default: the system temp dir).
-//! Targets (issue 3): ≥ 60 % of the pipe's throughput, RSS < 64 MiB.
+//! Targets (README "Performance"): ≥ 60 % of the pipe's throughput, RSS < 64 MiB.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use qexec_job::{FollowEvent, JobManager, JobSpec, ManagerConfig};
 use qexec_protocol::{JobState, Termination};
-use qexec_server::{FollowEvent, JobManager, JobSpec, ManagerConfig};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

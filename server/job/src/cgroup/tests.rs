@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use qexec_protocol::Limits;
 
 use super::*;
+use crate::testkit;
 
 // ---------------------------------------------------------------------------------
 // Fixtures (no root needed)
@@ -468,20 +469,18 @@ fn names_are_one_safe_component() {
 /// The host's cgroups under a subtree private to this test, or `None` (with the
 /// reason printed) where they cannot be used. Under `CI=true` that is a failure.
 fn real(tag: &str) -> Option<Real> {
-    let skip = |why: String| {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("cgroup test {tag} cannot run under CI=true: {why}");
-        }
-        eprintln!("SKIP cgroup test {tag}: {why}");
-        None
-    };
-    if !nix::unistd::Uid::effective().is_root() {
-        return skip("not running as root".into());
+    let what = format!("cgroup test {tag}");
+    if !testkit::require_root(&what) {
+        return None;
     }
     let subtree = format!("qexec-test-{}-{tag}", std::process::id());
     let cg = Cgroups::detect_with_subtree(&subtree);
-    if let Some(r) = &cg.capabilities().unavailable {
-        return skip(format!("cgroups unavailable: {r}"));
+    let available = match &cg.capabilities().unavailable {
+        Some(r) => Err(format!("cgroups unavailable: {r}")),
+        None => Ok(()),
+    };
+    if !testkit::skip_unless(&what, available) {
+        return None;
     }
     eprintln!("{tag}: {}", cg.capabilities());
     Some(Real { cg })
@@ -545,8 +544,8 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     wait_for(timeout, || Ok(cond())).unwrap()
 }
 
-/// Done when: "Memory: a job that allocates past a 64 MiB limit is OOM-killed and its
-/// status says so."
+/// Memory: a job that allocates past a 64 MiB limit is OOM-killed and its status says
+/// so.
 #[test]
 fn real_memory_limit_oom_kills() {
     let Some(r) = real("memory") else { return };
@@ -576,8 +575,8 @@ fn real_memory_limit_oom_kills() {
     r.finish();
 }
 
-/// Done when: "CPU: a busy-loop job limited to 0.2 CPU uses at most ~0.25 CPU-seconds
-/// per wall second (measured from cgroup usage over ≥ 2 s)."
+/// CPU: a busy-loop job limited to 0.2 CPU uses at most ~0.25 CPU-seconds per wall
+/// second (measured from cgroup usage over ≥ 2 s).
 #[test]
 fn real_cpu_limit_throttles_busy_loop() {
     let Some(r) = real("cpu") else { return };
@@ -615,7 +614,7 @@ fn real_cpu_limit_throttles_busy_loop() {
     r.finish();
 }
 
-/// Done when: "IO: dd with oflag=direct limited to 5 MB/s writes at ≤ ~5.5 MB/s."
+/// IO: dd with oflag=direct limited to 5 MB/s writes at ≤ ~5.5 MB/s.
 /// Target: `$QEXEC_CGROUP_TEST_IO_TARGET` (a block device such as /dev/ram0 in the VM,
 /// or a file path), else a file in a tempdir under the current directory.
 #[test]
@@ -637,8 +636,7 @@ fn real_io_limit_throttles_direct_writes() {
     let dev = match block_device_of(&probe) {
         Ok(d) => d,
         Err(e) => {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{e}");
-            eprintln!("SKIP cgroup test io: {e}");
+            testkit::skip_unless("cgroup test io", Err(e.to_string()));
             return;
         }
     };
@@ -679,8 +677,7 @@ fn real_io_limit_throttles_direct_writes() {
     r.finish();
 }
 
-/// Done when: "pids: a fork bomb limited to 32 pids cannot exceed it and is stopped
-/// cleanly."
+/// pids: a fork bomb limited to 32 pids cannot exceed it and is stopped cleanly.
 #[test]
 fn real_pids_limit_contains_fork_bomb() {
     let Some(r) = real("pids") else { return };
@@ -715,8 +712,8 @@ fn real_pids_limit_contains_fork_bomb() {
     r.finish();
 }
 
-/// Done when: "Stop kills a tree that tries to escape by double-forking; no qexec
-/// cgroup remains after the tests."
+/// Stop kills a tree that tries to escape by double-forking; no qexec cgroup remains
+/// after the tests.
 #[test]
 fn real_kill_all_kills_double_forked_tree() {
     let Some(r) = real("kill") else { return };

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use qexec_job::testkit::{require_root, skip_unless};
+use qexec_job::{FollowEvent, Follower, JobManager, JobSpec, ManagerConfig, StartError};
 use qexec_protocol::{
     JobId, JobState, JobStatus, OutputStream, SpawnFailure, StopReason, Termination,
 };
-use qexec_server::{FollowEvent, Follower, JobManager, JobSpec, ManagerConfig, StartError};
 
 static PROCESS_WIDE: RwLock<()> = RwLock::new(());
 
@@ -81,18 +82,19 @@ fn plain_config(dir: &Path) -> ManagerConfig {
     c
 }
 
-/// Whether a test that needs isolation may run; prints why not when it skips.
+/// Whether a test that needs isolation may run (the manager has it); prints why not
+/// when it skips, fails under `CI=true`.
 fn isolation_or_skip(m: &JobManager, test: &str) -> Result<bool> {
     let caps = m.capabilities();
-    if caps.isolation {
-        return Ok(true);
-    }
-    let why = caps.isolation_unavailable.unwrap_or_default();
-    if std::env::var("CI").as_deref() == Ok("true") {
-        bail!("{test} needs job isolation, unavailable here: {why}");
-    }
-    println!("SKIPPED {test}: job isolation is unavailable here ({why}); run as root");
-    Ok(false)
+    let available = if caps.isolation {
+        Ok(())
+    } else {
+        Err(format!(
+            "job isolation is unavailable here ({}); run as root",
+            caps.isolation_unavailable.unwrap_or_default()
+        ))
+    };
+    Ok(skip_unless(test, available))
 }
 
 /// Host pids of every process in the PID namespace of `pid` (other than ours).
@@ -441,9 +443,7 @@ fn stalled_follower_does_not_slow_another() {
     });
 }
 
-fn spawn_failure(
-    r: Result<qexec_server::StartedJob, StartError>,
-) -> Result<(SpawnFailure, String)> {
+fn spawn_failure(r: Result<qexec_job::StartedJob, StartError>) -> Result<(SpawnFailure, String)> {
     match r {
         Err(StartError::Spawn { failure, message }) => Ok((failure, message)),
         Err(e) => bail!("expected a spawn failure, got {e:?}"),
@@ -625,11 +625,11 @@ fn signal_reaches_the_main_program() {
         );
         assert!(matches!(
             m.signal(job.id, 0),
-            Err(qexec_server::JobError::InvalidSignal { signal: 0, .. })
+            Err(qexec_job::JobError::InvalidSignal { signal: 0, .. })
         ));
         let unknown = JobId::from_u128(7);
         assert!(
-            matches!(m.status(unknown), Err(qexec_server::JobError::NotFound(id)) if id == unknown)
+            matches!(m.status(unknown), Err(qexec_job::JobError::NotFound(id)) if id == unknown)
         );
         Ok(())
     });
@@ -873,7 +873,7 @@ fn list_is_oldest_first_and_retention_forgets_old_jobs() {
         assert_eq!(listed, ids[2..]);
         assert!(matches!(
             m.status(ids[0]),
-            Err(qexec_server::JobError::NotFound(_))
+            Err(qexec_job::JobError::NotFound(_))
         ));
         assert!(!dir.path().join(format!("state/jobs/{}", ids[0])).exists());
         assert!(
@@ -943,7 +943,7 @@ fn api_futures_and_handles_are_send() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<JobManager>();
     send_sync::<Follower>();
-    send_sync::<qexec_server::JobStdin>();
+    send_sync::<qexec_job::JobStdin>();
     run(|| async {
         let dir = tempdir()?;
         let m = manager(dir.path()).await?;
@@ -962,16 +962,12 @@ fn api_futures_and_handles_are_send() {
     });
 }
 
-/// issue 5: the server can run jobs as an unprivileged uid/gid (no supplementary
+/// The server can run jobs as an unprivileged uid/gid (no supplementary
 /// groups), isolated (the init stays root, the target drops) and not.
 #[test]
 fn jobs_run_as_the_configured_user() {
     run(|| async {
-        if !nix::unistd::geteuid().is_root() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                bail!("jobs_run_as_the_configured_user needs root to change credentials");
-            }
-            println!("SKIPPED jobs_run_as_the_configured_user: needs root to change credentials");
+        if !require_root("jobs_run_as_the_configured_user (changes credentials)") {
             return Ok(());
         }
         for isolated in [false, true] {

@@ -67,11 +67,11 @@ extern "C" fn init_mode_hook(argc: c_int, argv: *const *const c_char, envp: *con
         }
     }
     // Never returns: the init exits when the job ends.
-    crate::job::spawn::reexec_main(&args, &env);
+    super::init::reexec_main(&args, &env);
 }
 
 /// References the hook, so that every binary that can start an isolated job links the
-/// object file holding it (the probe of `job::namespace` checks it works).
+/// object file holding it (the isolation probe, `crate::probe`, checks it works).
 pub(crate) fn keep_hook_linked() {
     #[cfg(target_env = "gnu")]
     std::hint::black_box(&INIT_MODE_HOOK);

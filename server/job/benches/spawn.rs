@@ -2,17 +2,17 @@
 //! without isolation (new PID/mount/net/UTS/IPC namespaces + init). Prints the median
 //! jobs/s over several runs and the isolated/plain ratio, all measured in this run.
 //!
-//! `cargo bench -p qexec-server --bench spawn` (as root for the isolated figures).
+//! `cargo bench -p qexec-job --bench spawn` (as root for the isolated figures).
 //! `QEXEC_BENCH_JOBS` (jobs per run, default 400) and `QEXEC_BENCH_RUNS` (default 7)
 //! override the sizes; `QEXEC_BENCH_THREADS` (default `1,2`) the parallelism levels;
 //! `QEXEC_BENCH_HEAP_MIB` gives the benchmark process a resident heap of that size, as a
-//! long-running server has. Target (issue 5): isolated ≥ 300 jobs/s on a 2-core machine.
+//! long-running server has. Target (README "Performance"): isolated ≥ 300 jobs/s on a 2-core machine.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use qexec_job::testkit::{isolation_available, spawn_and_wait};
 use qexec_protocol::Termination;
-use qexec_server::__spawn_bench_hooks::{isolation_available, spawn_and_wait};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -77,16 +77,17 @@ fn page_size() -> usize {
 ///
 /// Returns the child's pid (as seen from the caller's PID namespace) and its pidfd.
 ///
-/// # Contract of `child`
-/// It runs in the child of a multi-threaded process whose other threads do not exist
-/// there: any lock they held stays locked, and glibc still believes they exist. It
-/// therefore only calls the async-signal-safe child-side functions of this module (raw
-/// system calls; no allocation, no locks, no glibc wrappers that talk to other threads
-/// such as `setuid`), must not panic, and ends with [`execve`]/[`execveat_fd`] or
-/// [`exit_now`] (its `Infallible` return type makes returning impossible). As it writes
-/// into the caller's memory, it modifies nothing but its own stack and `errno` (the
-/// suspended caller looks at neither).
-pub(crate) fn vfork_and_run<F>(
+/// # Safety
+/// `child` runs in the child of a multi-threaded process whose other threads do not
+/// exist there: any lock they held stays locked, and glibc still believes they exist.
+/// The caller must make sure that `child` therefore only calls the async-signal-safe
+/// child-side functions of `sys` (raw system calls; no allocation, no locks, no glibc
+/// wrappers that talk to other threads such as `setuid`), never panics, and ends with
+/// [`execve`]/[`execveat_fd`] or [`exit_now`] (its `Infallible` return type makes
+/// returning impossible). As it runs in the caller's memory, it must modify nothing
+/// but its own stack and `errno` (the suspended caller looks at neither). The only
+/// callers are `sys::child::{start_child, start_target}`, whose closures are fixed.
+pub(super) unsafe fn vfork_and_run<F>(
     stack: &ChildStack,
     ns_flags: libc::c_int,
     want_pidfd: bool,
@@ -115,7 +116,7 @@ where
     // SAFETY: `stack` is a valid, exclusively used stack mapping; `trampoline::<F>` gets
     // a pointer to `child`, which outlives the child's use of it (CLONE_VFORK); with
     // CLONE_PIDFD the kernel writes the pidfd through the parent_tid argument. What the
-    // child does is the documented contract above.
+    // child does is the caller's obligation (`# Safety` above).
     let ret = unsafe {
         libc::clone(
             trampoline::<F>,
