@@ -29,7 +29,7 @@
 //! - Cgroups ([`ManagerConfig::cgroups`], on by default when the host allows it):
 //!   every job gets its own cgroup, created before the spawn and joined by the child
 //!   before it executes anything, with the job's effective limits; it is used for
-//!   accounting ([`JobStatus::usage`], `oom_killed`), to stop the job as a whole and
+//!   accounting ([`JobStatus::usage`](qexec_protocol::JobStatus::usage), `oom_killed`), to stop the job as a whole and
 //!   is removed when the job ended. Without cgroups a start that asks for limits is
 //!   refused ([`StartError::LimitUnavailable`]).
 //! - Stop: SIGTERM to every process of the job, `grace`, then SIGKILL (`lifecycle`
