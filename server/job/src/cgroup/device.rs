@@ -1,43 +1,10 @@
 //! The block device behind a path, as the whole disk the IO controllers throttle.
 
-use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::CgroupError;
-
-/// A block device number (`major:minor`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceNumber {
-    /// Major number.
-    pub major: u32,
-    /// Minor number.
-    pub minor: u32,
-}
-
-impl fmt::Display for DeviceNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
-
-impl DeviceNumber {
-    fn from_dev(dev: u64) -> Self {
-        // Major and minor numbers are at most 12 and 20 bits: the casts cannot truncate.
-        Self {
-            major: nix::sys::stat::major(dev) as u32,
-            minor: nix::sys::stat::minor(dev) as u32,
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        let (ma, mi) = text.trim().split_once(':')?;
-        Some(Self {
-            major: ma.parse().ok()?,
-            minor: mi.parse().ok()?,
-        })
-    }
-}
+use super::device_number::DeviceNumber;
+use super::error::CgroupError;
 
 /// The whole disk backing `path`: the device itself when `path` is a block device,
 /// else the device of the filesystem holding it; a partition is replaced by its disk

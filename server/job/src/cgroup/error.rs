@@ -3,7 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{Controller, DeviceNumber};
+use super::device_number::DeviceNumber;
+use super::report::Controller;
 
 /// A failure of a cgroup operation.
 #[derive(Debug, thiserror::Error)]

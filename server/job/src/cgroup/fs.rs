@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{AccessFlags, access};
 
-use super::CgroupError;
+use super::error::CgroupError;
 
 /// Reads a whole control file.
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {

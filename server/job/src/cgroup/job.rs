@@ -4,11 +4,13 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use qexec_protocol::ResourceUsage;
 
-use super::{CgroupError, Controller, KILL_TIMEOUT, fs, parse, v1, v2};
+use super::common::{collect_pids, send};
+use super::error::CgroupError;
+use super::report::Controller;
+use super::{fs, parse, v1, v2};
 
 /// Task counts of a job cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,84 +191,10 @@ impl Drop for JobCgroup {
     }
 }
 
-/// Pids in `dir/cgroup.procs` and in every cgroup below it.
-pub(super) fn collect_pids(dir: &Path, out: &mut BTreeSet<u32>) -> Result<(), CgroupError> {
-    match fs::read_optional(&dir.join("cgroup.procs"))? {
-        Some(text) => out.extend(parse::pids(&text)),
-        None => return Ok(()),
-    }
-    for child in fs::child_dirs(dir)? {
-        collect_pids(&child, out)?;
-    }
-    Ok(())
-}
-
 /// Removes `dir` after every cgroup below it, deepest first.
 fn rmdir_tree(dir: &Path) -> Result<(), CgroupError> {
     for child in fs::child_dirs(dir)? {
         rmdir_tree(&child)?;
     }
     fs::rmdir(dir)
-}
-
-/// Sends `signal` to `pid`; false when it is already gone.
-fn send(pid: u32, signal: nix::sys::signal::Signal) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
-        return false;
-    };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal).is_ok()
-}
-
-/// Polls `done` with a growing pause (1 ms .. 20 ms) until it holds or `timeout`
-/// passes; returns whether it held. Used only where the kernel offers no event to wait
-/// on without extra machinery (a cgroup emptying after SIGKILL, a freeze settling).
-pub(super) fn wait_for(
-    timeout: Duration,
-    mut done: impl FnMut() -> Result<bool, CgroupError>,
-) -> Result<bool, CgroupError> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if done()? {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// Freeze → SIGKILL every pid → thaw, until `pids` is empty; shared by v1 (freezer)
-/// and v2 without `cgroup.kill`. `freeze(true/false)` freezes/thaws and waits for it
-/// to settle; without a freezer it does nothing (plain kill loop).
-pub(super) fn freeze_kill_loop(
-    path: &Path,
-    pids: impl Fn() -> Result<Vec<u32>, CgroupError>,
-    freeze: impl Fn(bool) -> Result<(), CgroupError>,
-) -> Result<(), CgroupError> {
-    let deadline = Instant::now() + KILL_TIMEOUT;
-    let mut rounds = 0;
-    loop {
-        let now = pids()?;
-        if now.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(CgroupError::KillIncomplete {
-                path: path.to_owned(),
-                rounds,
-                remaining: now,
-            });
-        }
-        rounds += 1;
-        freeze(true)?;
-        // Frozen: no process can fork, so this list is complete.
-        for pid in pids()? {
-            send(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        freeze(false)?;
-        wait_for(Duration::from_millis(500), || Ok(pids()?.is_empty()))?;
-    }
 }

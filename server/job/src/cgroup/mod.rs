@@ -21,7 +21,9 @@
 //! no-internal-process rule wants); v1 `<mount>/qexec/<job>` in each controller used
 //! (cpu, cpuacct, memory, blkio, pids, freezer).
 
+mod common;
 mod device;
+mod device_number;
 mod error;
 mod fs;
 mod job;
@@ -31,34 +33,27 @@ mod v1;
 mod v2;
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use qexec_protocol::{Limits, ResourceUsage};
+use qexec_protocol::Limits;
 
 use parse::MountEntry;
 
-pub use device::{DeviceNumber, block_device_of};
+pub use device::block_device_of;
+pub use device_number::DeviceNumber;
 pub use error::{CgroupError, LimitError, LimitKind};
 pub use job::{JobCgroup, PidsStats};
 pub use report::{
     CgroupCapabilities, CgroupVersion, Controller, ControllerStatus, HostLayout, KillMethod,
 };
 
-use job::{Inner, collect_pids, freeze_kill_loop, wait_for};
+use job::Inner;
 
 /// Name of the directory that holds qexec's job cgroups in each hierarchy.
 pub const DEFAULT_SUBTREE: &str = "qexec";
 
-/// CFS period used for CPU limits, in microseconds.
-const CPU_PERIOD_USEC: u64 = 100_000;
-
 /// Smallest CPU limit: the kernel refuses quotas below 1 ms per period.
 const MIN_CPU_MILLIS: u32 = 10;
-
-/// How long [`JobCgroup::kill_all`] keeps trying before it reports failure.
-const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One stale cgroup [`Cgroups::cleanup_stale`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,23 +62,6 @@ pub struct StaleCgroup {
     pub name: String,
     /// Processes that were killed to empty it.
     pub killed: Vec<u32>,
-}
-
-/// One controller's files in a job's cgroup directory: one small type per controller
-/// implements it, in `v1` and in `v2` (each layout names its files differently).
-trait ControllerFiles: fmt::Debug + Sync {
-    /// Writes this controller's part of `limits` (IO limits apply to `io_devices`).
-    fn apply(
-        &self,
-        dir: &Path,
-        limits: &Limits,
-        io_devices: &[DeviceNumber],
-    ) -> Result<(), CgroupError>;
-
-    /// Adds what this controller measures to `usage`.
-    fn read_usage(&self, _dir: &Path, _usage: &mut ResourceUsage) -> Result<(), CgroupError> {
-        Ok(())
-    }
 }
 
 #[derive(Debug)]

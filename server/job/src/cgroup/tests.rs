@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use qexec_protocol::Limits;
 
+use super::common::{freeze_kill_loop, wait_for};
 use super::*;
 use crate::testkit;
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use qexec_protocol::{Limits, ResourceUsage};
 
-use super::{
-    CPU_PERIOD_USEC, CgroupError, Controller, ControllerFiles, ControllerStatus, DeviceNumber,
-    KillMethod, fs, parse,
-};
+use super::common::{CPU_PERIOD_USEC, ControllerFiles, collect_pids, freeze_kill_loop, wait_for};
+use super::device_number::DeviceNumber;
+use super::error::CgroupError;
+use super::report::{Controller, ControllerStatus, KillMethod};
+use super::{fs, parse};
 
 /// qexec's subtree in each v1 hierarchy.
 #[derive(Debug)]
@@ -146,7 +147,7 @@ impl Job {
         // process some other agent moved out of one of them.
         let mut all = BTreeSet::new();
         for d in self.dirs() {
-            super::collect_pids(&d, &mut all)?;
+            collect_pids(&d, &mut all)?;
         }
         Ok(all.into_iter().collect())
     }
@@ -159,7 +160,7 @@ impl Job {
             .cloned()
             .unwrap_or_default();
         let freezer = self.dirs.get(&Controller::Freezer).filter(|d| d.exists());
-        super::freeze_kill_loop(
+        freeze_kill_loop(
             &path,
             || self.pids(),
             |on| {
@@ -169,7 +170,7 @@ impl Job {
                 fs::write(&state, want)?;
                 // FREEZING until every task stopped; a task stuck in the kernel may
                 // never get there: go on and let the next round catch stragglers.
-                super::wait_for(Duration::from_millis(500), || {
+                wait_for(Duration::from_millis(500), || {
                     Ok(fs::read(&state)?.trim() == want)
                 })?;
                 Ok(())

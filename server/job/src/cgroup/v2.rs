@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use qexec_protocol::{Limits, ResourceUsage};
 
-use super::{
-    CPU_PERIOD_USEC, CgroupError, Controller, ControllerFiles, ControllerStatus, DeviceNumber,
-    KILL_TIMEOUT, KillMethod, fs, parse,
+use super::common::{
+    CPU_PERIOD_USEC, ControllerFiles, KILL_TIMEOUT, collect_pids, freeze_kill_loop, wait_for,
 };
+use super::device_number::DeviceNumber;
+use super::error::CgroupError;
+use super::report::{Controller, ControllerStatus, KillMethod};
+use super::{fs, parse};
 
 /// qexec's subtree in the v2 hierarchy.
 #[derive(Debug)]
@@ -155,7 +158,7 @@ impl Job {
 
     fn pids(&self) -> Result<Vec<u32>, CgroupError> {
         let mut all = BTreeSet::new();
-        super::collect_pids(&self.dir, &mut all)?;
+        collect_pids(&self.dir, &mut all)?;
         Ok(all.into_iter().collect())
     }
 
@@ -167,7 +170,7 @@ impl Job {
             // cgroup.kill SIGKILLs every process of the cgroup and its descendants,
             // including ones forking meanwhile.
             fs::write(&self.dir.join("cgroup.kill"), "1")?;
-            if super::wait_for(KILL_TIMEOUT, || Ok(!self.populated()?))? {
+            if wait_for(KILL_TIMEOUT, || Ok(!self.populated()?))? {
                 return Ok(());
             }
             return Err(CgroupError::KillIncomplete {
@@ -178,7 +181,7 @@ impl Job {
         }
         let freeze_file = self.dir.join("cgroup.freeze");
         let events = self.dir.join("cgroup.events");
-        super::freeze_kill_loop(
+        freeze_kill_loop(
             &self.dir,
             || self.pids(),
             |on| {
@@ -189,7 +192,7 @@ impl Job {
                 let want = u64::from(on);
                 // A task stuck in the kernel may never freeze: go on after a while and
                 // let the next round catch what forked meanwhile.
-                super::wait_for(Duration::from_millis(500), || {
+                wait_for(Duration::from_millis(500), || {
                     Ok(fs::read_optional(&events)?
                         .is_none_or(|t| parse::keyed(&t, "frozen") == Some(want)))
                 })?;

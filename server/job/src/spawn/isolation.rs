@@ -10,8 +10,9 @@ use std::sync::OnceLock;
 
 use qexec_protocol::{JobId, SpawnFailure};
 
-use super::SpawnError;
-use crate::sys::child::ChildIsolation;
+use super::error::{SpawnError, setup_error};
+use super::pipes::{pipe, set_nonblocking};
+use crate::sys::plan::ChildIsolation;
 use crate::sys::{self, CStringArray};
 
 /// Longest hostname the kernel accepts (`HOST_NAME_MAX`).
@@ -163,10 +164,10 @@ impl<'a> Prepared<'a> {
                 ),
             ));
         }
-        let (r, w) = super::pipe("status")?;
-        super::set_nonblocking(&r, "status")?;
+        let (r, w) = pipe("status")?;
+        set_nonblocking(&r, "status")?;
         let self_exe = self_exe().map_err(|e| {
-            super::setup_error(format!(
+            setup_error(format!(
                 "cannot open /proc/self/exe to run the job's init: {e}; isolation needs /proc"
             ))
         })?;

@@ -63,7 +63,9 @@
 //! job's init, `process` is the handle to the running job. The child-side code is
 //! [`crate::sys::child`].
 
+mod error;
 mod isolation;
+mod pipes;
 mod process;
 mod resolve;
 #[cfg(test)]
@@ -74,14 +76,17 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use qexec_protocol::SpawnFailure;
 
+pub(crate) use self::error::SpawnError;
+use self::error::setup_error;
 pub(crate) use self::isolation::IsolationConfig;
+use self::pipes::{above_stdio, pipe, set_nonblocking};
 pub(crate) use self::process::ChildProcess;
 pub(crate) use self::resolve::DEFAULT_PATH;
 use self::resolve::Target;
-use crate::sys::child::{ChildPlan, Stage, start_child};
+use crate::sys::child::start_child;
+use crate::sys::plan::{ChildPlan, Stage};
 use crate::sys::{self, isolate};
 
 /// Everything one spawn needs.
@@ -117,25 +122,6 @@ pub(crate) struct SpawnedChild {
     pub(crate) stdout: OwnedFd,
     /// Read end of the stderr pipe (non-blocking, close-on-exec).
     pub(crate) stderr: OwnedFd,
-}
-
-/// A typed spawn failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub(crate) struct SpawnError {
-    /// Which failure (maps to the wire's `SpawnFailure`).
-    pub(crate) failure: SpawnFailure,
-    /// What failed, on what, and what to do.
-    pub(crate) message: String,
-}
-
-impl SpawnError {
-    pub(crate) fn new(failure: SpawnFailure, message: impl Into<String>) -> Self {
-        Self {
-            failure,
-            message: message.into(),
-        }
-    }
 }
 
 /// Starts a job. Returns once the target program was exec'd (or failed to be).
@@ -344,37 +330,4 @@ fn failure_for(stage: u32, errno: i32, argv0: &[u8], program: &Path, cwd: &Path)
             format!("cannot start {name}: failed to {}: {err}", stage.describe()),
         ),
     }
-}
-
-fn setup_error(message: String) -> SpawnError {
-    SpawnError::new(SpawnFailure::Setup, message)
-}
-
-/// A close-on-exec pipe `(read, write)`.
-fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
-        setup_error(format!(
-            "cannot create the job's {what} pipe: {e} (out of descriptors?)"
-        ))
-    })
-}
-
-fn set_nonblocking(fd: &OwnedFd, what: &str) -> Result<(), SpawnError> {
-    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-        .map(drop)
-        .map_err(|e| {
-            setup_error(format!(
-                "cannot make the job's {what} pipe non-blocking: {e}"
-            ))
-        })
-}
-
-/// Moves `fd` to a number `>= 3` (close-on-exec) if it is one of 0, 1, 2.
-fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
-    if fd.as_raw_fd() >= 3 {
-        return Ok(fd);
-    }
-    // `try_clone` duplicates with F_DUPFD_CLOEXEC starting at 3.
-    fd.try_clone()
-        .map_err(|e| setup_error(format!("cannot duplicate a job pipe descriptor: {e}")))
 }

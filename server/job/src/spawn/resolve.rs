@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use qexec_protocol::SpawnFailure;
 
-use super::SpawnError;
+use super::error::SpawnError;
 use crate::sys::CStringArray;
 
 /// `PATH` used to find the program (and given to the job) when its environment has

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use qexec_protocol::{JobId, SpawnFailure, Termination};
 

@@ -56,7 +56,8 @@ use std::convert::Infallible;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use super::child::{ChildPlan, Stage, report_and_exit, start_target};
+use super::child::{report_and_exit, start_target};
+use super::plan::{ChildPlan, Stage};
 use super::{self as sys, CStringArray, ChildStack, Errno, SignalFd};
 
 /// Value queued with `SIGTERM` to ask the init to terminate every process of the job.

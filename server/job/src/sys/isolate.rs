@@ -21,7 +21,7 @@
 //! root in a job is root on the host's files (jobs that must not be root run with
 //! credentials, and always with `no_new_privs`).
 
-use super::child::{ChildIsolation, Stage};
+use super::plan::{ChildIsolation, Stage};
 use super::{Errno, bring_up_loopback, make_mounts_private, mount, set_hostname};
 
 /// The namespaces every isolated job gets.

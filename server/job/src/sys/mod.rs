@@ -26,17 +26,17 @@
 //! `qexec_protocol::Termination`): the hook enters the init here, and the init starts
 //! its target here, without calling up into `spawn`.
 
+mod base;
 pub(crate) mod child;
 mod hook;
 pub(crate) mod init;
 pub(crate) mod isolate;
 mod ns;
+pub(crate) mod plan;
 mod process;
 mod reactor;
 
-use std::ffi::{CString, c_char};
-use std::fmt;
-
+pub(crate) use base::{CStringArray, Errno};
 pub(crate) use hook::{INIT_MODE_MAGIC, PROBE_MODE_MAGIC, PROBE_MODE_OUTPUT, keep_hook_linked};
 use ns::{
     SignalFd, bring_up_loopback, make_mounts_private, mount, poll_signal_or_hangup, set_hostname,
@@ -49,65 +49,3 @@ use process::{
     write_all,
 };
 pub(crate) use reactor::async_fd;
-
-/// A raw `errno` value reported by a child-side system call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Errno(pub(crate) i32);
-
-impl Errno {
-    /// The calling thread's current `errno`.
-    fn last() -> Self {
-        // `last_os_error` only reads errno; it does not allocate.
-        Self(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
-
-    /// This errno as an [`std::io::Error`] (parent side; for messages).
-    pub(crate) fn to_io(self) -> std::io::Error {
-        std::io::Error::from_raw_os_error(self.0)
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.to_io().fmt(f)
-    }
-}
-
-/// Result of a child-side system call.
-pub(crate) type SysResult<T> = Result<T, Errno>;
-
-/// Turns the `-1`-on-error convention of libc calls into a [`SysResult`].
-fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
-    if ret == -1 {
-        Err(Errno::last())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// A NULL-terminated array of C strings (`argv`, `envp`), built by the parent before
-/// cloning so the child only passes pointers along.
-#[derive(Debug)]
-pub(crate) struct CStringArray {
-    /// Owns the bytes the pointers point into.
-    _strings: Vec<CString>,
-    /// One pointer per string, then NULL.
-    ptrs: Vec<*const c_char>,
-}
-
-impl CStringArray {
-    /// Builds the array; it keeps `strings` alive as long as itself.
-    pub(crate) fn new(strings: Vec<CString>) -> Self {
-        let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-        ptrs.push(std::ptr::null());
-        Self {
-            _strings: strings,
-            ptrs,
-        }
-    }
-
-    /// Pointer to the NULL-terminated pointer array.
-    fn as_ptr(&self) -> *const *const c_char {
-        self.ptrs.as_ptr()
-    }
-}

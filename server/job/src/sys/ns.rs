@@ -5,7 +5,7 @@ use std::ffi::{CStr, c_void};
 use std::mem;
 use std::os::fd::RawFd;
 
-use super::{Errno, SysResult, check};
+use super::base::{Errno, SysResult, check};
 
 /// Makes every mount in the caller's mount namespace private (recursively), so that
 /// nothing mounted afterwards propagates back to the host. Must run before any mount.

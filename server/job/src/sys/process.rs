@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use qexec_protocol::Termination;
 
-use super::{CStringArray, Errno, SysResult, check};
+use super::base::{CStringArray, Errno, SysResult, check};
 
 /// Size of a [`ChildStack`], guard page included.
 const CHILD_STACK_LEN: usize = 256 * 1024;
