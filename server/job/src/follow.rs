@@ -6,7 +6,7 @@ use std::sync::Arc;
 use qexec_protocol::{JobStatus, OutputStream};
 
 use crate::JobError;
-use crate::manager::Job;
+use crate::manager::table::Job;
 use crate::output::{LogReader, ReadEvent};
 
 /// One event of a [`Follower`].

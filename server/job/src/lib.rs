@@ -51,25 +51,47 @@
 
 //!
 //! # Modules and their dependencies
-//! One room per file. Arrows are `use` edges between the crate's modules; the graph
-//! is acyclic (`sys` and `cgroup` use nothing else of the crate):
+//! One room per file. `A -> B` means a file of `A` uses an item defined in `B`
+//! (`lib.rs` and `sys/mod.rs` only declare modules and re-export, so edges through
+//! them are drawn to the defining file). The graph has no cycle; `sys` and `cgroup`
+//! use nothing else of the crate, and nothing in `sys` calls up into `spawn`.
 //! ```text
-//! lib (re-exports)
-//! manager ──► manager::{table, limits, cgroups, start, supervisor}
-//!   start ──► table, limits, cgroups, supervisor, spawn, stdin, output
-//!   supervisor ──► table, cgroups, lifecycle, output, spawn, sys
-//!   limits, cgroups ──► table? no: limits ──► table; cgroups ──► cgroup
-//!   table ──► cgroups, probe, spawn, output, lifecycle
-//! follow ──► manager::table, output          stdin ──► error
-//! probe ──► spawn, sys                        testkit ──► probe, spawn
-//! spawn ──► spawn::{resolve, isolation, process} ──► sys
-//! config, error ──► cgroup                    lifecycle, output ──► (none)
-//! sys ──► sys::{child, isolate, init, hook, process, ns, reactor}
-//!   hook ──► init ──► child ──► isolate      (all inside sys; nothing calls up)
-//! cgroup ──► cgroup::{v1, v2, job, fs, parse, device, error, report}
+//! config, error          -> cgroup
+//! stdin                  -> error
+//! follow                 -> error, output, manager::table
+//! manager (JobManager)   -> manager::{table, start}, follow, output, config, error
+//!   manager::start       -> manager::{table, limits, cgroups, supervisor}, spawn, stdin,
+//!                           output, cgroup
+//!   manager::supervisor  -> manager::{table, cgroups}, lifecycle, output, sys, cgroup
+//!   manager::table       -> manager::cgroups, probe, spawn, output, config, error, cgroup
+//!   manager::limits      -> manager::table, error, cgroup
+//!   manager::cgroups     -> config, cgroup
+//! probe                  -> spawn, sys
+//! testkit                -> probe, spawn
+//! spawn (parent side)    -> spawn::{error, pipes, resolve, isolation, process},
+//!                           sys::{child, plan, isolate}
+//!   spawn::isolation     -> spawn::{error, pipes}, sys::plan, sys
+//!   spawn::resolve       -> spawn::error, sys::base
+//!   spawn::pipes         -> spawn::error
+//!   spawn::process       -> sys::init (signal values), sys
+//! sys::hook              -> sys::init -> sys::child -> sys::isolate -> sys::plan -> sys::base
+//!   sys::init, sys::child -> sys::plan;  sys::{process, ns} -> sys::base;  sys::reactor
+//! cgroup (Cgroups)       -> cgroup::{job, v1, v2, common, parse, report, device,
+//!                           device_number, error, fs}
+//!   cgroup::job          -> cgroup::{common, v1, v2, fs, parse, error, report}
+//!   cgroup::{v1, v2}     -> cgroup::{common, fs, parse, error, report, device_number}
+//!   cgroup::common       -> cgroup::{fs, parse, error, device_number}
+//!   cgroup::device       -> cgroup::{device_number, error}
+//!   cgroup::error        -> cgroup::{device_number, report};  cgroup::fs -> cgroup::error
+//! lifecycle, output, cgroup::{parse, report, device_number}, sys::base: leaves
 //! ```
-//! `unsafe` code is denied everywhere but in `sys`, the one audited module (raw
-//! system calls, the `clone` child, the init's `.init_array` entry point).
+//!
+//! # Unsafe code
+//! Denied everywhere but in `sys`, the one audited module: raw system calls, the code
+//! that runs between `clone` and `execve` (`sys::child`, `sys::isolate`), the job's
+//! init (`sys::init`) and its `.init_array` entry point (`sys::hook`). The one
+//! `unsafe fn`, `vfork_and_run`, is private to `sys`; its two callers there fix the
+//! closure it runs, so every caller outside `sys` is safe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -57,7 +57,7 @@ mod cgroups;
 mod limits;
 mod start;
 mod supervisor;
-mod table;
+pub(crate) mod table;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -65,7 +65,6 @@ use std::time::Duration;
 use qexec_protocol::{JobId, JobStatus, StopReason};
 use tokio::task::JoinSet;
 
-pub(crate) use self::table::Job;
 use self::table::Shared;
 use crate::output::LogReader;
 use crate::{
