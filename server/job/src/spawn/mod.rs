@@ -58,10 +58,10 @@
 //!   outlives the handle.
 //!
 //! # Files
-//! This module is the parent side (pipes, the clone, the error report); `resolve`
-//! turns argv/cwd/env into the C data the child uses, `isolation` prepares an isolated
-//! job's init, `process` is the handle to the running job. The child-side code is
-//! [`crate::sys::child`].
+//! This module is the parent side (the clone and the error report); `resolve` turns
+//! argv/cwd/env into the C data the child uses, `isolation` prepares an isolated job's
+//! init, `pipes` makes the job's pipes, `error` is [`SpawnError`], `process` is the
+//! handle to the running job. The child-side code is [`crate::sys::child`].
 
 mod error;
 mod isolation;

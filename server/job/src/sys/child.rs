@@ -6,13 +6,14 @@
 //! wrappers of this module's parent ([`crate::sys`]): no allocation, no lock, no panic.
 //! All it reads is a [`ChildPlan`] the parent built before cloning.
 //!
-//! [`start_child`] is the one door into this code: a safe wrapper around
-//! [`vfork_and_run`](super::vfork_and_run) whose closure is fixed to [`child_main`],
-//! so the contract of that `unsafe fn` is kept here, once, and callers outside `sys`
-//! stay safe.
+//! [`start_child`] (the job's first process, from the server) and [`start_target`]
+//! (the target, from the job's init) are the only doors into this code: safe wrappers
+//! around the `unsafe fn` [`vfork_and_run`](super::vfork_and_run) whose closures are
+//! fixed ([`child_main`], [`exec_target`]), so its contract is kept here, once, and
+//! callers outside `sys` stay safe.
 //!
 //! Failures travel to the parent as `(stage, errno)` on the error pipe
-//! ([`report_and_exit`]); [`Stage`] is the shared vocabulary of both sides.
+//! ([`report_and_exit`]); [`Stage`] (in `sys::plan`) is the vocabulary of both sides.
 
 use std::convert::Infallible;
 use std::io;
