@@ -58,7 +58,9 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
         | StartError::LimitUnavailable { .. } => (refusal(ErrorCode::InvalidArgument), None),
         StartError::Cgroup { .. } => (refusal(ErrorCode::SpawnFailed), Some(SpawnFailure::Setup)),
         StartError::ShuttingDown => (refusal(ErrorCode::ShuttingDown), None),
-        StartError::Io { .. } | StartError::Internal { .. } => {
+        // `Io`, `Internal`, and any variant a later qexec-job adds (`StartError` is
+        // non_exhaustive and defined in that crate): a server-side failure.
+        _ => {
             tracing::error!(error = %e, "job start failed on the server side");
             (refusal(ErrorCode::Internal), None)
         }
