@@ -63,6 +63,14 @@ pub struct ManagerConfig {
     /// isolated init keeps the server's identity to set up the namespaces; only the
     /// target program drops to these credentials, with `no_new_privs`.
     pub job_credentials: Option<(u32, u32)>,
+    /// Run every job's program under the default seccomp filter (a deny list answered
+    /// `EPERM`: kernel modules, kexec, eBPF, perf events, the keyring, mounts, new
+    /// namespaces, clock setting…; spec/security.md QX-SBX-20..25), installed last
+    /// before `execve`, isolated or not. Default: on. Turning it off (qexecd
+    /// `--no-seccomp`) weakens isolation; with it on, [`JobManager::new`] fails when
+    /// the architecture or the kernel cannot filter
+    /// ([`ManagerError::Seccomp`](crate::ManagerError::Seccomp)).
+    pub seccomp: bool,
 }
 
 impl ManagerConfig {
@@ -82,6 +90,7 @@ impl ManagerConfig {
             cgroup_subtree: crate::cgroup::DEFAULT_SUBTREE.to_owned(),
             io_devices: Vec::new(),
             job_credentials: None,
+            seccomp: true,
         }
     }
 
@@ -135,6 +144,8 @@ pub struct Capabilities {
     pub isolation: bool,
     /// Why isolation is off although the configuration asked for it.
     pub isolation_unavailable: Option<String>,
+    /// Jobs run under the default seccomp filter ([`ManagerConfig::seccomp`]).
+    pub seccomp: bool,
     /// The cgroup report: host layout, the interface used, each controller, the kill
     /// method, and why cgroups are unavailable when they are (`unavailable`; then
     /// jobs run without cgroups and starts asking for limits are refused). Its
@@ -148,6 +159,7 @@ impl Default for Capabilities {
         Self {
             isolation: false,
             isolation_unavailable: None,
+            seccomp: false,
             cgroups: CgroupCapabilities {
                 host: HostLayout::None,
                 version: None,

@@ -7,6 +7,7 @@ use qexec_protocol::{JobId, SpawnFailure};
 #[cfg(doc)]
 use crate::JobManager;
 use crate::cgroup::CgroupError;
+use crate::seccomp::SeccompError;
 
 /// Failure to create a [`JobManager`].
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum ManagerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The job seccomp filter cannot be used (architecture or kernel).
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// An internal task failed.
     #[error("internal failure while preparing the job manager: {message}")]
     Internal {

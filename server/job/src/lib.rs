@@ -56,26 +56,29 @@
 //! them are drawn to the defining file). The graph has no cycle; `sys` and `cgroup`
 //! use nothing else of the crate, and nothing in `sys` calls up into `spawn`.
 //! ```text
-//! config, error          -> cgroup
+//! config, error          -> cgroup;  error -> seccomp
 //! stdin                  -> error
 //! follow                 -> error, output, manager::table
 //! manager (JobManager)   -> manager::{table, start}, follow, output, config, error
 //!   manager::start       -> manager::{table, limits, cgroups, supervisor}, spawn, stdin,
 //!                           output, cgroup
 //!   manager::supervisor  -> manager::{table, cgroups}, lifecycle, output, sys, cgroup
-//!   manager::table       -> manager::cgroups, probe, spawn, output, config, error, cgroup
+//!   manager::table       -> manager::cgroups, probe, spawn, output, seccomp, config,
+//!                           error, cgroup
 //!   manager::limits      -> manager::table, error, cgroup
 //!   manager::cgroups     -> config, cgroup
 //! probe                  -> spawn, sys
+//! seccomp                -> sys::seccomp (the instruction type, hex)
 //! testkit                -> probe, spawn
 //! spawn (parent side)    -> spawn::{error, pipes, resolve, isolation, process},
-//!                           sys::{child, plan, isolate}
+//!                           seccomp, sys::{child, plan, isolate}
 //!   spawn::isolation     -> spawn::{error, pipes}, sys::plan, sys
 //!   spawn::resolve       -> spawn::error, sys::base
 //!   spawn::pipes         -> spawn::error
 //!   spawn::process       -> sys::init (signal values), sys
 //! sys::hook              -> sys::init -> sys::child -> sys::isolate -> sys::plan -> sys::base
-//!   sys::init, sys::child -> sys::plan;  sys::{process, ns} -> sys::base;  sys::reactor
+//!   sys::init, sys::child -> sys::plan, sys::seccomp;  sys::{process, ns, seccomp} ->
+//!   sys::base;  sys::reactor
 //! cgroup (Cgroups)       -> cgroup::{job, v1, v2, common, parse, report, device,
 //!                           device_number, error, fs}
 //!   cgroup::job          -> cgroup::{common, v1, v2, fs, parse, error, report}
@@ -103,6 +106,7 @@ mod lifecycle;
 mod manager;
 mod output;
 mod probe;
+mod seccomp;
 mod spawn;
 mod stdin;
 #[allow(
@@ -118,4 +122,5 @@ pub use config::{Capabilities, JobSpec, ManagerConfig};
 pub use error::{JobError, ManagerError, StartError};
 pub use follow::{FollowEvent, Follower};
 pub use manager::{JobManager, StartedJob};
+pub use seccomp::SeccompError;
 pub use stdin::JobStdin;

@@ -77,6 +77,7 @@ fn probe() -> Result<(), IsolationUnavailable> {
         isolation: Some(&iso),
         cgroup_procs: &[],
         credentials: None,
+        seccomp: None,
     };
     let mut child = spawn(&config).map_err(|e| IsolationUnavailable::Spawn {
         failure: e.failure,

@@ -84,6 +84,7 @@ pub fn spawn_and_wait(
         isolation: isolated.then_some(&iso),
         cgroup_procs: &[],
         credentials: None,
+        seccomp: None,
     };
     let mut child = spawn(&config).map_err(|e| e.message)?;
     child

@@ -994,3 +994,115 @@ fn jobs_run_as_the_configured_user() {
         Ok(())
     });
 }
+
+/// A python3 probe: for each `name:nr:a0:a1:a2` argument, makes the raw system call
+/// and prints `name ok` or `name ERRNO_NAME`. A `clone*` that succeeds ends its child.
+const SYSCALL_PROBE: &str = r#"
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for spec in sys.argv[1:]:
+    name, nr, *args = spec.split(":")
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(int(nr)), *[ctypes.c_long(int(a)) for a in args])
+    if name.startswith("clone") and r == 0:
+        os._exit(0)
+    if name.startswith("clone") and r > 0:
+        os.waitpid(r, 0)
+    e = ctypes.get_errno()
+    print(name, errno.errorcode.get(e, e) if r == -1 else "ok", flush=True)
+"#;
+
+/// `name:nr:a0:a1:a2` for [`SYSCALL_PROBE`]: calls the default seccomp filter denies
+/// (spec: QX-SBX-21, QX-SBX-22) with arguments that would not fail with EPERM
+/// without it (root: success or EFAULT/EINVAL).
+fn denied_probes() -> Vec<String> {
+    let ns_clone = (libc::CLONE_NEWNS | libc::SIGCHLD) as i64;
+    [
+        ("keyctl", libc::SYS_keyctl, [0, -3, 0]),
+        ("perf_event_open", libc::SYS_perf_event_open, [0, 0, -1]),
+        ("bpf", libc::SYS_bpf, [0, 0, 0]),
+        (
+            "unshare_newuser",
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as i64, 0, 0],
+        ),
+        ("mount", libc::SYS_mount, [0, 0, 0]),
+        ("clone_newns", libc::SYS_clone, [ns_clone, 0, 0]),
+    ]
+    .iter()
+    .map(|(n, nr, a)| format!("{n}:{nr}:{}:{}:{}", a[0], a[1], a[2]))
+    .collect()
+}
+
+/// Runs the seccomp probe job under `c`; returns its output.
+async fn seccomp_probe_output(c: ManagerConfig) -> Result<String> {
+    let m = JobManager::new(c).await?;
+    let mut argv = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        // `$(...)`, a pipe and a subshell: fork and exec work under the filter.
+        r#"grep '^Seccomp:' /proc/self/status; echo "$(echo piped | cat)"; (exit 3); echo "sub $?"; exec python3 -c "$0" "$@""#
+            .to_owned(),
+        SYSCALL_PROBE.to_owned(),
+    ];
+    argv.extend(denied_probes());
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let job = m.start(spec(&argv)).await?;
+    let (c, status) = within("probe", collect(m.follow(job.id, 0)?)).await??;
+    let out = String::from_utf8_lossy(&c.stdout).into_owned();
+    ensure!(
+        status.state == exited(0),
+        "probe ended {:?}: {out}{}",
+        status.state,
+        String::from_utf8_lossy(&c.stderr)
+    );
+    Ok(out)
+}
+
+/// spec: QX-SBX-20, QX-SBX-21, QX-SBX-22, QX-SBX-24 — by default every job's program
+/// runs under the filter (`Seccomp: 2`), isolated or not; the denied calls fail with
+/// EPERM; fork, exec, pipes and subshells work.
+#[test]
+fn default_seccomp_filter_applies_to_isolated_and_plain_jobs() {
+    run(|| async {
+        let dir = tempdir()?;
+        for isolated in [true, false] {
+            let mut c = config(dir.path());
+            c.isolation = isolated;
+            let out = seccomp_probe_output(c).await?;
+            println!("isolated={isolated}:\n{out}");
+            let mut want = "Seccomp:\t2\npiped\nsub 3\n".to_owned();
+            for p in denied_probes() {
+                let name = p.split(':').next().unwrap_or_default();
+                want.push_str(&format!("{name} EPERM\n"));
+            }
+            assert_eq!(out, want, "isolated={isolated}");
+        }
+        Ok(())
+    });
+}
+
+/// `ManagerConfig::seccomp = false` (qexecd `--no-seccomp`): no filter, so the same
+/// probes are not answered EPERM (evidence that the EPERMs above come from the filter).
+#[test]
+fn seccomp_off_runs_jobs_unfiltered() {
+    run(|| async {
+        let dir = tempdir()?;
+        let mut c = plain_config(dir.path());
+        c.seccomp = false;
+        let m = JobManager::new(c.clone()).await?;
+        assert!(!m.capabilities().seccomp);
+        drop(m);
+        let out = seccomp_probe_output(c).await?;
+        println!("{out}");
+        assert!(out.starts_with("Seccomp:\t0\npiped\nsub 3\n"), "{out}");
+        if nix::unistd::geteuid().is_root() {
+            // Root without the filter: keyctl works, mount(NULL) is EFAULT, nothing
+            // is EPERM.
+            assert!(out.contains("keyctl ok\n"), "{out}");
+            assert!(out.contains("mount EFAULT\n"), "{out}");
+            assert!(!out.contains("EPERM"), "{out}");
+        }
+        Ok(())
+    });
+}

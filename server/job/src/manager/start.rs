@@ -83,6 +83,7 @@ pub(super) async fn start(
             isolation: isolation.as_ref(),
             cgroup_procs: &procs,
             credentials: shared.config.job_credentials,
+            seccomp: shared.seccomp.as_ref(),
         };
         let r = spawn::spawn(&config);
         drop(procs);

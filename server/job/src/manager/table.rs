@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::cgroup::{CgroupCapabilities, Cgroups, HostLayout, JobCgroup};
 use crate::output::LogShared;
+use crate::seccomp::{self, Program, SeccompError};
 use crate::spawn::ChildProcess;
 use crate::{Capabilities, JobError, ManagerConfig, ManagerError, StartError};
 
@@ -38,6 +39,9 @@ pub(crate) struct Shared {
     pub(super) cgroups: Option<Cgroups>,
     /// Held while this manager uses the cgroup subtree.
     pub(super) subtree_lock: Option<SubtreeLock>,
+    /// The jobs' seccomp filter, built once before any job starts; `None` when turned
+    /// off by configuration.
+    pub(super) seccomp: Option<Program>,
     pub(super) jobs_dir: PathBuf,
     pub(super) table: Mutex<Table>,
 }
@@ -173,6 +177,7 @@ pub(crate) struct ProcessHandle {
 impl Shared {
     /// Prepares `<state_dir>/jobs`, deleting job directories a previous manager left.
     pub(crate) fn new(config: ManagerConfig) -> Result<Self, ManagerError> {
+        let seccomp = prepare_seccomp(&config)?;
         let jobs_dir = config.state_dir.join("jobs");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -196,6 +201,7 @@ impl Shared {
             }
         }
         let mut capabilities = probe_capabilities(&config);
+        capabilities.seccomp = seccomp.is_some();
         let (cgroups, subtree_lock) = prepare_cgroups(&config);
         capabilities.cgroups = match &cgroups {
             Some(cg) => cg.capabilities().clone(),
@@ -213,6 +219,7 @@ impl Shared {
             capabilities,
             cgroups,
             subtree_lock,
+            seccomp,
             jobs_dir,
             table: Mutex::new(Table::default()),
         })
@@ -324,6 +331,27 @@ impl Drop for Shared {
             tracing::debug!(error = %e, "cannot remove the job cgroup subtree");
         }
     }
+}
+
+/// Builds the jobs' seccomp filter and checks the kernel can install it, unless the
+/// configuration turned it off. spec: QX-SBX-20, QX-SBX-25
+fn prepare_seccomp(config: &ManagerConfig) -> Result<Option<Program>, SeccompError> {
+    if !config.seccomp {
+        tracing::warn!(
+            "the job seccomp filter is turned off by configuration: jobs may call kexec, \
+             bpf, perf_event_open, keyctl, mount and other dangerous system calls"
+        );
+        return Ok(None);
+    }
+    let program = seccomp::build()?;
+    crate::sys::seccomp_filter_available().map_err(|e| SeccompError::KernelUnsupported {
+        reason: e.to_string(),
+    })?;
+    tracing::info!(
+        instructions = program.instructions().len(),
+        "jobs run under the default seccomp filter"
+    );
+    Ok(Some(program))
 }
 
 /// Probes what the host offers and logs it.

@@ -12,6 +12,7 @@ use qexec_protocol::{JobId, SpawnFailure};
 
 use super::error::{SpawnError, setup_error};
 use super::pipes::{pipe, set_nonblocking};
+use crate::seccomp::Program;
 use crate::sys::plan::ChildIsolation;
 use crate::sys::{self, CStringArray};
 
@@ -66,6 +67,8 @@ pub(super) struct InitArgs<'a> {
     pub(super) stdio: [RawFd; 3],
     pub(super) cwd: &'a [u8],
     pub(super) credentials: Option<(u32, u32)>,
+    /// The target's seccomp filter.
+    pub(super) seccomp: Option<&'a Program>,
     pub(super) path: &'a [u8],
     pub(super) argv: &'a [Vec<u8>],
     /// The target's environment (`KEY=VALUE`).
@@ -83,8 +86,9 @@ struct InitCommand {
 
 /// Builds the init's command line. Only descriptor numbers go on it; the rest (cwd,
 /// credentials, program path, the target's argv and **environment**) is written to a
-/// memfd as NUL-terminated strings — `cwd creds path N argv[0..N] env...` (`creds` is
-/// `-` or `uid:gid`) — because a command line is readable by every user of the host
+/// memfd as NUL-terminated strings — `cwd creds seccomp path N argv[0..N] env...`
+/// (`creds` is `-` or `uid:gid`; `seccomp` is `-` or the filter's instructions in hex,
+/// [`Program::hex`]) — because a command line is readable by every user of the host
 /// (`/proc/PID/cmdline`) and a job's environment may hold secrets. The init itself is
 /// executed with an **empty environment**: the job's environment (which the job's
 /// owner controls, e.g. `LD_PRELOAD` or `GLIBC_TUNABLES`) must not reach the dynamic
@@ -107,6 +111,10 @@ fn init_command(a: &InitArgs<'_>, status_fd: RawFd) -> Result<InitCommand, Spawn
     match a.credentials {
         None => push(b"-", "credentials")?,
         Some((uid, gid)) => push(format!("{uid}:{gid}").as_bytes(), "credentials")?,
+    }
+    match a.seccomp {
+        None => push(b"-", "seccomp filter")?,
+        Some(program) => push(program.hex().as_bytes(), "seccomp filter")?,
     }
     push(a.path, "the program path")?;
     push(a.argv.len().to_string().as_bytes(), "argc")?;

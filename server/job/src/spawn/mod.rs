@@ -25,7 +25,8 @@
 //!   stdin/stdout/stderr `dup2`, `chdir`, optional credentials (`setgroups([])`,
 //!   `setresgid`, `setresuid`, as raw system calls), `PR_SET_NO_NEW_PRIVS`, every other
 //!   descriptor marked close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`), signal
-//!   mask emptied, `execve`.
+//!   mask emptied, the seccomp filter installed (when configured; built once by the
+//!   manager, see `crate::seccomp`), `execve`.
 //! - **Errors travel on a close-on-exec error pipe**: on any failure the child writes
 //!   `(stage, errno)` (8 bytes) and `_exit(127)`s. The parent reads until EOF: EOF
 //!   means `execve` succeeded (the pipe closed on exec), a report becomes a typed
@@ -85,6 +86,7 @@ use self::pipes::{above_stdio, pipe, set_nonblocking};
 pub(crate) use self::process::ChildProcess;
 pub(crate) use self::resolve::DEFAULT_PATH;
 use self::resolve::Target;
+use crate::seccomp::Program;
 use crate::sys::child::start_child;
 use crate::sys::plan::{ChildPlan, Stage};
 use crate::sys::{self, isolate};
@@ -107,6 +109,8 @@ pub(crate) struct SpawnConfig<'a> {
     pub(crate) cgroup_procs: &'a [BorrowedFd<'a>],
     /// Run the job as this uid/gid (no supplementary groups), when set.
     pub(crate) credentials: Option<(u32, u32)>,
+    /// Install this seccomp filter in the target as its last step before `execve`.
+    pub(crate) seccomp: Option<&'a Program>,
 }
 
 /// A spawned job process.
@@ -163,6 +167,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                 stdio,
                 cwd: target.cwd.as_bytes(),
                 credentials: config.credentials,
+                seccomp: config.seccomp,
                 path: target.path.as_bytes(),
                 argv: config.argv,
                 env: &target.env,
@@ -183,6 +188,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         err_fd: err_write.as_raw_fd(),
         cgroup_procs: config.cgroup_procs,
         credentials: config.credentials,
+        seccomp: config.seccomp.map(Program::instructions),
         isolation: isolated.as_ref().map(isolation::Prepared::child),
     };
     let flags = if isolated.is_some() {

@@ -43,6 +43,7 @@ pub(super) fn config<'a>(argv: &'a [Vec<u8>], iso: Option<&'a IsolationConfig>) 
         isolation: iso,
         cgroup_procs: &[],
         credentials: None,
+        seccomp: None,
     }
 }
 
@@ -497,4 +498,23 @@ fn no_fd_leak_and_no_zombie_after_many_spawns() {
         Err(nix::errno::Errno::ECHILD)
     );
     println!("FD-CHECK ok before={before} after={after} isolated={isolated}");
+}
+
+/// A filter the kernel refuses is a typed start failure with its own stage, which
+/// survives the error pipe's encoding. spec: QX-SBX-24
+#[test]
+fn seccomp_install_failure_is_its_own_stage() {
+    assert_eq!(Stage::from_u32(Stage::Seccomp as u32), Some(Stage::Seccomp));
+    let e = failure_for(
+        Stage::Seccomp as u32,
+        libc::EINVAL,
+        b"prog",
+        Path::new("/bin/prog"),
+        Path::new("/"),
+    );
+    assert_eq!(e.failure, SpawnFailure::Setup);
+    assert_eq!(
+        e.message,
+        "cannot start prog: failed to install the job's seccomp filter: Invalid argument (os error 22)"
+    );
 }

@@ -109,6 +109,13 @@ fn exec_target(plan: &ChildPlan<'_>) -> Infallible {
         return fail(Stage::CloseFds, e);
     }
     super::unblock_all_signals();
+    // spec: QX-SBX-24 — the filter goes on last, after no_new_privs, so nothing of the
+    // set-up above runs under it and the program runs under it from its first call.
+    if let Some(program) = plan.seccomp
+        && let Err(e) = super::install_seccomp_filter(program)
+    {
+        return fail(Stage::Seccomp, e);
+    }
     let e = super::execve(plan.path, plan.argv, plan.envp);
     fail(Stage::Exec, e)
 }

@@ -19,7 +19,8 @@
 //!    lifetime (each page the server rewrites then exists twice per running job), and
 //!    copying the page tables of a server with a large heap makes every spawn slow.
 //! 3. [`reexec_main`] creates a signalfd for every signal (all blocked, so nothing is
-//!    lost), starts the target vfork-style (through [`super::child::start_target`];
+//!    lost), starts the target vfork-style (through [`super::child::start_target`],
+//!    which installs the seccomp filter of the parameter file last before `execve`;
 //!    exec errors travel on the job's error pipe), then closes every descriptor
 //!    except the status pipe and the signalfd — in particular its copies of the job's
 //!    output pipes and of the error pipe, so EOF on those means what the manager
@@ -58,7 +59,7 @@ use std::os::fd::RawFd;
 
 use super::child::{report_and_exit, start_target};
 use super::plan::{ChildPlan, Stage};
-use super::{self as sys, CStringArray, ChildStack, Errno, SignalFd};
+use super::{self as sys, CStringArray, ChildStack, Errno, SignalFd, SockFilter};
 
 /// Value queued with `SIGTERM` to ask the init to terminate every process of the job.
 pub(crate) const SIGNAL_TERMINATE_ALL: i32 = 0x7165_7801;
@@ -79,6 +80,8 @@ struct Parsed<'a> {
     stdio: [RawFd; 3],
     cwd: &'a CStr,
     credentials: Option<(u32, u32)>,
+    /// The target's seccomp filter.
+    seccomp: Option<Vec<SockFilter>>,
     path: &'a CStr,
     argv: Vec<&'a CStr>,
     env: Vec<&'a CStr>,
@@ -102,6 +105,10 @@ fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
             Some((uid.parse().ok()?, gid.parse().ok()?))
         }
     };
+    let seccomp = match next()?.to_bytes() {
+        b"-" => None,
+        hex => Some(sys::decode_hex(hex)?),
+    };
     let path = next()?;
     let argc: usize = next()?.to_str().ok()?.parse().ok()?;
     let argv = (0..argc).map(|_| next()).collect::<Option<Vec<_>>>()?;
@@ -112,6 +119,7 @@ fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
         stdio: [arg_fd(args, 4)?, arg_fd(args, 5)?, arg_fd(args, 6)?],
         cwd,
         credentials,
+        seccomp,
         path,
         argv,
         env,
@@ -157,6 +165,7 @@ pub(super) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
         // Already joined before the init was executed.
         cgroup_procs: &[],
         credentials: p.credentials,
+        seccomp: p.seccomp.as_deref(),
         isolation: None,
     };
     let target = match start_target(&stack, &plan) {

@@ -5,12 +5,13 @@
 //! Three kinds of code live here:
 //! - **parent side** (ordinary server threads): pidfd signalling and waiting
 //!   ([`pidfd_send_signal`], [`pidfd_wait`]), process-group signals, the tokio fd
-//!   registration ([`async_fd`]), and the one door to a new process,
-//!   [`child::start_child`].
+//!   registration ([`async_fd`]), the seccomp probe ([`seccomp_filter_available`]),
+//!   and the one door to a new process, [`child::start_child`].
 //! - **child side** (the code that runs between `clone` and `execve`, in the child of
 //!   a multi-threaded process): [`child`] (joining cgroups, target set-up, `execve`)
 //!   and [`isolate`] (the namespaces' set-up), built only on the raw wrappers of
-//!   `process` and `ns`. These functions are async-signal-safe: each is one or a few
+//!   `process`, `ns` and `seccomp` (the filter's installation, the target's last step
+//!   before `execve`). These functions are async-signal-safe: each is one or a few
 //!   raw system calls, they never allocate, never take a lock, never panic, and report
 //!   failure as a plain [`Errno`].
 //! - **the job's init** (PID 1 of an isolated job, a fresh single-threaded process):
@@ -35,6 +36,7 @@ mod ns;
 pub(crate) mod plan;
 mod process;
 mod reactor;
+mod seccomp;
 
 pub(crate) use base::{CStringArray, Errno};
 pub(crate) use hook::{INIT_MODE_MAGIC, PROBE_MODE_MAGIC, PROBE_MODE_OUTPUT, keep_hook_linked};
@@ -49,3 +51,5 @@ use process::{
     write_all,
 };
 pub(crate) use reactor::async_fd;
+pub(crate) use seccomp::{SockFilter, encode_hex, seccomp_filter_available};
+use seccomp::{decode_hex, install_seccomp_filter};

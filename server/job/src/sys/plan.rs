@@ -6,7 +6,7 @@
 use std::ffi::CStr;
 use std::os::fd::{BorrowedFd, RawFd};
 
-use super::CStringArray;
+use super::{CStringArray, SockFilter};
 
 /// The child-side step that failed, as reported on the error pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,11 @@ pub(crate) enum Stage {
     ExecInit,
     InitArgs,
     KeepFds,
+    Seccomp,
 }
 
 impl Stage {
-    const ALL: [Stage; 22] = [
+    const ALL: [Stage; 23] = [
         Self::JoinCgroup,
         Self::Setsid,
         Self::Stdin,
@@ -60,6 +61,7 @@ impl Stage {
         Self::ExecInit,
         Self::InitArgs,
         Self::KeepFds,
+        Self::Seccomp,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<Self> {
@@ -91,6 +93,7 @@ impl Stage {
             Self::ExecInit => "execute the job's init (/proc/self/exe)",
             Self::InitArgs => "read the init's command line",
             Self::KeepFds => "pass descriptors to the job's init",
+            Self::Seccomp => "install the job's seccomp filter",
         }
     }
 }
@@ -128,5 +131,7 @@ pub(crate) struct ChildPlan<'a> {
     pub(crate) err_fd: RawFd,
     pub(crate) cgroup_procs: &'a [BorrowedFd<'a>],
     pub(crate) credentials: Option<(u32, u32)>,
+    /// Seccomp filter the target installs last before `execve`, when set.
+    pub(crate) seccomp: Option<&'a [SockFilter]>,
     pub(crate) isolation: Option<ChildIsolation<'a>>,
 }
