@@ -11,5 +11,5 @@ pub use qexec_job as job;
 pub use qexec_job::cgroup;
 pub use qexec_job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,
-    ManagerError, StartError, StartedJob,
+    ManagerError, SeccompError, StartError, StartedJob,
 };

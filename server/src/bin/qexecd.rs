@@ -46,6 +46,12 @@ struct Args {
     /// Run jobs without namespace isolation.
     #[arg(long, env = "QEXECD_NO_ISOLATION")]
     no_isolation: bool,
+    /// Run jobs WITHOUT the default seccomp filter. Weakens isolation: jobs may then
+    /// call kexec, module loading, bpf, perf_event_open, keyctl, mount, unshare and
+    /// the other system calls the filter answers with EPERM (spec/security.md
+    /// QX-SBX-20..25). Only for hosts whose architecture or kernel cannot filter.
+    #[arg(long, env = "QEXECD_NO_SECCOMP")]
+    no_seccomp: bool,
     /// Run every job's program as this user instead of qexecd's own (root): a name
     /// (its primary group), `USER:GROUP`, or `UID:GID`, e.g. `nobody` for untrusted
     /// work. Default: qexecd's user.
@@ -129,6 +135,7 @@ impl Args {
         c.listen = self.listen;
         c.state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
         c.isolation = !self.no_isolation;
+        c.seccomp = !self.no_seccomp;
         c.job_credentials = self.job_user;
         c.max_jobs = self.max_jobs;
         c.max_jobs_per_user = self.max_jobs_per_user;
@@ -333,6 +340,13 @@ mod tests {
         let mut argv = vec!["qexecd", "--pki-dir", "/nonexistent/pki"];
         argv.extend_from_slice(args);
         Args::try_parse_from(argv)?.config()
+    }
+
+    /// The seccomp filter is on unless `--no-seccomp` says otherwise.
+    #[test]
+    fn seccomp_is_on_by_default() {
+        assert!(config(&[]).unwrap().seccomp);
+        assert!(!config(&["--no-seccomp"]).unwrap().seccomp);
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     /// Run jobs in their own namespaces (when the host allows it; the job library
     /// reports why not otherwise).
     pub isolation: bool,
+    /// Run every job's program under the default seccomp filter (see
+    /// `ManagerConfig::seccomp`). Default: on; off weakens isolation.
+    pub seccomp: bool,
     /// Most jobs running at once.
     pub max_jobs: usize,
     /// Most jobs one user may have running at once (→ `ResourceExhausted`).
@@ -115,6 +118,7 @@ impl ServerConfig {
             tls,
             state_dir: default_state_dir(),
             isolation: true,
+            seccomp: true,
             max_jobs: 1024,
             max_jobs_per_user: 256,
             max_connections: 1024,
@@ -296,6 +300,7 @@ impl Server {
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
         mc.isolation = config.isolation;
+        mc.seccomp = config.seccomp;
         mc.job_credentials = config.job_credentials;
         mc.default_limits = config.default_limits.clone();
         mc.max_limits = config.max_limits.clone();
@@ -320,6 +325,7 @@ impl Server {
             listen = %endpoint.local_addr().unwrap_or(config.listen),
             state_dir = %config.state_dir.display(),
             isolation = caps.isolation,
+            seccomp = caps.seccomp,
             "qexecd listening"
         );
         Ok(Server {
