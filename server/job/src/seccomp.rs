@@ -20,9 +20,9 @@
 //!   code: the rules are data, compiled to BPF by the `seccompiler` crate in chains
 //!   of eight entries behind system call number range checks, after a short prelude
 //!   of our own for the ABI check and `clone3`, which `seccompiler` cannot express:
-//!   it has one match action per filter and compares arguments, not number ranges). Each spawn hands the finished
-//!   instructions to the child, which installs them as its very last step before
-//!   `execve` (`crate::sys::install_seccomp_filter`, after `no_new_privs`); an
+//!   it has one match action per filter and compares arguments, not number ranges).
+//!   Each spawn hands the finished instructions to the child, which installs them as
+//!   its very last step before `execve` (`sys::child`, after `no_new_privs`); an
 //!   isolated job's init receives them in its parameter file ([`Program::hex`]).
 //! - Supported on x86-64 and AArch64; elsewhere [`build`] says the architecture is
 //!   unsupported and the manager refuses to start unless seccomp is turned off.

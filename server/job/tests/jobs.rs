@@ -1036,7 +1036,12 @@ fn denied_probes() -> Vec<String> {
 
 /// Runs the seccomp probe job under `c`; returns its output.
 async fn seccomp_probe_output(c: ManagerConfig) -> Result<String> {
+    let want = c.seccomp;
     let m = JobManager::new(c).await?;
+    ensure!(
+        m.capabilities().seccomp == want,
+        "Capabilities::seccomp does not follow ManagerConfig::seccomp"
+    );
     let mut argv = vec![
         "/bin/sh".to_owned(),
         "-c".to_owned(),
@@ -1090,9 +1095,6 @@ fn seccomp_off_runs_jobs_unfiltered() {
         let dir = tempdir()?;
         let mut c = plain_config(dir.path());
         c.seccomp = false;
-        let m = JobManager::new(c.clone()).await?;
-        assert!(!m.capabilities().seccomp);
-        drop(m);
         let out = seccomp_probe_output(c).await?;
         println!("{out}");
         assert!(out.starts_with("Seccomp:\t0\npiped\nsub 3\n"), "{out}");
