@@ -10,7 +10,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream, VarInt};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -26,7 +25,8 @@ use crate::error::ClientError;
 use crate::output::OutputSubscription;
 use crate::stdin::StdinWriter;
 use crate::stream::{FrameReader, ReadFailure, WriteFailure, write_frame};
-use crate::tls::{VerdictSlot, client_tls};
+use crate::tls::client_tls;
+use qexec_tls::ServerCertVerdict;
 
 /// How long an output stream may take to deliver its `Header`.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,15 +36,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// QUIC idle timeout: a server silent this long (despite keep-alives) is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Receive window per output stream: one maximum frame.
-const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
-
-/// Receive window of the whole connection: sixteen stalled streams' worth.
-const CONNECTION_RECEIVE_WINDOW: u32 = 16 * STREAM_RECEIVE_WINDOW;
-
-/// Output streams the server may have open to us at once (one per follower).
-const MAX_OUTPUT_STREAMS: u32 = 1024;
 
 /// TLS alert numbers (RFC 8446 §6) as they appear in QUIC CRYPTO_ERROR codes
 /// (0x100 + alert, RFC 9001 §4.8).
@@ -68,18 +59,13 @@ pub(crate) struct Context {
     ca: std::path::PathBuf,
     cert: std::path::PathBuf,
     server_name: String,
-    verdict: VerdictSlot,
+    verdict: ServerCertVerdict,
 }
 
 impl Context {
     /// Maps a connection-level failure to the error a user should see.
     pub(crate) fn connection_error(&self, e: &ConnectionError) -> ClientError {
-        let recorded = self
-            .verdict
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(problem) = recorded {
+        if let Some(problem) = self.verdict.get() {
             return ClientError::ServerCertUntrusted {
                 problem,
                 ca: self.ca.clone(),
@@ -386,7 +372,10 @@ impl Client {
     /// Connects to qexecd with mutual TLS and ALPN `qexec/1`, verifying the server's
     /// certificate against `config.ca` for the host (or IP) of `config.addr`.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
-        let (tls, verdict) = client_tls(config)?;
+        let qexec_tls::ClientTls {
+            config: tls,
+            verdict,
+        } = client_tls(config)?;
         let bad_addr = || ClientError::BadAddress {
             addr: config.addr.clone(),
         };
@@ -419,20 +408,16 @@ impl Client {
             verdict,
         };
 
-        let quic_tls = QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls {
+        // spec: QX-TLS-3 (AES-128-GCM for Initial packets only, never negotiated)
+        let mut quic = qexec_tls::quic_client_config(tls).map_err(|e| ClientError::Tls {
             cert: config.cert.clone(),
             key: config.key.clone(),
             reason: e.to_string(),
         })?;
-        let mut quic = quinn::ClientConfig::new(Arc::new(quic_tls));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .keep_alive_interval(Some(KEEP_ALIVE))
-            // One stalled follower must block only its own output stream: a per-stream
-            // window well below the connection window (as qexecd expects clients to).
-            .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
-            .receive_window(CONNECTION_RECEIVE_WINDOW.into())
-            .max_concurrent_uni_streams(MAX_OUTPUT_STREAMS.into());
+        // One stalled follower must block only its own output stream: a per-stream
+        // window well below the connection window (as qexecd expects clients to).
+        let mut transport = qexec_tls::client_transport();
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_idle_timeout(Some(
             IDLE_TIMEOUT
                 .try_into()

@@ -4,7 +4,7 @@
 
 pub mod cgroup;
 pub mod job;
-pub mod pki;
+pub mod local;
 pub mod service;
 mod sys;
 #[doc(hidden)]

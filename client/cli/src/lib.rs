@@ -1,9 +1,10 @@
-//! The `qexec` command-line interface (used by the `qexec` binary; one file per
+//! The `qexec` command-line interface (the library behind the `qexec` binary; one file per
 //! subcommand, pueue-style). Public so the tests can check rendering against golden
 //! files; [`main`] is the entry point.
 
 mod certs;
 mod completions;
+#[cfg(feature = "demo")]
 mod demo;
 mod list;
 mod logs;
@@ -22,10 +23,10 @@ use clap::{Args, Parser, Subcommand};
 
 use qexec_protocol::{ErrorCode, Limits, SpawnFailure, StartRequest};
 
-use crate::config::{ClientConfig, DEFAULT_ADDR};
-use crate::error::ClientError;
-use crate::units::{UnitError, parse_cpu, parse_duration, parse_size};
-use crate::{Client, default_config_dir};
+use qexec_client::ClientError;
+use qexec_client::units::{UnitError, parse_cpu, parse_duration, parse_size};
+use qexec_client::{Client, default_config_dir};
+use qexec_client::{ClientConfig, DEFAULT_ADDR};
 
 /// Exit status of qexec's own failures (connection, TLS, usage, server errors), as
 /// ssh uses 255. A job's own codes pass through `run` unchanged.
@@ -141,6 +142,7 @@ enum Command {
     #[command(after_help = completions::HELP)]
     Completions(completions::CompletionsArgs),
     /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
+    #[cfg(feature = "demo")]
     #[command(after_help = demo::HELP)]
     Demo(demo::DemoArgs),
 }
@@ -237,13 +239,13 @@ impl LimitArgs {
     /// The limit flags given.
     fn given(&self) -> Vec<GivenLimit> {
         fn size(v: u64) -> String {
-            crate::units::format_size(v)
+            qexec_client::units::format_size(v)
         }
         fn rate(v: u64) -> String {
-            format!("{}/s", crate::units::format_size(v))
+            format!("{}/s", qexec_client::units::format_size(v))
         }
         fn cpu(v: u64) -> String {
-            u32::try_from(v).map_or_else(|_| v.to_string(), crate::units::format_cpu)
+            u32::try_from(v).map_or_else(|_| v.to_string(), qexec_client::units::format_cpu)
         }
         fn plain(v: u64) -> String {
             v.to_string()
@@ -409,7 +411,7 @@ pub enum CliError {
     },
     /// A PKI operation failed.
     #[error(transparent)]
-    Pki(#[from] qexec_server::pki::PkiError),
+    Pki(#[from] qexec_tls::PkiError),
     /// Arguments that clap could not check.
     #[error("{reason} (see --help)")]
     Usage {
@@ -517,7 +519,11 @@ pub fn main() -> ExitCode {
     };
     // The CLI talks to one server at a time: one thread is plenty and starts fastest
     // (cold `qexec run` latency is a headline figure). The demo also hosts qexecd.
-    let mut builder = if matches!(cli.command, Command::Demo(_)) {
+    #[cfg(feature = "demo")]
+    let hosts_qexecd = matches!(cli.command, Command::Demo(_));
+    #[cfg(not(feature = "demo"))]
+    let hosts_qexecd = false;
+    let mut builder = if hosts_qexecd {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -557,6 +563,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(args).await,
     }
 }

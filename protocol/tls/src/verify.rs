@@ -19,9 +19,9 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::identity::Identity;
 
-/// Why the server's certificate was not accepted.
+/// Why the server's certificate was not accepted. Exhaustive on purpose: the client
+/// has one user-facing message per case, and `Other` carries the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ServerCertProblem {
     /// Not signed by our CA.
     UnknownIssuer,

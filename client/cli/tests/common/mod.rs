@@ -1,37 +1,35 @@
-//! Shared helpers of the client tests: an in-process qexecd with a throwaway PKI on
-//! disk (as `qexec certs init` writes it), and the `qexec` binary pointed at it.
+//! Shared helpers of the CLI tests: the shared in-process qexecd (its PKI on disk as
+//! `qexec certs init` writes it), and the `qexec` binary pointed at it.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use qexec_client::ClientConfig;
-use qexec_server::pki::{self, InitOptions};
-use qexec_server::service::{Server, ServerConfig};
+use qexec_server::local::LocalServer;
+use qexec_server::service::ServerConfig;
+use qexec_tls::InitOptions;
 
 /// Generous bound for anything a test waits for.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-/// qexecd on 127.0.0.1 (random port) in its own runtime, with a PKI in a temp dir.
+/// The shared in-process qexecd ([`LocalServer`]: default client `tester`, isolation
+/// off — the CLI is under test here, not isolation) in a runtime of its own, so the
+/// tests stay synchronous.
 pub(crate) struct TestServer {
-    pub(crate) addr: SocketAddr,
-    pub(crate) pki: tempfile::TempDir,
-    _state: tempfile::TempDir,
-    server: Arc<Server>,
-    serve: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) addr: std::net::SocketAddr,
+    local: Option<LocalServer>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
 /// A fresh PKI directory (CA, server, default client `tester`, default users).
 pub(crate) fn make_pki() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    pki::init(
+    qexec_tls::init(
         dir.path(),
         &InitOptions {
             client_name: Some("tester".into()),
@@ -48,37 +46,27 @@ impl TestServer {
     }
 
     pub(crate) fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
-        let pki = make_pki();
-        let state = tempfile::tempdir().expect("temp dir");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let mut config = ServerConfig::from_pki_dir(pki.path());
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.state_dir = state.path().to_owned();
-        // The CLI is under test here, not isolation: the service's own tests cover it.
-        config.isolation = false;
-        adjust(&mut config);
-        let server = Arc::new(rt.block_on(Server::bind(config)).expect("bind qexecd"));
-        let addr = server.local_addr();
-        let serve = rt.spawn({
-            let server = server.clone();
-            async move { server.run().await }
-        });
+        let local = rt
+            .block_on(LocalServer::start(adjust))
+            .expect("start the in-process qexecd");
         Self {
-            addr,
-            pki,
-            _state: state,
-            server,
-            serve: Some(serve),
+            addr: local.addr,
+            local: Some(local),
             rt: Some(rt),
         }
     }
 
+    fn local(&self) -> &LocalServer {
+        self.local.as_ref().expect("server running")
+    }
+
     pub(crate) fn dir(&self) -> &Path {
-        self.pki.path()
+        self.local().pki_dir()
     }
 
     /// Client settings for the default identity (`None`) or `users/<name>`.
@@ -88,11 +76,6 @@ impl TestServer {
             None => ClientConfig::from_pki_dir(self.dir()),
         };
         base.with_addr(self.addr.to_string())
-    }
-
-    /// Runs a future on the server's runtime (library-level tests).
-    pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.as_ref().expect("runtime").block_on(f)
     }
 
     /// The `qexec` binary with the connection settings of this server in its env.
@@ -118,16 +101,14 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            let server = self.server.clone();
-            let serve = self.serve.take();
-            rt.block_on(async move {
-                server.shutdown().await;
-                if let Some(s) = serve {
-                    let _ = tokio::time::timeout(WAIT, s).await;
-                }
-            });
+        if let (Some(rt), Some(local)) = (self.rt.take(), self.local.take()) {
+            let stopped = rt.block_on(local.shutdown());
             rt.shutdown_timeout(Duration::from_secs(5));
+            if let Err(e) = stopped
+                && !std::thread::panicking()
+            {
+                panic!("{e}");
+            }
         }
     }
 }
