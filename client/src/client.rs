@@ -83,9 +83,23 @@ impl Context {
                     Some(alert::NO_APPLICATION_PROTOCOL) => ClientError::NoCommonProtocol {
                         addr: self.addr.clone(),
                     },
+                    // spec: QX-TLS-2 (rustls answers a peer with no suite or group in
+                    // common with handshake_failure; certificate problems have their
+                    // own alerts)
+                    Some(a @ alert::HANDSHAKE_FAILURE) => ClientError::HandshakeFailed {
+                        addr: self.addr.clone(),
+                        reason: if close.reason.is_empty() {
+                            alert_name(a).to_owned()
+                        } else {
+                            format!(
+                                "{}: {}",
+                                alert_name(a),
+                                String::from_utf8_lossy(&close.reason)
+                            )
+                        },
+                    },
                     Some(
-                        a @ (alert::HANDSHAKE_FAILURE
-                        | alert::BAD_CERTIFICATE
+                        a @ (alert::BAD_CERTIFICATE
                         | alert::UNSUPPORTED_CERTIFICATE
                         | alert::CERTIFICATE_REVOKED
                         | alert::CERTIFICATE_EXPIRED

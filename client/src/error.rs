@@ -123,6 +123,16 @@ pub enum ClientError {
         /// The TLS alert or close reason.
         reason: String,
     },
+    /// The TLS handshake failed for want of common parameters.
+    #[error(
+        "TLS handshake with {addr} failed ({reason}): the server accepts none of the cipher suites (AES-256-GCM, ChaCha20-Poly1305) or key exchange groups (X25519MLKEM768, X25519) qexec offers; configure it as spec/security.md says"
+    )]
+    HandshakeFailed {
+        /// Server address.
+        addr: String,
+        /// The TLS alert and the server's reason.
+        reason: String,
+    },
     /// The server does not speak `qexec/1`.
     #[error(
         "the server at {addr} does not speak the qexec/1 protocol: is it a qexecd of a compatible version?"

@@ -20,7 +20,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use qexec_protocol::{ClientMessage, ControlStreamState, Decoder, ErrorCode, FrameError, validate_request};
-use qexec_server::pki::{Identity, Role};
+use qexec_tls::{Identity, Role};
 use qexec_server::service::request::{self, Verdict};
 use qexec_server::service::{Op, authorize};
 
