@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use qexec_client::{Client, ClientConfig};
-use qexec_tls::{self, InitOptions};
+use qexec_tls::{self as pki, InitOptions};
 
 /// How long a server gets to come up or go down.
 const START_LIMIT: Duration = Duration::from_secs(20);
