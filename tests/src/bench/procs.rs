@@ -44,7 +44,7 @@ impl Binaries {
             if !p.is_file() {
                 bail!(
                     "{} is missing: build the server and CLI with the harness's profile first \
-                     (`cargo build{profile} -p qexec-server -p qexec-client`), then run the \
+                     (`cargo build{profile} -p qexec-server -p qexec-cli`), then run the \
                      harness again",
                     p.display()
                 );
@@ -60,7 +60,7 @@ impl Binaries {
             {
                 eprintln!(
                     "warning: {} is over an hour older than the harness; rebuild with \
-                     `cargo build{profile} -p qexec-server -p qexec-client` if its sources changed",
+                     `cargo build{profile} -p qexec-server -p qexec-cli` if its sources changed",
                     p.display()
                 );
             }
