@@ -36,8 +36,10 @@
 
 mod client;
 mod config;
+mod context;
 mod error;
 mod output;
+mod routing;
 mod stdin;
 mod stream;
 mod tls;
