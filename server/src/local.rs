@@ -43,7 +43,7 @@ pub enum LocalError {
     /// A temporary directory could not be made.
     #[error("cannot create a temporary {what} directory: {source}")]
     TempDir {
-        /// Which one (`PKI`, `state`).
+        /// Which one (`pki`, `state`).
         what: &'static str,
         /// The OS error.
         source: std::io::Error,
@@ -84,9 +84,8 @@ pub struct LocalServer {
 }
 
 fn temp_dir(prefix: &str, what: &'static str) -> Result<tempfile::TempDir, LocalError> {
-    let kind = if what == "PKI" { "pki" } else { what };
     tempfile::Builder::new()
-        .prefix(&format!("{prefix}-{kind}-"))
+        .prefix(&format!("{prefix}-{what}-"))
         .tempdir()
         .map_err(|source| LocalError::TempDir { what, source })
 }
@@ -108,7 +107,7 @@ impl LocalServer {
             client_name: Some(options.client_name.clone()),
             ..InitOptions::default()
         })?;
-        let pki_dir = temp_dir(&options.prefix, "PKI")?;
+        let pki_dir = temp_dir(&options.prefix, "pki")?;
         qexec_tls::write_pki(pki_dir.path(), &pki)?;
         let state_dir = temp_dir(&options.prefix, "state")?;
         let mut config = ServerConfig::new(TlsSource::Pem {
