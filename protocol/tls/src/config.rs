@@ -24,13 +24,15 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
+#[cfg(feature = "pki")]
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::TlsError;
-use crate::issue::CertKeyPem;
-use crate::pem::{TlsSource, certs, key, load, roots};
-use crate::verify::{IdentityVerifier, RecordingVerifier, ServerCertVerdict};
+use crate::pem::{CertKeyPem, certs, key, load, roots};
+use crate::verify::{RecordingVerifier, ServerCertVerdict};
+#[cfg(feature = "pki")]
+use crate::{pem::TlsSource, verify::IdentityVerifier};
 
 /// The protocol versions of both sides: TLS 1.3 only.
 static VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -68,6 +70,7 @@ fn tls13_only(what: &'static str) -> impl FnOnce(rustls::Error) -> TlsError {
     move |source| TlsError::Rustls { what, source }
 }
 
+#[cfg(feature = "pki")]
 /// The server's rustls configuration: TLS 1.3, the qexec provider, client
 /// certificates required and checked for an identity, ALPN `qexec/1`, no 0-RTT, no
 /// resumption.
@@ -122,6 +125,7 @@ pub fn quic_server_config(tls: rustls::ServerConfig) -> Result<QuicServerConfig,
         .map_err(|source| TlsError::Quic { source })
 }
 
+#[cfg(feature = "pki")]
 /// The server's QUIC crypto configuration: [`server_config`] wrapped by
 /// [`quic_server_config`].
 pub fn server_crypto(source: &TlsSource) -> Result<QuicServerConfig, TlsError> {
@@ -210,7 +214,7 @@ pub fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConf
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "pki"))]
 mod tests {
     use rustls::{CipherSuite, ClientConnection, NamedGroup, ProtocolVersion, ServerConnection};
     use rustls_pki_types::ServerName;

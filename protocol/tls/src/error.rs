@@ -62,6 +62,7 @@ pub enum PkiError {
         reason: String,
     },
     /// rcgen refused to build or sign a certificate.
+    #[cfg(feature = "pki")]
     #[error("cannot generate {what}: {source}")]
     Generate {
         /// Which certificate or key.

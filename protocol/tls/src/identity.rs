@@ -101,6 +101,7 @@ pub enum IdentityError {
     NotClientCert,
 }
 
+#[cfg(feature = "pki")]
 impl Identity {
     /// Reads the identity from a (verified) client end-entity certificate: the user
     /// name from the subject CN, the role from the subject OU; the certificate must
@@ -150,6 +151,7 @@ impl Identity {
     }
 }
 
+#[cfg(feature = "pki")]
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }

@@ -13,6 +13,7 @@ use rcgen::{
 
 use crate::error::PkiError;
 use crate::identity::{Role, valid_name};
+use crate::pem::CertKeyPem;
 use crate::store::{PkiPaths, local_user_name, read_pem_file};
 
 /// Validity of the CA certificate.
@@ -34,24 +35,6 @@ const SERVER_CN: &str = "qexecd";
 const CA_CN: &str = "qexec development CA";
 /// Organization of every certificate.
 const ORG: &str = "qexec";
-
-/// A certificate and its private key, both PEM.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CertKeyPem {
-    /// The certificate, PEM.
-    pub cert_pem: String,
-    /// The PKCS#8 private key, PEM.
-    pub key_pem: String,
-}
-
-impl fmt::Debug for CertKeyPem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertKeyPem")
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
 
 /// What a leaf certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,24 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::TlsError;
 
+/// A certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertKeyPem {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The PKCS#8 private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertKeyPem")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Where the server's CA, certificate and key come from.
 #[derive(Clone)]
 pub enum TlsSource {

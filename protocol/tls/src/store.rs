@@ -11,13 +11,17 @@
 //! Private keys are written with mode 0600, directories with mode 0700.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::PkiError;
-use crate::identity::{Role, valid_name};
-use crate::issue::{Ca, CertKeyPem, InMemoryPki, InitOptions, generate_in_memory};
+#[cfg(feature = "pki")]
+use {
+    crate::identity::{Role, valid_name},
+    crate::issue::{Ca, InMemoryPki, InitOptions, generate_in_memory},
+    crate::pem::CertKeyPem,
+    std::io::Write,
+    std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+};
 
 /// Where the files of a PKI directory are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +126,7 @@ fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
+#[cfg(feature = "pki")]
 /// Writes a new PKI to `dir` (see the module docs for the layout). Refuses to
 /// overwrite an existing CA unless `opts.force`.
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<PkiPaths, PkiError> {
@@ -137,6 +142,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<PkiPaths, PkiError> {
     write_pki(dir, &pki)
 }
 
+#[cfg(feature = "pki")]
 /// Writes a PKI held in memory to `dir` (see the module docs for the layout),
 /// replacing whatever files of that layout are there.
 pub fn write_pki(dir: &Path, pki: &InMemoryPki) -> Result<PkiPaths, PkiError> {
@@ -154,6 +160,7 @@ pub fn write_pki(dir: &Path, pki: &InMemoryPki) -> Result<PkiPaths, PkiError> {
     Ok(paths)
 }
 
+#[cfg(feature = "pki")]
 /// Issues a client certificate for `name` with `role` using the CA in `dir`, written
 /// to `users/<name>.pem` and `users/<name>-key.pem`. Refuses to overwrite.
 pub fn issue_client(dir: &Path, name: &str, role: Role) -> Result<ClientPaths, PkiError> {
@@ -177,6 +184,7 @@ pub fn issue_client(dir: &Path, name: &str, role: Role) -> Result<ClientPaths, P
     Ok(out)
 }
 
+#[cfg(feature = "pki")]
 pub(crate) fn read_pem_file(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|source| PkiError::Io {
         action: "read",
@@ -185,6 +193,7 @@ pub(crate) fn read_pem_file(path: &Path) -> Result<String, PkiError> {
     })
 }
 
+#[cfg(feature = "pki")]
 fn make_private_dir(dir: &Path) -> Result<(), PkiError> {
     let io = |action, source| PkiError::Io {
         action,
@@ -199,11 +208,13 @@ fn make_private_dir(dir: &Path) -> Result<(), PkiError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io("chmod", e))
 }
 
+#[cfg(feature = "pki")]
 fn write_pair(cert: &Path, key: &Path, pair: &CertKeyPem) -> Result<(), PkiError> {
     write_file(key, &pair.key_pem, 0o600)?;
     write_file(cert, &pair.cert_pem, 0o644)
 }
 
+#[cfg(feature = "pki")]
 /// Writes `contents` to `path` with `mode`, atomically (temporary file + rename), so
 /// a private key is never readable by others, not even while being written.
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
@@ -229,13 +240,17 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "pki")]
     use crate::identity::Identity;
+    #[cfg(feature = "pki")]
     use crate::issue::{DEFAULT_USERS, first_cert_der};
 
+    #[cfg(feature = "pki")]
     fn cert_der(pem: &str) -> Vec<u8> {
         first_cert_der(pem).unwrap()
     }
 
+    #[cfg(feature = "pki")]
     #[test]
     fn init_writes_the_layout_with_private_modes() {
         let tmp = tempfile::tempdir().unwrap();
@@ -299,6 +314,7 @@ mod tests {
         assert_ne!(fs::read_to_string(&paths.ca).unwrap(), old_ca);
     }
 
+    #[cfg(feature = "pki")]
     #[test]
     fn issue_client_uses_the_directory_ca() {
         let tmp = tempfile::tempdir().unwrap();

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
-use crate::identity::Identity;
+#[cfg(feature = "pki")]
+use {
+    crate::identity::Identity,
+    rustls::server::danger::{ClientCertVerified, ClientCertVerifier},
+    rustls::{DistinguishedName, OtherError},
+};
 
 /// Why the server's certificate was not accepted. Exhaustive on purpose: the client
 /// has one user-facing message per case, and `Other` carries the rest.
@@ -124,12 +125,14 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+#[cfg(feature = "pki")]
 /// webpki's client verifier plus the identity rules (see the module docs).
 #[derive(Debug)]
 pub(crate) struct IdentityVerifier {
     pub(crate) inner: Arc<dyn ClientCertVerifier>,
 }
 
+#[cfg(feature = "pki")]
 impl ClientCertVerifier for IdentityVerifier {
     fn offer_client_auth(&self) -> bool {
         true
