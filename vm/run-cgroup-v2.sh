@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the cgroup test suite of qexec-server on cgroup v2, in a qemu VM (TCG) booting
-# Debian's amd64 kernel with a busybox initramfs. CI tooling, not server runtime.
+# Runs the cgroup test suite of the job library (qexec-job) on cgroup v2, in a qemu
+# VM (TCG) booting Debian's amd64 kernel with a busybox initramfs. CI tooling, not
+# server runtime.
 #
 # Usage (from anywhere in the repository, as root):  vm/run-cgroup-v2.sh
 # Environment:
@@ -62,10 +63,11 @@ kver=${vmlinuz##*/vmlinuz-}
 brd=$(find "$kdir/lib/modules/$kver" -name 'brd.ko*' | head -1)
 [ -n "$brd" ] || die "brd module not found in $kpkg"
 
-# 3. The test binary (unit tests of the qexec-server library).
-say "building the qexec-server test binary"
-bin=$(cd "$repo" && cargo test -p qexec-server --lib --locked --no-run --message-format=json 2>"$work/build.log" |
-    jq -r 'select(.reason == "compiler-artifact" and .target.name == "qexec_server"
+# 3. The test binary (unit tests of the qexec-job library; its cgroup tests are
+#    cgroup::tests::*).
+say "building the qexec-job test binary"
+bin=$(cd "$repo" && cargo test -p qexec-job --lib --locked --no-run --message-format=json 2>"$work/build.log" |
+    jq -r 'select(.reason == "compiler-artifact" and .target.name == "qexec_job"
                   and .profile.test == true and .executable != null) | .executable' | tail -1)
 [ -n "$bin" ] && [ -x "$bin" ] || { cat "$work/build.log" >&2; die "test binary not built"; }
 

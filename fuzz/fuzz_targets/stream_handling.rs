@@ -19,7 +19,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qexec_protocol::{ClientMessage, ControlStreamState, Decoder, ErrorCode, FrameError, validate_request};
+use qexec_protocol::{
+    ClientMessage, ControlStreamState, Decoder, ErrorCode, FrameError, validate_request,
+};
 use qexec_server::service::request::{self, Verdict};
 use qexec_server::service::{Op, authorize};
 use qexec_tls::{Identity, Role};
@@ -48,7 +50,9 @@ fn pieces(seed: u8, stream: &[u8]) -> Result<Option<ClientMessage>, ErrorCode> {
                 Err(f) => {
                     assert!(matches!(
                         f.code,
-                        ErrorCode::ProtocolViolation | ErrorCode::FrameTooLarge | ErrorCode::Unsupported
+                        ErrorCode::ProtocolViolation
+                            | ErrorCode::FrameTooLarge
+                            | ErrorCode::Unsupported
                     ));
                     return Ok(first);
                 }
@@ -91,7 +95,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 matches!(
                     f.code,
-                    ErrorCode::ProtocolViolation | ErrorCode::FrameTooLarge | ErrorCode::Unsupported
+                    ErrorCode::ProtocolViolation
+                        | ErrorCode::FrameTooLarge
+                        | ErrorCode::Unsupported
                 ),
                 "fault code {:?}",
                 f.code
@@ -127,7 +133,10 @@ fuzz_target!(|data: &[u8]| {
                 request,
                 ClientMessage::StdinData(_) | ClientMessage::StdinEof
             ));
-            assert!(validate_request(request).is_ok(), "accepted an invalid request: {request:?}");
+            assert!(
+                validate_request(request).is_ok(),
+                "accepted an invalid request: {request:?}"
+            );
             if role == Role::Viewer {
                 assert!(
                     matches!(op, Op::List | Op::Status | Op::Follow),
@@ -137,14 +146,20 @@ fuzz_target!(|data: &[u8]| {
             if op.on_job() {
                 let foreign = owner.as_deref().is_some_and(|o| o != identity.name);
                 assert!(owner.is_some(), "{op:?} allowed on a missing job");
-                assert!(!(foreign && role == Role::User), "user allowed {op:?} on another user's job");
+                assert!(
+                    !(foreign && role == Role::User),
+                    "user allowed {op:?} on another user's job"
+                );
             }
         }
     }
 
     let Ok(Some(msg)) = &split else { return };
     // The server's validation is the protocol's.
-    assert_eq!(request::validate(msg).is_ok(), validate_request(msg).is_ok());
+    assert_eq!(
+        request::validate(msg).is_ok(),
+        validate_request(msg).is_ok()
+    );
     // The NotFound rule, straight from the authorization function.
     if let Ok(op) = request::op_of(msg)
         && op.on_job()

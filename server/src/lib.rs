@@ -1,16 +1,16 @@
-//! qexec server: a job library that runs, follows, limits, isolates and stops Linux
-//! processes ([`job`]), usable on its own, and the QUIC/mTLS service on top of it.
+//! qexec server: the QUIC/mTLS service ([`service`]) on top of qexec's job library
+//! ([`qexec_job`], re-exported here as [`job`]), and [`local`], an in-process qexecd
+//! for the demo and the tests. Identity, PKI and TLS settings are `qexec-tls`'s.
 #![warn(missing_docs)]
 
-pub mod cgroup;
-pub mod job;
 pub mod local;
 pub mod service;
-mod sys;
-#[doc(hidden)]
-pub use job::spawn::bench_hooks as __spawn_bench_hooks;
 
-pub use job::{
+/// The job library (the `qexec-job` crate), under the path the service has always
+/// used (`qexec_server::job`).
+pub use qexec_job as job;
+pub use qexec_job::cgroup;
+pub use qexec_job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,
     ManagerError, StartError, StartedJob,
 };

@@ -1,4 +1,4 @@
-//! qexecd under load, faults and bad input, over real QUIC on loopback (issue 9).
+//! qexecd under load, faults and bad input, over real QUIC on loopback.
 //!
 //! Most tests run the service in-process ([`TestServer`]); the SIGTERM and SIGKILL tests
 //! run the `qexecd` binary as a child process. The tests of this file run one at a

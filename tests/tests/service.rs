@@ -1,5 +1,5 @@
 //! qexecd over real QUIC on loopback: handshake, authorization, framing faults,
-//! head-of-line isolation, the job operations (issue 6).
+//! head-of-line isolation, the job operations.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -623,7 +623,7 @@ async fn per_user_job_limit() -> Result {
 }
 
 // spec: QX-ERR-5. A start above a server maximum is refused with InvalidArgument naming
-// the maximum, never clamped; one at the maximum is not refused for it (issue 4).
+// the maximum, never clamped; one at the maximum is not refused for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_above_server_maximum_is_refused() -> Result {
     let server = TestServer::start_with(|c: &mut ServerConfig| {

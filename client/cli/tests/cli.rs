@@ -376,7 +376,7 @@ fn errors_are_one_clear_line() {
     );
 }
 
-// Over the wire (issue 4, spec: QX-ERR-5): a limit above qexecd's maximum is refused by
+// Over the wire (spec: QX-ERR-5): a limit above qexecd's maximum is refused by
 // the server with InvalidArgument, and the CLI names the flag, what was typed and the
 // maximum in the flag's unit, on one line, exit 255.
 #[test]

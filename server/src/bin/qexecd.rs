@@ -69,7 +69,7 @@ struct Args {
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
-    // Server-side job limits (spec: QX-LIMIT-*; issue 4): a start asking above a
+    // Server-side job limits (spec: QX-LIMIT-*): a start asking above a
     // maximum is refused with InvalidArgument, never clamped; a default fills a limit
     // the request leaves unset. Sizes take K, M, G, T (powers of 1024).
     /// Most CPU a job may ask for, in CPUs (0.5 = half a CPU, or 500m) [default: no maximum].

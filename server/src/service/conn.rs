@@ -320,37 +320,7 @@ async fn control_stream(ctx: Arc<ConnCtx>, send: SendStream, recv: RecvStream) {
         ctl.fault(&fault);
         return;
     }
-    if let Err(refusal) = request::validate(&msg) {
-        ctx.audit(op, request::job_of(&msg), Err(refusal.code));
-        ctl.refuse(refusal, None).await;
-        return;
-    }
-    // spec: QX-ERR-8
-    if *ctx.shared.shutting_down.borrow() {
-        ctx.audit(op, request::job_of(&msg), Err(ErrorCode::ShuttingDown));
-        let refusal = Refusal {
-            code: ErrorCode::ShuttingDown,
-            message: "the server is shutting down; retry against another server or later"
-                .to_owned(),
-        };
-        ctl.refuse(refusal, None).await;
-        return;
-    }
-    match msg {
-        ClientMessage::Start(r) => handlers::start::handle(&ctx, ctl, r).await,
-        ClientMessage::Stop(r) => handlers::stop::handle(&ctx, ctl, r).await,
-        ClientMessage::Status(r) => handlers::status::handle(&ctx, ctl, r).await,
-        ClientMessage::List(r) => handlers::list::handle(&ctx, ctl, r).await,
-        ClientMessage::Attach(r) => handlers::attach::handle(&ctx, ctl, r).await,
-        ClientMessage::Signal(r) => handlers::signal::handle(&ctx, ctl, r).await,
-        ClientMessage::StdinData(_) | ClientMessage::StdinEof => {
-            // op_of refused these above; kept total without a panic path.
-            ctl.fault(&StreamFault {
-                code: ErrorCode::ProtocolViolation,
-                reason: "stdin frame before any Start request".to_owned(),
-            });
-        }
-    }
+    handlers::dispatch(&ctx, ctl, op, msg).await;
 }
 
 fn log_fault(ctx: &ConnCtx, ctl: &Control, fault: &StreamFault) {

@@ -4,7 +4,7 @@
 //! Structure (one concern per file):
 //! - TLS settings, certificate loading and the identity-checking verifier are
 //!   `qexec-tls`'s ([`qexec_tls::server_crypto`]), shared with the client;
-//! - [`authz`]: the authorization table ([`authorize`]);
+//! - `authz`: the authorization table ([`authorize`]);
 //! - `request`: decode → validate → authorize as plain functions (fuzzable);
 //! - `conn`: one task per connection, one per control stream;
 //! - `output`: output streams (job output → `OutputFrame`s);

@@ -1,8 +1,8 @@
-//! `qexec-bench`: qexec against OpenSSH and the machine's limits (issue 8).
+//! `qexec-bench`: qexec against OpenSSH and the machine's limits (bench/README.md).
 //!
 //! One run starts its own `qexecd` (the binary built next to the harness) with a
 //! throwaway PKI, its own `sshd` on a loopback port when OpenSSH is installed, and
-//! measures the six sections of issue 8, each figure over several runs (median and
+//! measures the six sections of bench/README.md, each figure over several runs (median and
 //! min–max), with ratios against baselines measured in the same run:
 //! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`].
 
@@ -53,7 +53,7 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// The full benchmark (issue 8's sizes).
+    /// The full benchmark (the sizes bench/README.md gives).
     pub(crate) fn full() -> Self {
         Self {
             mode: "full",

@@ -10,7 +10,7 @@ use super::stats::median;
 pub(crate) struct Figure {
     /// Stable key for tracking (`cold.qexec_run`, …).
     pub(crate) key: String,
-    /// Section number and title of issue 8 (`1 cold CLI`, …).
+    /// Section number and title (bench/README.md) (`1 cold CLI`, …).
     pub(crate) section: &'static str,
     /// What was measured, for a reader.
     pub(crate) what: String,
@@ -75,7 +75,7 @@ pub(crate) struct Ratio {
     pub(crate) value: f64,
     /// Unit (`×`, `%`, `MiB`, …).
     pub(crate) unit: &'static str,
-    /// The target from issue 8, if it has one.
+    /// The target bench/README.md gives, if any.
     pub(crate) goal: Option<Goal>,
 }
 

@@ -1,5 +1,5 @@
 //! `qexec-bench`: the project's performance record. qexec against OpenSSH and the
-//! machine's own limits, side by side in one run (issue 8; see bench/README.md).
+//! machine's own limits, side by side in one run (see bench/README.md).
 //!
 //! ```text
 //! cargo build --release -p qexec-server -p qexec-cli

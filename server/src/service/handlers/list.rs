@@ -2,15 +2,14 @@
 
 use qexec_protocol::{ListRequest, ServerMessage};
 
+use super::Outcome;
 use crate::service::authz::{Op, visible};
-use crate::service::conn::{ConnCtx, Control};
+use crate::service::conn::ConnCtx;
 use crate::service::request::decide;
 
-pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: ListRequest) {
+pub(crate) fn handle(ctx: &ConnCtx, req: ListRequest) -> Outcome {
     if let Err(refusal) = decide(&ctx.identity, Op::List, None, None) {
-        ctx.audit(Op::List, None, Err(refusal.code));
-        ctl.refuse(refusal, None).await;
-        return;
+        return Outcome::refused(None, refusal);
     }
     let mut msgs: Vec<ServerMessage> = ctx
         .shared
@@ -22,6 +21,5 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: ListRequest) {
         .map(ServerMessage::ListItem)
         .collect();
     msgs.push(ServerMessage::ListEnd);
-    ctx.audit(Op::List, None, Ok(()));
-    ctl.answer(&msgs).await;
+    Outcome::answer(None, msgs)
 }

@@ -11,8 +11,10 @@ use qexec_protocol::{
     StopReason,
 };
 
-use super::job_error;
-use crate::job::{JobSpec, JobStdin, StartError};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Continuation, Outcome, Refused, Reply, job_error};
+use crate::job::{Follower, JobSpec, JobStdin, StartError};
 use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
@@ -56,23 +58,40 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
         | StartError::LimitUnavailable { .. } => (refusal(ErrorCode::InvalidArgument), None),
         StartError::Cgroup { .. } => (refusal(ErrorCode::SpawnFailed), Some(SpawnFailure::Setup)),
         StartError::ShuttingDown => (refusal(ErrorCode::ShuttingDown), None),
-        StartError::Io { .. } | StartError::Internal { .. } => {
+        // `Io`, `Internal`, and any variant a later qexec-job adds (`StartError` is
+        // non_exhaustive and defined in that crate): a server-side failure.
+        _ => {
             tracing::error!(error = %e, "job start failed on the server side");
             (refusal(ErrorCode::Internal), None)
         }
     }
 }
 
-pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
+/// A started job's second phase: stdin, the output stream of `follow`, and the
+/// `stop_on_detach` watch.
+#[derive(Debug)]
+pub(crate) struct Running {
+    id: JobId,
+    stdin: bool,
+    stop_on_detach: bool,
+    writer: Option<JobStdin>,
+    follower: Option<(OwnedSemaphorePermit, Follower)>,
+}
+
+fn refused(refusal: Refusal, spawn: Option<SpawnFailure>) -> Outcome {
+    Outcome {
+        job: None,
+        reply: Err(Refused { refusal, spawn }),
+    }
+}
+
+pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
     if let Err(refusal) = decide(&ctx.identity, Op::Start, None, None) {
-        ctx.audit(Op::Start, None, Err(refusal.code));
-        ctl.refuse(refusal, None).await;
-        return;
+        return refused(refusal, None);
     }
     let max = ctx.shared.max_jobs_per_user;
     // spec: QX-SRV-2
     let Some(slot) = ctx.shared.user_jobs.reserve(&ctx.identity.name, max) else {
-        ctx.audit(Op::Start, None, Err(ErrorCode::ResourceExhausted));
         let message = format!(
             "user {} already has {max} running jobs; wait for one to end or stop one",
             ctx.identity.name
@@ -81,18 +100,13 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
             code: ErrorCode::ResourceExhausted,
             message,
         };
-        ctl.refuse(r, None).await;
-        return;
+        return refused(r, None);
     };
     // A followed start needs an output stream: refuse before starting the job.
     let permit = if req.follow {
         match output::subscription_permit(ctx) {
             Ok(p) => Some(p),
-            Err(r) => {
-                ctx.audit(Op::Start, None, Err(r.code));
-                ctl.refuse(r, None).await;
-                return;
-            }
+            Err(r) => return refused(r, None),
         }
     } else {
         None
@@ -122,14 +136,11 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         Ok(s) => s,
         Err(e) => {
             let (r, spawn) = start_refusal(&e);
-            ctx.audit(Op::Start, None, Err(r.code));
-            ctl.refuse(r, spawn).await;
-            return;
+            return refused(r, spawn);
         }
     };
     let id = started.id;
     ctx.shared.watch_job(id, slot);
-    ctx.audit(Op::Start, Some(id), Ok(()));
     let follower = match (permit, follow) {
         (Some(permit), true) => match ctx.shared.manager.follow(id, 0) {
             Ok(f) => Some((permit, f)),
@@ -141,36 +152,61 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StartRequest) {
         },
         _ => None,
     };
-    ctl.answer(&[ServerMessage::Started(StartedResponse {
+    let answer = vec![ServerMessage::Started(StartedResponse {
         job: id,
         pid: started.pid,
-    })])
-    .await;
+    })];
+    let running = Running {
+        id,
+        stdin,
+        stop_on_detach,
+        writer: started.stdin,
+        follower,
+    };
+    Outcome {
+        job: Some(id),
+        reply: Ok(Reply::Continue(
+            answer,
+            Continuation::Start(Box::new(running)),
+        )),
+    }
+}
 
-    let request_stream = ctl.id;
-    let input = async {
-        let (end, held_stdin) = if stdin {
-            stdin_phase(ctx, &mut ctl, started.stdin).await
-        } else {
-            if let Some(w) = started.stdin {
-                w.close();
+impl Running {
+    /// Runs stdin and the output stream side by side until both ended.
+    pub(crate) async fn run(self, ctx: &ConnCtx, mut ctl: Control) {
+        let Self {
+            id,
+            stdin,
+            stop_on_detach,
+            writer,
+            follower,
+        } = self;
+        let request_stream = ctl.id;
+        let input = async {
+            let (end, held_stdin) = if stdin {
+                stdin_phase(ctx, &mut ctl, writer).await
+            } else {
+                if let Some(w) = writer {
+                    w.close();
+                }
+                (drain(&mut ctl).await, None)
+            };
+            if stop_on_detach {
+                detach_watch(ctx, id, end).await;
             }
-            (drain(&mut ctl).await, None)
+            // Closed only now: on a detach, an EOF before the stop would let the job
+            // end by itself (`cat` exits 0) instead of being stopped (spec: QX-SRV-7).
+            drop(held_stdin);
         };
-        if stop_on_detach {
-            detach_watch(ctx, id, end).await;
-        }
-        // Closed only now: on a detach, an EOF before the stop would let the job end
-        // by itself (`cat` exits 0) instead of being stopped (spec: QX-SRV-7).
-        drop(held_stdin);
-    };
-    let output = async {
-        if let Some((permit, f)) = follower {
-            output::pump(ctx, request_stream, id, 0, f).await;
-            drop(permit);
-        }
-    };
-    tokio::join!(input, output);
+        let output = async {
+            if let Some((permit, f)) = follower {
+                output::pump(ctx, request_stream, id, 0, f).await;
+                drop(permit);
+            }
+        };
+        tokio::join!(input, output);
+    }
 }
 
 fn bad_frame(ctl: &mut Control, reason: &str) -> InputEnd {

@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use qexec_protocol::{ServerMessage, StopReason, StopRequest};
+use qexec_protocol::{StopReason, StopRequest};
 
-use super::{job_error, lookup};
+use super::{Outcome, Reply, job_error, lookup};
 use crate::service::authz::Op;
-use crate::service::conn::{ConnCtx, Control};
+use crate::service::conn::ConnCtx;
 
-pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StopRequest) {
+pub(crate) async fn handle(ctx: &ConnCtx, req: StopRequest) -> Outcome {
     if let Err(r) = lookup(ctx, Op::Stop, req.job) {
-        ctx.audit(Op::Stop, Some(req.job), Err(r.code));
-        ctl.refuse(r, None).await;
-        return;
+        return Outcome::refused(Some(req.job), r);
     }
     let stop = ctx.shared.manager.stop(
         req.job,
@@ -23,22 +21,11 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut ctl: Control, req: StopRequest) {
     );
     // The stop waits up to the grace period; a lost connection abandons the answer,
     // not the stop (the job manager finishes it).
-    let result = tokio::select! {
-        r = stop => r,
-        _ = ctx.conn.closed() => {
-            ctx.audit(Op::Stop, Some(req.job), Ok(()));
-            return;
-        }
-    };
-    match result {
-        Ok(status) => {
-            ctx.audit(Op::Stop, Some(req.job), Ok(()));
-            ctl.answer(&[ServerMessage::Status(status)]).await;
-        }
-        Err(e) => {
-            let r = job_error(req.job, &e);
-            ctx.audit(Op::Stop, Some(req.job), Err(r.code));
-            ctl.refuse(r, None).await;
-        }
+    tokio::select! {
+        r = stop => Outcome::status(req.job, r.map_err(|e| job_error(req.job, &e))),
+        _ = ctx.conn.closed() => Outcome {
+            job: Some(req.job),
+            reply: Ok(Reply::Unheard),
+        },
     }
 }

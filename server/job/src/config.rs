@@ -1,0 +1,161 @@
+//! The library's inputs: the manager's settings, one start's request, and what the
+//! host offers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qexec_protocol::Limits;
+
+use crate::cgroup::{CgroupCapabilities, DeviceNumber, HostLayout};
+#[cfg(doc)]
+use crate::{JobManager, StartError};
+
+/// Server-side settings of a [`JobManager`].
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Where per-job output logs live. Default: `/var/lib/qexec` for root,
+    /// `$XDG_STATE_HOME/qexec` (or `~/.local/state/qexec`) otherwise.
+    pub state_dir: PathBuf,
+    /// Maximum number of jobs running at once.
+    pub max_running_jobs: usize,
+    /// Maximum combined output bytes kept per job; past it the job is stopped with
+    /// `StopReason::OutputLimit` and `output_truncated` is set.
+    pub output_cap: u64,
+    /// Grace period used when a stop does not give one (also for timeouts, the
+    /// output cap and shutdown).
+    pub default_grace: Duration,
+    /// Limits applied when a request leaves one unset.
+    pub default_limits: Limits,
+    /// Largest limits a request may ask for; above them a start is refused.
+    pub max_limits: Limits,
+    /// Finished jobs kept (status and output); older ones are forgotten and their
+    /// output files deleted.
+    pub retain_finished: usize,
+    /// How long output pipes are still read after the job's main process exited,
+    /// when other processes of the job keep them open; then they are killed and the
+    /// job ends.
+    pub output_drain: Duration,
+    /// Run each job in its own PID, mount, network, UTS and IPC namespaces when the
+    /// host allows it (root, kernel support); when it does not, jobs run without and
+    /// [`Capabilities::isolation_unavailable`] says why. Default: on.
+    pub isolation: bool,
+    /// Put each job in its own cgroup (limits, usage, whole-job kill) when the host
+    /// allows it (root, cgroups mounted); when it does not, jobs without limits still
+    /// run and [`Capabilities::cgroups`] says why. Default: on.
+    pub cgroups: bool,
+    /// Name of the directory holding the job cgroups in each hierarchy. Default
+    /// [`crate::cgroup::DEFAULT_SUBTREE`] (`qexec`). Job cgroups found there at start-up
+    /// are stale (a crashed server's): their processes are killed and they are removed.
+    /// Managers using one subtree at once hold a lock on it: a manager that is not
+    /// alone there skips that cleanup (and leaves the subtree in place when it goes),
+    /// so it never touches the jobs of another; still, give each its own subtree.
+    pub cgroup_subtree: String,
+    /// Disks (whole-disk `major:minor`) IO limits apply to when no block device backs
+    /// the job's working directory (tmpfs, overlay). Empty: such a start with IO
+    /// limits is refused.
+    pub io_devices: Vec<DeviceNumber>,
+    /// Run every job's program as this `(uid, gid)` with no supplementary groups,
+    /// when set. Default `None`: jobs run as the server's own user (root in the
+    /// intended deployment), because the commands people send to a remote machine
+    /// (package installs, device access, reading any file) often need it; namespaces
+    /// and cgroups confine a job but are no security boundary against root. Set it
+    /// (qexecd `--job-user nobody`) for untrusted work such as fuzzing farms. The
+    /// isolated init keeps the server's identity to set up the namespaces; only the
+    /// target program drops to these credentials, with `no_new_privs`.
+    pub job_credentials: Option<(u32, u32)>,
+}
+
+impl ManagerConfig {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            max_running_jobs: 1024,
+            output_cap: 8 << 30,
+            default_grace: Duration::from_secs(5),
+            default_limits: Limits::default(),
+            max_limits: Limits::default(),
+            retain_finished: 1000,
+            output_drain: Duration::from_secs(1),
+            isolation: true,
+            cgroups: true,
+            cgroup_subtree: crate::cgroup::DEFAULT_SUBTREE.to_owned(),
+            io_devices: Vec::new(),
+            job_credentials: None,
+        }
+    }
+
+    /// The default state directory: `/var/lib/qexec` for root;
+    /// `$XDG_STATE_HOME/qexec` (when set and absolute), else
+    /// `$HOME/.local/state/qexec`, else `/tmp/qexec-<uid>` for other users.
+    pub fn default_state_dir() -> PathBuf {
+        let uid = nix::unistd::geteuid();
+        if uid.is_root() {
+            return PathBuf::from("/var/lib/qexec");
+        }
+        if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from)
+            && xdg.is_absolute()
+        {
+            return xdg.join("qexec");
+        }
+        if let Some(home) = std::env::var_os("HOME").map(PathBuf::from)
+            && home.is_absolute()
+        {
+            return home.join(".local/state/qexec");
+        }
+        PathBuf::from(format!("/tmp/qexec-{uid}"))
+    }
+}
+
+/// What one start asks for.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Program and arguments, raw bytes.
+    pub argv: Vec<Vec<u8>>,
+    /// The whole environment (a default `PATH` is added if absent).
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Working directory (`/` when `None`).
+    pub cwd: Option<PathBuf>,
+    /// Give the job a stdin pipe (else `/dev/null`).
+    pub stdin: bool,
+    /// Wall-clock timeout.
+    pub timeout: Option<Duration>,
+    /// Identity of whoever started it.
+    pub owner: String,
+    /// Requested limits.
+    pub limits: Limits,
+}
+
+/// What the host offers the job library (reported at start-up and on request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Jobs run in their own PID, mount, network, UTS and IPC namespaces under an
+    /// init (security.md, "Privileges and isolation").
+    pub isolation: bool,
+    /// Why isolation is off although the configuration asked for it.
+    pub isolation_unavailable: Option<String>,
+    /// The cgroup report: host layout, the interface used, each controller, the kill
+    /// method, and why cgroups are unavailable when they are (`unavailable`; then
+    /// jobs run without cgroups and starts asking for limits are refused). Its
+    /// `Display` is the start-up log line.
+    pub cgroups: CgroupCapabilities,
+}
+
+impl Default for Capabilities {
+    /// Nothing probed yet: no isolation, no cgroups.
+    fn default() -> Self {
+        Self {
+            isolation: false,
+            isolation_unavailable: None,
+            cgroups: CgroupCapabilities {
+                host: HostLayout::None,
+                version: None,
+                unavailable: Some("not probed".to_owned()),
+                subtree: Vec::new(),
+                controllers: Vec::new(),
+                kill: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The supervisor: the one task per job that waits on its pidfd, its output pipes,
+//! its timeout, stop requests, a cgroup kill and the OOM check, and records its end
+//! (see the module docs of `manager`).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qexec_protocol::{OutputStream, StopReason, Termination};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cgroup::{CgroupError, JobCgroup};
+use crate::lifecycle::{Action, Lifecycle};
+use crate::output::{Appended, HEADER_LEN, LogWriter, SpliceError};
+
+/// Size asked for each output pipe (the unprivileged maximum by default).
+const PIPE_SIZE: i32 = 1 << 20;
+/// Read buffer of the copy path (the header space comes in front of it).
+const READ_BUF: usize = 128 << 10;
+/// Largest record moved by one splice (the pipe holds at most its size).
+const SPLICE_MAX: usize = PIPE_SIZE as usize;
+/// Reads per pipe in the final non-blocking drain, so a writer that never stops
+/// cannot keep a job alive.
+const FINAL_DRAIN_READS: usize = 64;
+/// How long a dropped supervisor waits for its SIGKILLed main process to be reaped.
+const DROP_REAP_WAIT_MS: u16 = 2000;
+/// How often the OOM flag of a running v1 job with a memory limit is read.
+const OOM_CHECK: Duration = Duration::from_millis(250);
+use super::cgroups::read_accounting;
+use super::table::{Job, ProcessHandle, Shared, lock, now_ms};
+
+/// Wraps an output pipe for the reactor, enlarged to [`PIPE_SIZE`] when possible.
+fn output_pipe(fd: OwnedFd) -> io::Result<pipe::Receiver> {
+    // A bigger pipe means fewer wake-ups and a writer that blocks less often.
+    if let Err(e) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+        tracing::debug!(error = %e, "cannot enlarge an output pipe; keeping its size");
+    }
+    pipe::Receiver::from_owned_fd(fd)
+}
+
+/// Waits for readability of an optional fd (never ready when `None`).
+async fn readable(fd: Option<&pipe::Receiver>) {
+    match fd {
+        Some(fd) => {
+            // An error here (the reactor is gone) surfaces on the read that follows.
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a running cgroup kill (never ready when there is none).
+async fn killed(task: Option<&mut JoinHandle<Result<(), CgroupError>>>) -> Option<String> {
+    match task {
+        Some(task) => match task.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Result of one read on an output pipe.
+enum Pumped {
+    Data,
+    Eof,
+    WouldBlock,
+}
+
+/// The task that runs one job from spawn to end.
+#[derive(Debug)]
+pub(super) struct Supervisor {
+    shared: Arc<Shared>,
+    job: Arc<Job>,
+    /// The main process; `None` once the job ended (closes the pidfd).
+    handle: Option<Arc<ProcessHandle>>,
+    /// The reactor's duplicate of the main process' pidfd.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+    log: Option<LogWriter>,
+    /// Read buffer of the copy path, allocated on first use.
+    buf: Vec<u8>,
+    /// Output is spliced into the log (until the file system says it cannot).
+    splice: bool,
+    life: Lifecycle,
+    timeout_at: Option<Instant>,
+    drain_until: Option<Instant>,
+    /// The job's cgroup; `None` without cgroups and once the job ended.
+    cgroup: Option<Arc<JobCgroup>>,
+    /// A running [`JobCgroup::kill_all`] (on a blocking thread).
+    kill_task: Option<JoinHandle<Result<(), CgroupError>>>,
+    /// OOM flag checks of a v1 job with a memory limit.
+    oom_check: Option<tokio::time::Interval>,
+    /// The OOM flag was seen and the job killed for it.
+    oom_handled: bool,
+    finished: bool,
+}
+
+impl Supervisor {
+    /// The supervisor of a job just spawned; `check_oom` asks for the periodic OOM
+    /// check (a v1 job with a memory limit). From here on it owns the job's cleanup:
+    /// its drop kills and reaps the job.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        job: Arc<Job>,
+        handle: Arc<ProcessHandle>,
+        log: LogWriter,
+        timeout_at: Option<Instant>,
+        cgroup: Option<Arc<JobCgroup>>,
+        check_oom: bool,
+    ) -> Self {
+        let oom_check = check_oom.then(|| {
+            let mut tick = tokio::time::interval(OOM_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        Self {
+            shared,
+            job,
+            handle: Some(handle),
+            pidfd: None,
+            stdout: None,
+            stderr: None,
+            log: Some(log),
+            buf: Vec::new(),
+            splice: true,
+            life: Lifecycle::new(),
+            timeout_at,
+            drain_until: None,
+            cgroup,
+            kill_task: None,
+            oom_check,
+            oom_handled: false,
+            finished: false,
+        }
+    }
+
+    /// Registers the job's pidfd (a duplicate) and output pipes with the reactor.
+    pub(super) fn register(
+        &mut self,
+        pidfd: io::Result<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> io::Result<()> {
+        self.pidfd = Some(crate::sys::async_fd(pidfd?, Interest::READABLE)?);
+        self.stdout = Some(output_pipe(stdout)?);
+        self.stderr = Some(output_pipe(stderr)?);
+        Ok(())
+    }
+
+    /// Runs the job to its end (the task's body).
+    pub(super) async fn run(mut self) {
+        let job = Arc::clone(&self.job);
+        loop {
+            if self.life.exited() && self.stdout.is_none() && self.stderr.is_none() {
+                break;
+            }
+            let kill_at = self.life.deadline();
+            let timeout_at = if self.life.stopping() || self.life.exited() {
+                None
+            } else {
+                self.timeout_at
+            };
+            let pidfd = if self.life.exited() {
+                None
+            } else {
+                self.pidfd.as_ref()
+            };
+            tokio::select! {
+                () = readable(self.stdout.as_ref()) => { self.pump(OutputStream::Stdout); }
+                () = readable(self.stderr.as_ref()) => { self.pump(OutputStream::Stderr); }
+                () = async {
+                    match pidfd {
+                        Some(fd) => { let _ = fd.readable().await.map(|mut g| g.clear_ready()); }
+                        None => std::future::pending().await,
+                    }
+                } => self.reap(),
+                () = job.stop_notify.notified() => {
+                    let pending = lock(&job.pending_stop).take();
+                    if let Some((reason, grace)) = pending {
+                        self.stop(reason, grace);
+                    }
+                }
+                () = sleep_until(timeout_at) => {
+                    // spec: a job past its timeout is stopped like any other stop.
+                    let grace = self.shared.config.default_grace;
+                    self.stop(StopReason::Timeout, grace);
+                }
+                () = sleep_until(kill_at) => {
+                    let action = self.life.on_deadline(Instant::now());
+                    self.apply(action);
+                }
+                () = sleep_until(self.drain_until) => self.end_drain(),
+                failed = killed(self.kill_task.as_mut()) => {
+                    self.kill_task = None;
+                    if let Some(e) = failed {
+                        tracing::error!(job = %job.id, error = %e, "cannot kill every process of the job's cgroup");
+                    }
+                }
+                () = tick(self.oom_check.as_mut()) => self.check_oom(),
+            }
+        }
+        self.empty_cgroup().await;
+        self.finish();
+    }
+
+    /// Kills whatever is left in the job's cgroup and waits until it is empty.
+    async fn empty_cgroup(&mut self) {
+        if let Some(mut task) = self.kill_task.take()
+            && let Some(e) = killed(Some(&mut task)).await
+        {
+            tracing::error!(job = %self.job.id, error = %e, "cannot kill every process of the job's cgroup");
+        }
+        let Some(cg) = self.cgroup.clone() else {
+            return;
+        };
+        let left = cg.pids().map_or(true, |p| !p.is_empty());
+        if !left {
+            return;
+        }
+        let mut task = tokio::task::spawn_blocking(move || cg.kill_all());
+        if let Some(e) = killed(Some(&mut task)).await {
+            tracing::error!(job = %self.job.id, error = %e, "cannot kill every process of the job's cgroup");
+        }
+    }
+
+    /// On cgroup v1 an OOM kill hits one process only: kill the rest of the job too.
+    fn check_oom(&mut self) {
+        if self.oom_handled {
+            return;
+        }
+        let Some(cg) = &self.cgroup else {
+            return;
+        };
+        if cg.oom_killed().unwrap_or(false) {
+            tracing::info!(job = %self.job.id, "the OOM killer hit the job; killing all of it");
+            self.oom_handled = true;
+            self.oom_check = None;
+            self.start_cgroup_kill();
+        }
+    }
+
+    /// Starts [`JobCgroup::kill_all`] on a blocking thread unless one runs already.
+    fn start_cgroup_kill(&mut self) {
+        if self.kill_task.is_some() {
+            return;
+        }
+        if let Some(cg) = self.cgroup.clone() {
+            self.kill_task = Some(tokio::task::spawn_blocking(move || cg.kill_all()));
+        }
+    }
+
+    /// One read from a pipe into the log.
+    fn pump(&mut self, stream: OutputStream) -> Pumped {
+        let Self {
+            stdout,
+            stderr,
+            buf,
+            log,
+            splice,
+            ..
+        } = self;
+        let pipe = match stream {
+            OutputStream::Stdout => stdout,
+            OutputStream::Stderr => stderr,
+        };
+        let Some(fd) = pipe.as_ref() else {
+            return Pumped::Eof;
+        };
+        // Fast path: pipe → file in the kernel, while there is room under the cap.
+        if let Some(log) = log.as_mut().filter(|l| *splice && l.room() > 0) {
+            let moved = fd.try_io(|| match log.splice_from(stream, fd.as_fd(), SPLICE_MAX) {
+                Ok(n) => Ok(Ok(n)),
+                Err(SpliceError::Io(e)) => Err(e),
+                Err(other) => Ok(Err(other)),
+            });
+            match moved {
+                Ok(Ok(0)) => {
+                    *pipe = None;
+                    return Pumped::Eof;
+                }
+                Ok(Ok(_)) => return Pumped::Data,
+                Ok(Err(SpliceError::Log(e))) => {
+                    tracing::error!(
+                        job = %self.job.id,
+                        path = %self.job.log.path().display(),
+                        error = %e,
+                        "cannot write the job's output log; further output is discarded and the status says output_truncated"
+                    );
+                    return Pumped::Data;
+                }
+                Ok(Err(_unsupported)) => {
+                    tracing::debug!(job = %self.job.id, "the state directory cannot splice; copying output instead");
+                    *splice = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pumped::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Pumped::WouldBlock,
+                Err(e) => {
+                    tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading an output pipe failed; closing it");
+                    *pipe = None;
+                    return Pumped::Eof;
+                }
+            }
+        }
+        // Copy path: past the cap (read and discard), or where splicing is unsupported.
+        if buf.is_empty() {
+            buf.resize(HEADER_LEN + READ_BUF, 0);
+        }
+        let read = fd.try_read(&mut buf[HEADER_LEN..]);
+        match read {
+            Ok(0) => {
+                *pipe = None;
+                Pumped::Eof
+            }
+            Ok(n) => {
+                let appended = log.as_mut().map(|log| log.append_framed(stream, buf, n));
+                match appended {
+                    Some(Ok(Appended::CapReached)) if !self.life.stopping() => {
+                        // spec: past the cap the job is stopped and marked truncated.
+                        let grace = self.shared.config.default_grace;
+                        self.stop(StopReason::OutputLimit, grace);
+                    }
+                    Some(Err(e)) => tracing::error!(
+                        job = %self.job.id,
+                        path = %self.job.log.path().display(),
+                        error = %e,
+                        "cannot write the job's output log; further output is discarded and the status says output_truncated"
+                    ),
+                    _ => {}
+                }
+                Pumped::Data
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Pumped::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Pumped::WouldBlock,
+            Err(e) => {
+                tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading an output pipe failed; closing it");
+                *pipe = None;
+                Pumped::Eof
+            }
+        }
+    }
+
+    /// Reaps the main process if it exited.
+    fn reap(&mut self) {
+        if self.life.exited() {
+            return;
+        }
+        let Some(handle) = &self.handle else {
+            return;
+        };
+        let reaped = lock(&handle.process).try_reap();
+        match reaped {
+            Ok(Some(termination)) => self.on_main_exit(termination),
+            Ok(None) => {}
+            Err(e) => {
+                // Cannot happen unless someone else reaped our child; do not hang.
+                tracing::error!(job = %self.job.id, error = %e, "cannot reap the job's main process; killing the job");
+                self.apply(Action::Kill);
+                self.on_main_exit(Termination::Signaled(libc::SIGKILL));
+            }
+        }
+    }
+
+    fn on_main_exit(&mut self, termination: Termination) {
+        self.life.on_exit(termination);
+        if self.oom_check.is_some() {
+            self.check_oom();
+            self.oom_check = None;
+        }
+        self.drain_until = Some(Instant::now() + self.shared.config.output_drain);
+    }
+
+    /// Starts (or tightens) a stop.
+    fn stop(&mut self, reason: StopReason, grace: Duration) {
+        // Reap first: a job that already exited by itself is reported `Exited`.
+        self.reap();
+        let action = self.life.request_stop(reason, grace, Instant::now());
+        self.apply(action);
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Nothing => return,
+            // spec: QX-MSG-CTRL-2 (SIGTERM to every process of the job, then SIGKILL)
+            Action::Terminate => {
+                // The cgroup first: it holds every process of the job, wherever it went.
+                if let Some(cg) = &self.cgroup
+                    && let Err(e) = cg.signal_all(nix::sys::signal::Signal::SIGTERM)
+                {
+                    tracing::debug!(job = %self.job.id, error = %e, "SIGTERM to the job's cgroup failed");
+                }
+            }
+            Action::Kill => self.start_cgroup_kill(),
+        }
+        self.signal_main(action);
+    }
+
+    /// The process-level part of an action: the main process (or the init) and,
+    /// not isolated, its process group.
+    fn signal_main(&self, action: Action) {
+        let Some(handle) = &self.handle else {
+            return;
+        };
+        let process = lock(&handle.process);
+        let result = match action {
+            Action::Nothing => return,
+            Action::Terminate => process.terminate(),
+            Action::Kill => process.kill(),
+        };
+        if let Err(e) = result {
+            tracing::debug!(job = %self.job.id, ?action, error = %e, "signalling the job failed");
+        }
+    }
+
+    /// The drain after the main process' exit is over: kill what is left of the job,
+    /// take what is already in the pipes, close them.
+    fn end_drain(&mut self) {
+        self.drain_until = None;
+        if self.stdout.is_some() || self.stderr.is_some() {
+            self.apply(Action::Kill);
+        }
+        for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+            for _ in 0..FINAL_DRAIN_READS {
+                if !matches!(self.pump(stream), Pumped::Data) {
+                    break;
+                }
+            }
+        }
+        self.stdout = None;
+        self.stderr = None;
+    }
+
+    /// Publishes the final status and frees everything the job held.
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let cgroup = self.cgroup.take();
+        let (usage, oom_killed) = cgroup
+            .as_deref()
+            .map(|cg| read_accounting(cg, self.job.id))
+            .unwrap_or_default();
+        {
+            let mut run = lock(&self.job.run);
+            run.state = self.life.state();
+            run.ended_at_ms = Some(now_ms());
+            run.usage = usage;
+            run.oom_killed = oom_killed;
+        }
+        lock(&self.job.process).take();
+        lock(&self.job.cgroup).take();
+        if let Some(cg) = cgroup {
+            // Another holder (a concurrent status read) removes it when it lets go
+            // (`JobCgroup`'s drop).
+            if let Ok(mut cg) = Arc::try_unwrap(cg)
+                && let Err(e) = cg.remove()
+            {
+                tracing::warn!(job = %self.job.id, error = %e, "cannot remove the job's cgroup");
+            }
+        }
+        self.stdout = None;
+        self.stderr = None;
+        self.pidfd = None;
+        // The last reference: closes the pidfd (the process was reaped; if it was
+        // not, `ChildProcess`'s drop kills and reaps it).
+        self.handle = None;
+        // Free the slot before anyone learns of the end, so a caller of `wait` or
+        // `stop` can start a job in its place at once.
+        self.shared.job_finished(self.job.id);
+        // Dropping the writer publishes the end to followers, after the status is final.
+        self.log = None;
+    }
+}
+
+impl Drop for Supervisor {
+    /// The task was aborted (manager dropped) before the job ended: SIGKILL the job,
+    /// reap it (waiting up to a bound), record `Stopped { Shutdown }`.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Records the reason (unless a stop was under way); always SIGKILL now.
+        let _ = self
+            .life
+            .request_stop(StopReason::Shutdown, Duration::ZERO, Instant::now());
+        self.signal_main(Action::Kill);
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.kill_all()
+        {
+            // Bounded (it gives up after a while); `JobCgroup`'s drop tries again.
+            tracing::error!(job = %self.job.id, error = %e, "cannot kill every process of the job's cgroup");
+        }
+        if let Some(handle) = self.handle.as_ref().filter(|_| !self.life.exited()) {
+            {
+                let process = lock(&handle.process);
+                let mut fds = [nix::poll::PollFd::new(
+                    process.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                // Bounded: SIGKILL ends a process at once unless it sleeps in the kernel.
+                let _ = nix::poll::poll(&mut fds, DROP_REAP_WAIT_MS);
+            }
+            self.reap();
+        }
+        if !self.life.exited() {
+            // The ChildProcess' own Drop is the last resort for reaping.
+            self.life.on_exit(Termination::Signaled(libc::SIGKILL));
+        }
+        self.finish();
+    }
+}

@@ -1,0 +1,373 @@
+//! The job table: every job the manager knows, its status, the running-slot
+//! bookkeeping and retention of finished jobs.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use qexec_protocol::{JobId, JobState, JobStatus, Limits, ResourceUsage, StopReason};
+use tokio::sync::Notify;
+
+use crate::cgroup::{CgroupCapabilities, Cgroups, HostLayout, JobCgroup};
+use crate::output::LogShared;
+use crate::spawn::ChildProcess;
+use crate::{Capabilities, JobError, ManagerConfig, ManagerError, StartError};
+
+use super::cgroups::{SubtreeLock, prepare_cgroups, read_accounting};
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The job table and everything supervisors need.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(super) config: ManagerConfig,
+    /// What the host offers, probed once at start-up.
+    pub(super) capabilities: Capabilities,
+    /// The host's cgroups; `None` when turned off by configuration.
+    pub(super) cgroups: Option<Cgroups>,
+    /// Held while this manager uses the cgroup subtree.
+    pub(super) subtree_lock: Option<SubtreeLock>,
+    pub(super) jobs_dir: PathBuf,
+    pub(super) table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    pub(super) jobs: HashMap<JobId, Arc<Job>>,
+    pub(super) running: usize,
+    pub(super) finished: VecDeque<JobId>,
+    pub(super) next_seq: u64,
+    pub(super) shutting_down: bool,
+}
+
+/// Mutable part of a job's status.
+#[derive(Debug)]
+pub(super) struct RunState {
+    pub(super) state: JobState,
+    pub(super) ended_at_ms: Option<u64>,
+    /// Final usage, read from the cgroup when the job ended.
+    pub(super) usage: ResourceUsage,
+    /// Final OOM flag.
+    pub(super) oom_killed: bool,
+}
+
+/// One job, shared by the table, its supervisor and its followers.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: JobId,
+    pub(super) seq: u64,
+    pub(super) owner: String,
+    pub(super) argv: Vec<Vec<u8>>,
+    pub(super) limits: Limits,
+    pub(super) pid: u32,
+    pub(super) started_at_ms: u64,
+    pub(super) dir: PathBuf,
+    pub(crate) log: Arc<LogShared>,
+    pub(super) run: Mutex<RunState>,
+    /// A stop not yet seen by the supervisor: first reason, shortest grace.
+    pub(super) pending_stop: Mutex<Option<(StopReason, Duration)>>,
+    pub(super) stop_notify: Notify,
+    /// The main process, for `signal`; `None` once the job ended.
+    pub(super) process: Mutex<Option<Arc<ProcessHandle>>>,
+    /// The job's cgroup while it runs, for live usage; `None` once the job ended.
+    pub(super) cgroup: Mutex<Option<Arc<JobCgroup>>>,
+}
+
+impl Job {
+    /// The job's status now.
+    pub(crate) fn status(&self) -> JobStatus {
+        let committed = self.log.committed();
+        // The cgroup before the state: the supervisor stores the final figures before
+        // it lets go of the cgroup, so a running state seen after this has its cgroup.
+        let cgroup = lock(&self.cgroup).clone();
+        let (state, ended_at_ms, mut usage, mut oom_killed) = {
+            let run = lock(&self.run);
+            (
+                run.state.clone(),
+                run.ended_at_ms,
+                run.usage.clone(),
+                run.oom_killed,
+            )
+        };
+        if state.is_running() {
+            // Live figures: a few small cgroupfs reads, no lock held meanwhile.
+            if let Some(cg) = cgroup {
+                (usage, oom_killed) = read_accounting(&cg, self.id);
+            }
+        }
+        JobStatus {
+            id: self.id,
+            owner: self.owner.clone(),
+            argv: self.argv.clone(),
+            state,
+            pid: Some(self.pid),
+            started_at_ms: self.started_at_ms,
+            ended_at_ms,
+            // spec: QX-MSG-TYPE-8 (their sum is the combined output length so far)
+            stdout_bytes: committed.stdout,
+            stderr_bytes: committed.stderr,
+            // spec: the cap (and a failing log) is visible, never silent.
+            output_truncated: committed.discarded > 0,
+            // spec: QX-MSG-TYPE-8 (the kernel OOM killer killed a process of the job)
+            oom_killed,
+            // spec: QX-MSG-TYPE-1 (the limits in force after defaults were applied)
+            limits: self.limits.clone(),
+            usage,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        lock(&self.run).state.is_running()
+    }
+
+    /// Asks the supervisor to stop the job (merged with any pending request).
+    pub(crate) fn request_stop(&self, reason: StopReason, grace: Duration) {
+        {
+            let mut pending = lock(&self.pending_stop);
+            match &mut *pending {
+                Some((_, g)) => *g = (*g).min(grace),
+                None => *pending = Some((reason, grace)),
+            }
+        }
+        self.stop_notify.notify_one();
+    }
+
+    /// Sends `signal` to the main program; `Ok(false)` when it already ended.
+    pub(crate) fn signal(&self, signal: i32) -> io::Result<bool> {
+        let process = lock(&self.process).clone();
+        let Some(p) = process else {
+            return Ok(false);
+        };
+        let result = lock(&p.process).signal(signal);
+        match result {
+            Ok(()) => Ok(true),
+            // Exited (perhaps reaped) but the job has not ended yet (output drain).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the job ended (its status is final then).
+    pub(crate) async fn wait(&self) {
+        self.log.wait_ended().await;
+    }
+}
+
+/// The main process, shared by the supervisor (reap, stop) and `signal`.
+#[derive(Debug)]
+pub(crate) struct ProcessHandle {
+    pub(super) process: Mutex<ChildProcess>,
+}
+
+impl Shared {
+    /// Prepares `<state_dir>/jobs`, deleting job directories a previous manager left.
+    pub(crate) fn new(config: ManagerConfig) -> Result<Self, ManagerError> {
+        let jobs_dir = config.state_dir.join("jobs");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&jobs_dir)
+            .map_err(|source| ManagerError::StateDir {
+                path: jobs_dir.clone(),
+                source,
+            })?;
+        let entries = std::fs::read_dir(&jobs_dir).map_err(|source| ManagerError::StateDir {
+            path: jobs_dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.parse::<JobId>().is_ok()) {
+                let path = entry.path();
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete a stale job directory");
+                }
+            }
+        }
+        let mut capabilities = probe_capabilities(&config);
+        let (cgroups, subtree_lock) = prepare_cgroups(&config);
+        capabilities.cgroups = match &cgroups {
+            Some(cg) => cg.capabilities().clone(),
+            None => CgroupCapabilities {
+                host: HostLayout::None,
+                version: None,
+                unavailable: Some("turned off by configuration (ManagerConfig::cgroups)".into()),
+                subtree: Vec::new(),
+                controllers: Vec::new(),
+                kill: None,
+            },
+        };
+        Ok(Self {
+            config,
+            capabilities,
+            cgroups,
+            subtree_lock,
+            jobs_dir,
+            table: Mutex::new(Table::default()),
+        })
+    }
+
+    /// The host's cgroups in use, if any.
+    pub(crate) fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref().filter(|c| c.is_available())
+    }
+
+    /// A job by id.
+    pub(crate) fn job(&self, id: JobId) -> Result<Arc<Job>, JobError> {
+        lock(&self.table)
+            .jobs
+            .get(&id)
+            .cloned()
+            .ok_or(JobError::NotFound(id))
+    }
+
+    /// Every job, oldest first.
+    pub(crate) fn jobs(&self) -> Vec<Arc<Job>> {
+        let mut jobs: Vec<_> = lock(&self.table).jobs.values().cloned().collect();
+        jobs.sort_by_key(|j| j.seq);
+        jobs
+    }
+
+    /// Refuses new jobs from now on; returns the running ones.
+    pub(crate) fn begin_shutdown(&self) -> Vec<Arc<Job>> {
+        let mut table = lock(&self.table);
+        table.shutting_down = true;
+        table
+            .jobs
+            .values()
+            .filter(|j| j.is_running())
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes the directories of every job (the manager is going away).
+    pub(crate) fn remove_all_dirs(&self) {
+        let dirs: Vec<PathBuf> = lock(&self.table)
+            .jobs
+            .values()
+            .map(|j| j.dir.clone())
+            .collect();
+        for dir in dirs {
+            remove_dir(&dir);
+        }
+    }
+
+    /// Books a running slot and a fresh id.
+    pub(super) fn reserve(self: &Arc<Self>) -> Result<Slot, StartError> {
+        let mut table = lock(&self.table);
+        if table.shutting_down {
+            return Err(StartError::ShuttingDown);
+        }
+        let max = self.config.max_running_jobs;
+        if table.running >= max {
+            return Err(StartError::TooManyJobs { max });
+        }
+        let id = loop {
+            // spec: QX-MSG-ID-1 (128 random bits)
+            let id = JobId::from_u128(rand::random());
+            if !table.jobs.contains_key(&id) {
+                break id;
+            }
+        };
+        table.running += 1;
+        table.next_seq += 1;
+        Ok(Slot {
+            shared: Arc::clone(self),
+            id,
+            seq: table.next_seq,
+            armed: true,
+        })
+    }
+
+    /// Bookkeeping at a job's end: frees its slot, applies retention.
+    pub(super) fn job_finished(&self, id: JobId) {
+        let mut forgotten = Vec::new();
+        {
+            let mut table = lock(&self.table);
+            table.running = table.running.saturating_sub(1);
+            table.finished.push_back(id);
+            while table.finished.len() > self.config.retain_finished {
+                let Some(old) = table.finished.pop_front() else {
+                    break;
+                };
+                if let Some(job) = table.jobs.remove(&old) {
+                    forgotten.push(job.dir.clone());
+                }
+            }
+        }
+        for dir in forgotten {
+            remove_dir(&dir);
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// Every supervisor is gone (they hold this): remove the now empty subtree,
+    /// unless another manager still uses it.
+    fn drop(&mut self) {
+        let alone = self.subtree_lock.as_ref().is_none_or(SubtreeLock::alone);
+        if alone
+            && let Some(cg) = self.cgroups()
+            && let Err(e) = cg.remove_subtree()
+        {
+            tracing::debug!(error = %e, "cannot remove the job cgroup subtree");
+        }
+    }
+}
+
+/// Probes what the host offers and logs it.
+fn probe_capabilities(config: &ManagerConfig) -> Capabilities {
+    let mut caps = Capabilities::default();
+    if !config.isolation {
+        tracing::info!("job isolation (namespaces) is turned off by configuration");
+        return caps;
+    }
+    match crate::probe::isolation_available() {
+        Ok(()) => {
+            caps.isolation = true;
+            tracing::info!("jobs run isolated: own PID, mount, network, UTS and IPC namespaces");
+        }
+        Err(e) => {
+            tracing::warn!(reason = %e, "job isolation is unavailable; jobs run without namespaces");
+            caps.isolation_unavailable = Some(e.to_string());
+        }
+    }
+    caps
+}
+
+pub(super) fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "cannot delete a job directory");
+    }
+}
+
+/// A booked running slot; given back on drop unless the job started.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: JobId,
+    pub(super) seq: u64,
+    pub(super) armed: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut table = lock(&self.shared.table);
+            table.running = table.running.saturating_sub(1);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The child side's inputs, built by the parent before cloning: what to execute and
+//! how ([`ChildPlan`], [`ChildIsolation`]), and the vocabulary both sides use for the
+//! step that failed ([`Stage`]). Plain data: only raw descriptors and borrowed,
+//! already-built C strings, so the child never allocates.
+
+use std::ffi::CStr;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use super::CStringArray;
+
+/// The child-side step that failed, as reported on the error pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Stage {
+    JoinCgroup = 1,
+    Setsid,
+    Stdin,
+    Stdout,
+    Stderr,
+    Chdir,
+    Setgroups,
+    Setgid,
+    Setuid,
+    NoNewPrivs,
+    CloseFds,
+    Exec,
+    MountPrivate,
+    MountProc,
+    MountTmp,
+    Loopback,
+    Hostname,
+    ForkTarget,
+    InitSignals,
+    ExecInit,
+    InitArgs,
+    KeepFds,
+}
+
+impl Stage {
+    const ALL: [Stage; 22] = [
+        Self::JoinCgroup,
+        Self::Setsid,
+        Self::Stdin,
+        Self::Stdout,
+        Self::Stderr,
+        Self::Chdir,
+        Self::Setgroups,
+        Self::Setgid,
+        Self::Setuid,
+        Self::NoNewPrivs,
+        Self::CloseFds,
+        Self::Exec,
+        Self::MountPrivate,
+        Self::MountProc,
+        Self::MountTmp,
+        Self::Loopback,
+        Self::Hostname,
+        Self::ForkTarget,
+        Self::InitSignals,
+        Self::ExecInit,
+        Self::InitArgs,
+        Self::KeepFds,
+    ];
+
+    pub(crate) fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u32 == v)
+    }
+
+    /// What the step does, for messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Self::JoinCgroup => "join the job's cgroup (write to cgroup.procs)",
+            Self::Setsid => "start a new session (setsid)",
+            Self::Stdin => "set up stdin",
+            Self::Stdout => "set up stdout",
+            Self::Stderr => "set up stderr",
+            Self::Chdir => "change to the working directory",
+            Self::Setgroups => "drop supplementary groups",
+            Self::Setgid => "switch to the job's gid",
+            Self::Setuid => "switch to the job's uid",
+            Self::NoNewPrivs => "set no_new_privs",
+            Self::CloseFds => "mark inherited descriptors close-on-exec",
+            Self::Exec => "execute the program",
+            Self::MountPrivate => "make mounts private in the job's mount namespace",
+            Self::MountProc => "mount /proc for the job's PID namespace",
+            Self::MountTmp => "mount a private /tmp",
+            Self::Loopback => "bring up the loopback interface",
+            Self::Hostname => "set the job's hostname",
+            Self::ForkTarget => "fork the target program from the job's init",
+            Self::InitSignals => "set up the init's signal handling",
+            Self::ExecInit => "execute the job's init (/proc/self/exe)",
+            Self::InitArgs => "read the init's command line",
+            Self::KeepFds => "pass descriptors to the job's init",
+        }
+    }
+}
+
+/// Child-side isolation parameters (borrowed from the parent's copy of memory).
+#[derive(Debug)]
+pub(crate) struct ChildIsolation<'a> {
+    /// Hostname bytes.
+    pub(crate) hostname: &'a [u8],
+    /// Mount a private /tmp.
+    pub(crate) private_tmp: bool,
+    /// Write end of the status pipe (the init reports the target's wait status).
+    pub(crate) status_fd: RawFd,
+    /// The server binary (`/proc/self/exe`), executed as the init.
+    pub(crate) self_exe: RawFd,
+    /// The init's command line (built by the parent, decoded by [`super::init`]).
+    pub(crate) init_argv: &'a CStringArray,
+    /// The init's parameter file (a memfd).
+    pub(crate) params_fd: RawFd,
+    /// The init's environment: empty.
+    pub(crate) init_envp: &'a CStringArray,
+}
+
+/// Everything the child side needs, prepared by the parent. Only raw descriptors and
+/// borrowed, already-built C data: the child never allocates.
+#[derive(Debug)]
+pub(crate) struct ChildPlan<'a> {
+    pub(crate) path: &'a CStr,
+    pub(crate) argv: &'a CStringArray,
+    pub(crate) envp: &'a CStringArray,
+    pub(crate) cwd: &'a CStr,
+    /// Descriptors to become 0, 1 and 2 (all `>= 3`).
+    pub(crate) stdio: [RawFd; 3],
+    /// Write end of the error pipe.
+    pub(crate) err_fd: RawFd,
+    pub(crate) cgroup_procs: &'a [BorrowedFd<'a>],
+    pub(crate) credentials: Option<(u32, u32)>,
+    pub(crate) isolation: Option<ChildIsolation<'a>>,
+}
