@@ -5,284 +5,33 @@
 //! the connection at once. Output streams the server opens are routed to the request
 //! that asked for them by the `request_stream` of their `Header` (spec: QX-STREAM-11).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
-use quinn::{Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream, VarInt};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use qexec_protocol::{
-    AttachRequest, ClientMessage, Decoder, ErrorCode, ErrorResponse, JobId, JobStatus, ListRequest,
-    OutputFrame, OutputStreamState, ServerMessage, SignalRequest, SpawnFailure, StartRequest,
-    StatusRequest, StopRequest,
+    AttachRequest, ClientMessage, ErrorCode, JobId, JobStatus, ListRequest, ServerMessage,
+    SignalRequest, StartRequest, StatusRequest, StopRequest,
 };
 
 use crate::config::ClientConfig;
+use crate::context::Context;
 use crate::error::ClientError;
 use crate::output::OutputSubscription;
+use crate::routing::{RouteGuard, RoutedOutput, Routes, route_output_streams};
 use crate::stdin::StdinWriter;
-use crate::stream::{FrameReader, ReadFailure, WriteFailure, write_frame};
-use crate::tls::{VerdictSlot, client_tls};
-
-/// How long an output stream may take to deliver its `Header`.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::stream::{FrameReader, write_frame};
+use crate::tls::client_tls;
 
 /// QUIC keep-alive: lets a follower of a silent job notice a dead server.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// QUIC idle timeout: a server silent this long (despite keep-alives) is gone.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Receive window per output stream: one maximum frame.
-const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
-
-/// Receive window of the whole connection: sixteen stalled streams' worth.
-const CONNECTION_RECEIVE_WINDOW: u32 = 16 * STREAM_RECEIVE_WINDOW;
-
-/// Output streams the server may have open to us at once (one per follower).
-const MAX_OUTPUT_STREAMS: u32 = 1024;
-
-/// TLS alert numbers (RFC 8446 §6) as they appear in QUIC CRYPTO_ERROR codes
-/// (0x100 + alert, RFC 9001 §4.8).
-mod alert {
-    pub(super) const HANDSHAKE_FAILURE: u8 = 40;
-    pub(super) const BAD_CERTIFICATE: u8 = 42;
-    pub(super) const UNSUPPORTED_CERTIFICATE: u8 = 43;
-    pub(super) const CERTIFICATE_REVOKED: u8 = 44;
-    pub(super) const CERTIFICATE_EXPIRED: u8 = 45;
-    pub(super) const CERTIFICATE_UNKNOWN: u8 = 46;
-    pub(super) const UNKNOWN_CA: u8 = 48;
-    pub(super) const ACCESS_DENIED: u8 = 49;
-    pub(super) const CERTIFICATE_REQUIRED: u8 = 116;
-    pub(super) const NO_APPLICATION_PROTOCOL: u8 = 120;
-}
-
-/// What the error mapping needs to know about the connection.
-#[derive(Debug, Clone)]
-pub(crate) struct Context {
-    pub(crate) addr: String,
-    ca: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    server_name: String,
-    verdict: VerdictSlot,
-}
-
-impl Context {
-    /// Maps a connection-level failure to the error a user should see.
-    pub(crate) fn connection_error(&self, e: &ConnectionError) -> ClientError {
-        let recorded = self
-            .verdict
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(problem) = recorded {
-            return ClientError::ServerCertUntrusted {
-                problem,
-                ca: self.ca.clone(),
-                name: self.server_name.clone(),
-            };
-        }
-        let lost = |reason: String| ClientError::ConnectionLost {
-            addr: self.addr.clone(),
-            reason,
-        };
-        match e {
-            ConnectionError::ConnectionClosed(close) => {
-                let code = u64::from(close.error_code);
-                match crypto_alert(code) {
-                    Some(alert::NO_APPLICATION_PROTOCOL) => ClientError::NoCommonProtocol {
-                        addr: self.addr.clone(),
-                    },
-                    Some(
-                        a @ (alert::HANDSHAKE_FAILURE
-                        | alert::BAD_CERTIFICATE
-                        | alert::UNSUPPORTED_CERTIFICATE
-                        | alert::CERTIFICATE_REVOKED
-                        | alert::CERTIFICATE_EXPIRED
-                        | alert::CERTIFICATE_UNKNOWN
-                        | alert::UNKNOWN_CA
-                        | alert::ACCESS_DENIED
-                        | alert::CERTIFICATE_REQUIRED),
-                    ) => ClientError::CertRejected {
-                        cert: self.cert.clone(),
-                        reason: alert_name(a).to_owned(),
-                    },
-                    _ => lost(format!("closed by the server: {close}")),
-                }
-            }
-            ConnectionError::ApplicationClosed(close) => {
-                let code = u32::try_from(close.error_code.into_inner())
-                    .ok()
-                    .and_then(ErrorCode::from_u32);
-                let reason = String::from_utf8_lossy(&close.reason).into_owned();
-                match code {
-                    Some(ErrorCode::ShuttingDown) => ClientError::ShuttingDown {
-                        addr: self.addr.clone(),
-                    },
-                    Some(ErrorCode::Unauthenticated) => ClientError::CertRejected {
-                        cert: self.cert.clone(),
-                        reason: if reason.is_empty() {
-                            "unauthenticated".to_owned()
-                        } else {
-                            reason
-                        },
-                    },
-                    Some(c) => lost(format!("closed by the server ({c}): {reason}")),
-                    None => lost(format!(
-                        "closed by the server with unknown code {}: {reason}",
-                        close.error_code
-                    )),
-                }
-            }
-            ConnectionError::TransportError(t) => match crypto_alert(u64::from(t.code)) {
-                Some(alert::NO_APPLICATION_PROTOCOL) => ClientError::NoCommonProtocol {
-                    addr: self.addr.clone(),
-                },
-                _ => lost(format!("transport error: {t}")),
-            },
-            ConnectionError::TimedOut => lost(format!(
-                "no answer for {}s (the server or the network went away)",
-                IDLE_TIMEOUT.as_secs()
-            )),
-            ConnectionError::Reset => lost("the server reset the connection (restarted?)".into()),
-            ConnectionError::LocallyClosed => lost("closed by this client".into()),
-            other => lost(other.to_string()),
-        }
-    }
-
-    /// Maps a stream read failure.
-    pub(crate) fn read_error(&self, e: ReadFailure) -> ClientError {
-        match e {
-            ReadFailure::Frame(source) => ClientError::Frame {
-                addr: self.addr.clone(),
-                source,
-            },
-            ReadFailure::Stream(ReadError::ConnectionLost(c)) => self.connection_error(&c),
-            ReadFailure::Stream(ReadError::Reset(code)) => self.reset_error(code, "reset"),
-            ReadFailure::Stream(other) => ClientError::Protocol {
-                addr: self.addr.clone(),
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    /// Maps a stream write failure.
-    pub(crate) fn write_error(&self, e: WriteFailure) -> ClientError {
-        match e {
-            WriteFailure::Encode(e) => ClientError::Protocol {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            },
-            WriteFailure::Stream(quinn::WriteError::ConnectionLost(c)) => self.connection_error(&c),
-            WriteFailure::Stream(quinn::WriteError::Stopped(code)) => {
-                self.reset_error(code, "stopped")
-            }
-            WriteFailure::Stream(other) => ClientError::Protocol {
-                addr: self.addr.clone(),
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    /// A stream the server reset or stopped with an error code.
-    fn reset_error(&self, code: VarInt, how: &str) -> ClientError {
-        match u32::try_from(code.into_inner())
-            .ok()
-            .and_then(ErrorCode::from_u32)
-        {
-            Some(ErrorCode::ShuttingDown) => ClientError::ShuttingDown {
-                addr: self.addr.clone(),
-            },
-            Some(code) => ClientError::Server {
-                code,
-                message: format!("the server {how} the stream"),
-            },
-            None => ClientError::Protocol {
-                addr: self.addr.clone(),
-                reason: format!("the server {how} a stream with unknown code {code}"),
-            },
-        }
-    }
-
-    /// Maps an `Error` answer.
-    pub(crate) fn server_error(&self, e: ErrorResponse, job: Option<JobId>) -> ClientError {
-        match (e.code, job) {
-            (ErrorCode::NotFound, Some(job)) => ClientError::NotFound { job },
-            (ErrorCode::SpawnFailed, _) => ClientError::Spawn {
-                failure: e.spawn.unwrap_or(SpawnFailure::Other),
-                message: e.message,
-            },
-            (ErrorCode::ShuttingDown, _) => ClientError::ShuttingDown {
-                addr: self.addr.clone(),
-            },
-            (code, _) => ClientError::Server {
-                code,
-                message: e.message,
-            },
-        }
-    }
-
-    pub(crate) fn unexpected(&self, request: &str, got: &impl std::fmt::Debug) -> ClientError {
-        let mut got = format!("{got:?}");
-        got.truncate(200);
-        ClientError::Protocol {
-            addr: self.addr.clone(),
-            reason: format!("unexpected answer to {request}: {got}"),
-        }
-    }
-}
-
-fn crypto_alert(code: u64) -> Option<u8> {
-    (0x100..=0x1ff)
-        .contains(&code)
-        .then(|| (code - 0x100) as u8)
-}
-
-fn alert_name(a: u8) -> &'static str {
-    match a {
-        alert::HANDSHAKE_FAILURE => "TLS alert handshake_failure",
-        alert::BAD_CERTIFICATE => "TLS alert bad_certificate",
-        alert::UNSUPPORTED_CERTIFICATE => "TLS alert unsupported_certificate",
-        alert::CERTIFICATE_REVOKED => "TLS alert certificate_revoked",
-        alert::CERTIFICATE_EXPIRED => "TLS alert certificate_expired",
-        alert::CERTIFICATE_UNKNOWN => "TLS alert certificate_unknown",
-        alert::UNKNOWN_CA => "TLS alert unknown_ca: not signed by the server's CA",
-        alert::ACCESS_DENIED => "TLS alert access_denied",
-        alert::CERTIFICATE_REQUIRED => "TLS alert certificate_required",
-        _ => "TLS alert",
-    }
-}
-
-/// An output stream matched to its request.
-#[derive(Debug)]
-pub(crate) struct RoutedOutput {
-    pub(crate) recv: RecvStream,
-    pub(crate) decoder: Decoder,
-    /// The stream's state after its `Header`.
-    pub(crate) state: OutputStreamState,
-}
-
-/// Requests waiting for their output stream, by control stream id.
-type Routes = Arc<Mutex<HashMap<u64, oneshot::Sender<RoutedOutput>>>>;
-
-/// Removes a route when the request that registered it is done or abandoned.
-struct RouteGuard {
-    routes: Routes,
-    id: u64,
-}
-
-impl Drop for RouteGuard {
-    fn drop(&mut self) {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A control stream whose request is in flight. Dropped before [`Control::complete`]
 /// (an error, a timeout, a cancelled future), the request is abandoned: its send side
@@ -386,7 +135,10 @@ impl Client {
     /// Connects to qexecd with mutual TLS and ALPN `qexec/1`, verifying the server's
     /// certificate against `config.ca` for the host (or IP) of `config.addr`.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
-        let (tls, verdict) = client_tls(config)?;
+        let qexec_tls::ClientTls {
+            config: tls,
+            verdict,
+        } = client_tls(config)?;
         let bad_addr = || ClientError::BadAddress {
             addr: config.addr.clone(),
         };
@@ -419,20 +171,16 @@ impl Client {
             verdict,
         };
 
-        let quic_tls = QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls {
+        // spec: QX-TLS-3 (AES-128-GCM for Initial packets only, never negotiated)
+        let mut quic = qexec_tls::quic_client_config(tls).map_err(|e| ClientError::Tls {
             cert: config.cert.clone(),
             key: config.key.clone(),
             reason: e.to_string(),
         })?;
-        let mut quic = quinn::ClientConfig::new(Arc::new(quic_tls));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .keep_alive_interval(Some(KEEP_ALIVE))
-            // One stalled follower must block only its own output stream: a per-stream
-            // window well below the connection window (as qexecd expects clients to).
-            .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
-            .receive_window(CONNECTION_RECEIVE_WINDOW.into())
-            .max_concurrent_uni_streams(MAX_OUTPUT_STREAMS.into());
+        // One stalled follower must block only its own output stream: a per-stream
+        // window well below the connection window (as qexecd expects clients to).
+        let mut transport = qexec_tls::client_transport();
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_idle_timeout(Some(
             IDLE_TIMEOUT
                 .try_into()
@@ -749,70 +497,6 @@ impl Client {
     }
 }
 
-/// Accepts the server's output streams and hands each to the request waiting for it.
-/// Ends when the connection closes; owned (and aborted on drop) by its [`Client`].
-async fn route_output_streams(conn: Connection, routes: Routes) {
-    let mut headers: JoinSet<Option<(u64, RoutedOutput)>> = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = conn.accept_uni() => match accepted {
-                Ok(recv) => {
-                    headers.spawn(read_header(recv));
-                }
-                Err(_) => break,
-            },
-            Some(joined) = headers.join_next(), if !headers.is_empty() => {
-                let Ok(Some((request_stream, routed))) = joined else { continue };
-                let waiter = routes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&request_stream);
-                let undelivered = match waiter {
-                    Some(tx) => tx.send(routed).err(),
-                    None => Some(routed),
-                };
-                if let Some(mut routed) = undelivered {
-                    // Nobody asked for it (any more): cancel the subscription.
-                    let _ = routed
-                        .recv
-                        .stop(VarInt::from_u32(ErrorCode::Cancelled.as_u32()));
-                }
-            }
-        }
-    }
-}
-
-/// Reads the `Header` of an output stream; `None` (and the stream stopped) if it is
-/// missing, malformed or late.
-async fn read_header(recv: RecvStream) -> Option<(u64, RoutedOutput)> {
-    let mut reader = FrameReader::new(recv);
-    let mut state = OutputStreamState::new();
-    let header = tokio::time::timeout(HEADER_TIMEOUT, reader.next::<OutputFrame>()).await;
-    match header {
-        Ok(Ok(Some(frame @ OutputFrame::Header { request_stream, .. })))
-            if state.on_frame(&frame).is_ok() =>
-        {
-            let (recv, decoder) = reader.into_parts();
-            Some((
-                request_stream,
-                RoutedOutput {
-                    recv,
-                    decoder,
-                    state,
-                },
-            ))
-        }
-        Err(_) => {
-            reader.stop(ErrorCode::Timeout);
-            None
-        }
-        Ok(_) => {
-            reader.stop(ErrorCode::ProtocolViolation);
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,13 +510,5 @@ mod tests {
         assert_eq!(split_addr("host"), None);
         assert_eq!(split_addr(":7443"), None);
         assert_eq!(split_addr("host:99999"), None);
-    }
-
-    #[test]
-    fn alerts_from_crypto_codes() {
-        assert_eq!(crypto_alert(0x100 + 48), Some(alert::UNKNOWN_CA));
-        assert_eq!(crypto_alert(0x178), Some(alert::NO_APPLICATION_PROTOCOL));
-        assert_eq!(crypto_alert(0x0a), None);
-        assert_eq!(crypto_alert(0x200), None);
     }
 }

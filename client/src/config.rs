@@ -11,9 +11,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PKI directory `qexec certs init` writes to: `$QEXEC_CONFIG_DIR`, else
 /// `$XDG_CONFIG_HOME/qexec`, else `~/.config/qexec` (the layout agreed with qexecd;
-/// one definition, [`qexec_server::pki::default_dir`]).
+/// one definition, [`qexec_tls::default_dir`]).
 pub fn default_config_dir() -> PathBuf {
-    qexec_server::pki::default_dir()
+    qexec_tls::default_dir()
 }
 
 /// Everything needed to connect to qexecd.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qexec_protocol::{ErrorCode, FrameError, JobId, SpawnFailure};
+use qexec_tls::ServerCertProblem;
 
 /// Which local credential file a [`ClientError::Credential`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,20 +40,6 @@ impl std::fmt::Display for CredentialKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.what())
     }
-}
-
-/// Why the server's certificate was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServerCertProblem {
-    /// Not signed by our CA.
-    UnknownIssuer,
-    /// Valid, but not for the name we connected to.
-    WrongName,
-    /// Expired or not yet valid.
-    Expired,
-    /// Anything else webpki reported.
-    Other(String),
 }
 
 /// A failure of the qexec client library.
@@ -134,6 +121,16 @@ pub enum ClientError {
         /// Our certificate.
         cert: PathBuf,
         /// The TLS alert or close reason.
+        reason: String,
+    },
+    /// The TLS handshake failed for want of common parameters.
+    #[error(
+        "TLS handshake with {addr} failed ({reason}): the server accepts none of the cipher suites (AES-256-GCM, ChaCha20-Poly1305) or key exchange groups (X25519MLKEM768, X25519) qexec offers; configure it as spec/security.md says"
+    )]
+    HandshakeFailed {
+        /// Server address.
+        addr: String,
+        /// The TLS alert and the server's reason.
         reason: String,
     },
     /// The server does not speak `qexec/1`.

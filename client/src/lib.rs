@@ -1,5 +1,9 @@
 //! qexec client library: connect to qexecd over QUIC with mutual TLS and drive jobs.
 //!
+//! It depends on `qexec-protocol` (wire types) and `qexec-tls` (the one TLS
+//! configuration both sides use), never on the server. The `qexec` command line is
+//! its own crate, `qexec-cli`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), qexec_client::ClientError> {
 //! use qexec_client::{Client, ClientConfig, OutputEvent, default_config_dir};
@@ -32,18 +36,18 @@
 
 mod client;
 mod config;
+mod context;
 mod error;
 mod output;
+mod routing;
 mod stdin;
 mod stream;
 mod tls;
 pub mod units;
 
-pub mod cli;
-
 pub use client::{Client, StartedJob};
 pub use config::{ClientConfig, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT, default_config_dir};
-pub use error::{ClientError, CredentialKind, ServerCertProblem};
+pub use error::{ClientError, CredentialKind};
 pub use output::{OutputEvent, OutputSubscription};
+pub use qexec_tls::ServerCertProblem;
 pub use stdin::{MAX_STDIN_CHUNK, StdinWriter};
-pub use tls::crypto_provider;

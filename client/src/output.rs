@@ -4,8 +4,9 @@ use qexec_protocol::{
     ErrorCode, JobId, JobStatus, OutputFrame, OutputStream, OutputStreamState, StreamViolation,
 };
 
-use crate::client::{Context, RoutedOutput};
+use crate::context::Context;
 use crate::error::ClientError;
+use crate::routing::RoutedOutput;
 use crate::stream::FrameReader;
 
 /// One event of an [`OutputSubscription`].

@@ -4,7 +4,7 @@ use quinn::SendStream;
 
 use qexec_protocol::ClientMessage;
 
-use crate::client::Context;
+use crate::context::Context;
 use crate::error::ClientError;
 use crate::stream::write_frame;
 

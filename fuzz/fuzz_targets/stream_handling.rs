@@ -22,9 +22,9 @@ use libfuzzer_sys::fuzz_target;
 use qexec_protocol::{
     ClientMessage, ControlStreamState, Decoder, ErrorCode, FrameError, validate_request,
 };
-use qexec_server::pki::{Identity, Role};
 use qexec_server::service::request::{self, Verdict};
 use qexec_server::service::{Op, authorize};
+use qexec_tls::{Identity, Role};
 
 /// The first request of `stream` pushed in pieces sized from `seed`, the way the
 /// server's stream task reads it: the request, the fault code, or `None` if the

@@ -1,8 +1,9 @@
 //! qexec server: the QUIC/mTLS service ([`service`]) on top of qexec's job library
-//! ([`qexec_job`], re-exported here as [`job`]), and the PKI the service uses.
+//! ([`qexec_job`], re-exported here as [`job`]), and [`local`], an in-process qexecd
+//! for the demo and the tests. Identity, PKI and TLS settings are `qexec-tls`'s.
 #![warn(missing_docs)]
 
-pub mod pki;
+pub mod local;
 pub mod service;
 
 /// The job library (the `qexec-job` crate), under the path the service has always

@@ -8,8 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use qexec_protocol::{ClientMessage, Decoder, ListRequest, ServerMessage, frame};
-use qexec_server::pki::{self, CertKeyPem, InitOptions, Role};
-use qexec_server::service::tls;
+use qexec_tls::{self as pki, CertKeyPem, InitOptions, Role};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -95,7 +94,9 @@ fn start_daemon(pki_dir: &std::path::Path, state: &std::path::Path, addr: Socket
 
 async fn list(addr: SocketAddr, ca: &str, id: &CertKeyPem) -> anyhow::Result<Vec<ServerMessage>> {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(tls::quic_client_config(tls::client_tls(ca, Some(id))?)?);
+    endpoint.set_default_client_config(qexec_tls::quic_client_config(
+        qexec_tls::client_config_pem(ca, Some(id))?.config,
+    )?);
     let conn = tokio::time::timeout(WAIT, endpoint.connect(addr, "localhost")?).await??;
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&frame::encode(

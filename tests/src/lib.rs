@@ -1,7 +1,7 @@
 //! Shared helpers for qexec's integration and conformance suites.
 //!
 //! [`TestServer`] runs a real `qexecd` service in-process on loopback with a throwaway
-//! PKI and state directory; [`TestClient`] is a raw quinn client speaking the framing
+//! PKI and state directory (the shared harness, `qexec_server::local`); [`TestClient`] is a raw quinn client speaking the framing
 //! directly (no client library), so tests see exactly what is on the wire.
 #![warn(missing_docs)]
 
@@ -14,8 +14,9 @@ use qexec_protocol::{
     AttachRequest, ClientMessage, Decoder, JobId, JobStatus, Limits, OutputFrame, ServerMessage,
     StartRequest, StatusRequest, frame,
 };
-use qexec_server::pki::{self, CertKeyPem, InMemoryPki, InitOptions};
-use qexec_server::service::{self, Server, ServerConfig, TlsSource, tls};
+use qexec_server::local::LocalServer;
+use qexec_server::service::ServerConfig;
+use qexec_tls::{CertKeyPem, InMemoryPki, InitOptions};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 
 /// Generous bound for any single network wait in tests.
@@ -24,23 +25,24 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// A throwaway PKI with the default users (alice, bob: user; admin: admin; auditor:
 /// viewer) and a default client named `tester` (admin).
 pub fn test_pki() -> anyhow::Result<InMemoryPki> {
-    Ok(pki::generate_in_memory(&InitOptions {
+    Ok(qexec_tls::generate_in_memory(&InitOptions {
         client_name: Some("tester".into()),
         ..Default::default()
     })?)
 }
 
-/// A qexec server running in-process on loopback.
+/// A qexec server running in-process on loopback: the shared harness
+/// ([`LocalServer`], default client `tester`, isolation off) plus raw-wire connects.
+/// Its fields (`server`, `pki`, `addr`) are the harness's, through `Deref`.
 #[derive(Debug)]
-pub struct TestServer {
-    /// The server.
-    pub server: Arc<Server>,
-    /// Its PKI.
-    pub pki: InMemoryPki,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    run: Option<tokio::task::JoinHandle<()>>,
-    _state: tempfile::TempDir,
+pub struct TestServer(LocalServer);
+
+impl std::ops::Deref for TestServer {
+    type Target = LocalServer;
+
+    fn deref(&self) -> &LocalServer {
+        &self.0
+    }
 }
 
 impl TestServer {
@@ -51,49 +53,24 @@ impl TestServer {
 
     /// Starts a server after `adjust` changed its configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> anyhow::Result<Self> {
-        let pki = test_pki()?;
-        let state = tempfile::tempdir()?;
-        let mut config = ServerConfig::new(TlsSource::Pem {
-            ca: pki.ca.cert_pem().to_owned(),
-            cert: pki.server.cert_pem.clone(),
-            key: pki.server.key_pem.clone(),
-        });
-        config.listen = "127.0.0.1:0".parse()?;
-        config.state_dir = state.path().to_owned();
-        config.isolation = false;
-        adjust(&mut config);
-        let server = Arc::new(Server::bind(config).await?);
-        let addr = server.local_addr();
-        let run = tokio::spawn({
-            let s = server.clone();
-            async move { s.run().await }
-        });
-        Ok(Self {
-            server,
-            pki,
-            addr,
-            run: Some(run),
-            _state: state,
-        })
+        Ok(Self(LocalServer::start(adjust).await?))
     }
 
     /// The certificate of a default user (`alice`, `bob`, `admin`, `auditor`) or of the
     /// default client (`tester`).
     pub fn identity(&self, user: &str) -> anyhow::Result<&CertKeyPem> {
-        if user == self.pki.client.0 {
-            return Ok(&self.pki.client.1);
-        }
-        self.pki
-            .user(user)
+        self.0
+            .identity(user)
             .with_context(|| format!("no test identity {user}"))
     }
 
-    /// A client TLS configuration trusting this server's CA and presenting `identity`.
+    /// The shared client TLS configuration, trusting this server's CA and presenting
+    /// `identity`.
     pub fn client_tls(
         &self,
         identity: Option<&CertKeyPem>,
     ) -> anyhow::Result<rustls::ClientConfig> {
-        Ok(tls::client_tls(self.pki.ca.cert_pem(), identity)?)
+        Ok(self.0.client_tls(identity)?.config)
     }
 
     /// Connects as a default user.
@@ -103,32 +80,15 @@ impl TestServer {
     }
 
     /// Graceful shutdown; waits for the accept loop to end.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.server.shutdown().await;
-        if let Some(run) = self.run.take() {
-            tokio::time::timeout(WAIT, run)
-                .await
-                .context("server run loop did not end after shutdown")??;
-        }
-        Ok(())
+    pub async fn stop(self) -> anyhow::Result<()> {
+        Ok(self.0.shutdown().await?)
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(run) = self.run.take() {
-            run.abort();
-        }
-    }
-}
-
-/// The client transport settings qexec recommends (see `service` module docs).
+/// The client transport settings qexec recommends (the shared windows of
+/// [`qexec_tls::client_transport`]).
 pub fn client_transport() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(service::CLIENT_STREAM_RECEIVE_WINDOW.into())
-        .receive_window(service::CLIENT_CONNECTION_RECEIVE_WINDOW.into())
-        .max_concurrent_uni_streams(1024u32.into());
-    t
+    qexec_tls::client_transport()
 }
 
 /// A raw QUIC client.
@@ -161,7 +121,7 @@ impl TestClient {
             "127.0.0.1:0".parse()?
         };
         let mut endpoint = Endpoint::client(bind)?;
-        let mut cfg = tls::quic_client_config(tls)?;
+        let mut cfg = qexec_tls::quic_client_config(tls)?;
         cfg.transport_config(Arc::new(client_transport()));
         endpoint.set_default_client_config(cfg);
         let connecting = endpoint.connect(addr, "localhost")?;

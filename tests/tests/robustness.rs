@@ -20,11 +20,11 @@ use qexec_protocol::{
     ClientMessage, ErrorCode, JobId, JobState, ServerMessage, StartRequest, StopReason,
     Termination, frame,
 };
-use qexec_server::pki::{self, CertKeyPem, InitOptions};
 use qexec_server::service::ServerConfig;
 use qexec_tests::TestServer;
 use qexec_tests::conformance::Config;
 use qexec_tests::conformance::wire::{self, Answer, End, Output, Peer, expect_fault, start_req};
+use qexec_tls::{self as pki, CertKeyPem, InitOptions};
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;

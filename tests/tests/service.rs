@@ -7,9 +7,9 @@ use qexec_protocol::{
     AttachRequest, ClientMessage, ErrorCode, JobId, JobState, Limits, ListRequest, OutputFrame,
     ServerMessage, SignalRequest, StatusRequest, StopReason, StopRequest, frame,
 };
-use qexec_server::pki::{Ca, LeafParams, Role};
 use qexec_server::service::ServerConfig;
 use qexec_tests::{TestClient, TestServer, WAIT, read_all, start_msg};
+use qexec_tls::{Ca, LeafParams, Role};
 use quinn::{ConnectionError, ReadError, VarInt};
 
 type Result = anyhow::Result<()>;
@@ -154,7 +154,7 @@ async fn handshake_refusals() -> Result {
 async fn negotiated_tls_parameters() -> Result {
     let server = TestServer::start().await?;
     // A client limited to X25519 still connects (fallback group).
-    let mut provider = (*qexec_server::service::tls::provider()).clone();
+    let mut provider = (*qexec_tls::provider()).clone();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let id = server.identity("alice")?;
     let certs = rustls_pemfile_certs(&id.cert_pem);

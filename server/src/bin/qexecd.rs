@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use qexec_protocol::Limits;
 use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_size};
-use qexec_server::pki;
 use qexec_server::service::{Server, ServerConfig, TlsSource, default_state_dir};
+use qexec_tls as pki;
 
 /// qexecd: run jobs for qexec clients over QUIC with mutual TLS.
 ///

@@ -14,7 +14,7 @@
 
 use qexec_protocol::ErrorCode;
 
-use crate::pki::{Identity, Role};
+use qexec_tls::{Identity, Role};
 
 /// An operation a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::authz::Op;
 use super::request::{self, Refusal, StreamFault};
 use super::{CONTROL_PRIORITY, Shared, handlers};
-use crate::pki::Identity;
+use qexec_tls::Identity;
 
 /// Bytes read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;

@@ -2,8 +2,9 @@
 //! mutual TLS, per-request authorization and audit logging.
 //!
 //! Structure (one concern per file):
-//! - [`tls`]: TLS settings, certificate loading, the identity-checking verifier;
-//! - [`authz`]: the authorization table ([`authorize`]);
+//! - TLS settings, certificate loading and the identity-checking verifier are
+//!   `qexec-tls`'s ([`qexec_tls::server_crypto`]), shared with the client;
+//! - `authz`: the authorization table ([`authorize`]);
 //! - `request`: decode → validate → authorize as plain functions (fuzzable);
 //! - `conn`: one task per connection, one per control stream;
 //! - `output`: output streams (job output → `OutputFrame`s);
@@ -28,7 +29,6 @@ mod conn;
 mod handlers;
 mod output;
 pub mod request;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,23 +41,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::job::{JobManager, ManagerConfig};
-use crate::pki::PkiPaths;
+use qexec_tls::PkiPaths;
 
 pub use authz::{Decision, Op, authorize, visible};
-pub use tls::{TlsError, TlsSource};
+pub use qexec_tls::{
+    CLIENT_CONNECTION_RECEIVE_WINDOW, CLIENT_STREAM_RECEIVE_WINDOW, CONNECTION_RECEIVE_WINDOW,
+    SEND_WINDOW, STREAM_RECEIVE_WINDOW, TlsError, TlsSource,
+};
 
-/// Per-stream receive window the server advertises (client → server bytes buffered
-/// per control stream): one maximum frame (1 MiB) plus headroom.
-pub const STREAM_RECEIVE_WINDOW: u32 = (1 << 20) + (64 << 10);
-/// Per-connection receive window the server advertises.
-pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 * STREAM_RECEIVE_WINDOW;
-/// Bytes the server keeps in flight (unacknowledged) per connection.
-pub const SEND_WINDOW: u64 = 16 << 20;
-/// Receive windows a client should advertise so that one stalled output stream does
-/// not block the others: per stream (as the test client and the CLI do).
-pub const CLIENT_STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
-/// ... and per connection: sixteen stalled streams' worth.
-pub const CLIENT_CONNECTION_RECEIVE_WINDOW: u32 = 16 * CLIENT_STREAM_RECEIVE_WINDOW;
 /// Send priority of control streams (higher is sent first).
 const CONTROL_PRIORITY: i32 = 1;
 /// Send priority of output streams.
@@ -278,7 +269,7 @@ pub struct Server {
 impl Server {
     /// Loads TLS material, prepares the job manager and binds the UDP socket.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServeError> {
-        let crypto = tls::server_crypto(&config.tls)?;
+        let crypto = qexec_tls::server_crypto(&config.tls)?;
         // spec: QX-SRV-1, QX-SRV-3, QX-SRV-5
         let mut transport = quinn::TransportConfig::default();
         transport

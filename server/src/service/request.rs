@@ -9,7 +9,7 @@ use qexec_protocol::{ClientMessage, ControlStreamState, Decoder, ErrorCode, Fram
 use qexec_protocol::{StreamViolation, validate_request};
 
 use super::authz::{Decision, Op, authorize};
-use crate::pki::Identity;
+use qexec_tls::Identity;
 
 /// A frame-level failure: the stream is reset/stopped with `code` (only that stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn process_runs_decode_validate_authorize() {
-        use crate::pki::Role;
+        use qexec_tls::Role;
         let alice = Identity {
             name: "alice".into(),
             role: Role::User,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use qexec_client::{Client, ClientConfig};
-use qexec_server::pki::{self, InitOptions};
+use qexec_tls::{self as pki, InitOptions};
 
 /// How long a server gets to come up or go down.
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -44,7 +44,7 @@ impl Binaries {
             if !p.is_file() {
                 bail!(
                     "{} is missing: build the server and CLI with the harness's profile first \
-                     (`cargo build{profile} -p qexec-server -p qexec-client`), then run the \
+                     (`cargo build{profile} -p qexec-server -p qexec-cli`), then run the \
                      harness again",
                     p.display()
                 );
@@ -60,7 +60,7 @@ impl Binaries {
             {
                 eprintln!(
                     "warning: {} is over an hour older than the harness; rebuild with \
-                     `cargo build{profile} -p qexec-server -p qexec-client` if its sources changed",
+                     `cargo build{profile} -p qexec-server -p qexec-cli` if its sources changed",
                     p.display()
                 );
             }

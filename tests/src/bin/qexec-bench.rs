@@ -2,7 +2,7 @@
 //! machine's own limits, side by side in one run (see bench/README.md).
 //!
 //! ```text
-//! cargo build --release -p qexec-server -p qexec-client
+//! cargo build --release -p qexec-server -p qexec-cli
 //! cargo run --release -p qexec-tests --bin qexec-bench -- [--quick] [--json FILE] [--markdown FILE]
 //! ```
 
@@ -28,7 +28,7 @@ use bench::{Ctx, Settings};
 /// bench/results/latest.{md,json} unless --markdown/--json say otherwise.
 #[derive(Debug, Parser)]
 #[command(after_help = "Examples:\n  \
-    cargo build --release -p qexec-server -p qexec-client\n  \
+    cargo build --release -p qexec-server -p qexec-cli\n  \
     cargo run --release -p qexec-tests --bin qexec-bench\n  \
     cargo run --release -p qexec-tests --bin qexec-bench -- --quick\n  \
     qexec-bench --only 3,4 --json /tmp/bench.json")]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use qexec_server::pki::CertKeyPem;
 use qexec_tests::conformance::{self, Config};
+use qexec_tls::CertKeyPem;
 
 /// Check a qexec server against the protocol specification.
 #[derive(Debug, Parser)]

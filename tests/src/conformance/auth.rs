@@ -6,7 +6,7 @@ use qexec_protocol::{
     AttachRequest, ClientMessage, ErrorCode, JobId, ServerMessage, SignalRequest, StatusRequest,
     StopRequest,
 };
-use qexec_server::pki::CertKeyPem;
+use qexec_tls::CertKeyPem;
 
 use super::wire::{Answer, Peer, start_req};
 use super::{Check, Config, Outcome, check};

@@ -213,8 +213,8 @@ async fn trans_4(config: &Config) -> Outcome {
             Err(why) => return Ok(Err(format!("a client without a certificate: {why}"))),
         }
         // A well-formed client certificate from a CA the server does not know.
-        let other_ca = qexec_server::pki::Ca::generate()?;
-        let stranger = other_ca.issue_client("mallory", qexec_server::pki::Role::Admin)?;
+        let other_ca = qexec_tls::Ca::generate()?;
+        let stranger = other_ca.issue_client("mallory", qexec_tls::Role::Admin)?;
         let foreign = wire::client_tls(config, Some(&stranger), &[ALPN])?;
         match expect_refused(config, foreign).await? {
             Ok(s) => seen.push(format!("certificate from another CA: {s}")),

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use qexec_server::pki::CertKeyPem;
+use qexec_tls::CertKeyPem;
 
 /// Where the server is and who the runner is.
 #[derive(Debug, Clone)]

@@ -14,8 +14,7 @@ use qexec_protocol::{
     Limits, ListRequest, OutputFrame, OutputStream, OutputStreamState, ResponseState,
     ServerMessage, StartRequest, StartedResponse, StatusRequest, StopRequest, frame,
 };
-use qexec_server::pki::CertKeyPem;
-use qexec_server::service::{self, tls};
+use qexec_tls::CertKeyPem;
 use quinn::{Connection, Endpoint, ReadError, ReadToEndError, RecvStream, SendStream, VarInt};
 
 use super::Config;
@@ -41,7 +40,7 @@ pub fn client_tls(
     identity: Option<&CertKeyPem>,
     alpn: &[&[u8]],
 ) -> anyhow::Result<rustls::ClientConfig> {
-    let mut tls = tls::client_tls(&config.ca_pem, identity)?;
+    let mut tls = qexec_tls::client_config_pem(&config.ca_pem, identity)?.config;
     tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(tls)
 }
@@ -57,12 +56,9 @@ pub fn connecting(
         "127.0.0.1:0".parse()?
     };
     let mut endpoint = Endpoint::client(bind).context("cannot bind a client UDP socket")?;
-    let mut cfg = tls::quic_client_config(tls)?;
-    let mut transport = quinn::TransportConfig::default();
+    let mut cfg = qexec_tls::quic_client_config(tls)?;
+    let mut transport = qexec_tls::client_transport();
     transport
-        .stream_receive_window(service::CLIENT_STREAM_RECEIVE_WINDOW.into())
-        .receive_window(service::CLIENT_CONNECTION_RECEIVE_WINDOW.into())
-        .max_concurrent_uni_streams(1024u32.into())
         // spec: QX-STREAM-3 — a server never opens bidirectional streams.
         .max_concurrent_bidi_streams(0u32.into());
     cfg.transport_config(Arc::new(transport));

@@ -5,19 +5,18 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use qexec_protocol::{JobId, Limits, OutputStream, ResourceUsage, StartRequest};
-use qexec_server::pki::{self, InitOptions};
-use qexec_server::service::{Server, ServerConfig};
+use qexec_server::local::{LocalOptions, LocalServer};
+use qexec_tls as pki;
 
 use super::render::{command_text, list_human, state_text, status_human};
 use super::{CliError, report};
-use crate::units::format_cpu;
-use crate::{Client, ClientConfig, ClientError, OutputEvent, OutputSubscription};
+use qexec_client::units::format_cpu;
+use qexec_client::{Client, ClientConfig, ClientError, OutputEvent, OutputSubscription};
 
 pub(super) const HELP: &str = "\
 Makes a CA and certificates in a temporary directory, starts qexecd inside this process
@@ -57,66 +56,39 @@ fn say(text: &str) -> Result<(), CliError> {
     super::print_out(text)
 }
 
-/// A running in-process qexecd and the files it uses; shut down by [`Demo::close`].
+/// The in-process qexecd of the demo (the shared [`LocalServer`] harness) and whether
+/// it runs jobs isolated; shut down by [`Demo::close`].
 struct Demo {
-    server: Arc<Server>,
-    serve: tokio::task::JoinHandle<()>,
+    local: LocalServer,
     addr: SocketAddr,
-    pki_dir: tempfile::TempDir,
-    _state_dir: tempfile::TempDir,
     root: bool,
 }
 
 impl Demo {
     async fn start() -> Result<Self, CliError> {
-        let pki_dir = tempfile::Builder::new()
-            .prefix("qexec-demo-pki-")
-            .tempdir()
-            .map_err(|e| demo_error("cannot create a temporary directory", e))?;
-        let state_dir = tempfile::Builder::new()
-            .prefix("qexec-demo-state-")
-            .tempdir()
-            .map_err(|e| demo_error("cannot create a temporary directory", e))?;
         let client_name = pki::local_user_name()
             .ok()
             .filter(|n| pki::valid_name(n))
             .unwrap_or_else(|| "demo".to_owned());
-        pki::init(
-            pki_dir.path(),
-            &InitOptions {
-                client_name: Some(client_name),
-                ..InitOptions::default()
-            },
-        )?;
+        let options = LocalOptions {
+            client_name,
+            prefix: "qexec-demo".to_owned(),
+        };
         let root = is_root();
-        let mut config = ServerConfig::from_pki_dir(pki_dir.path());
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.state_dir = state_dir.path().to_owned();
-        config.isolation = root;
-        let server = Arc::new(
-            Server::bind(config)
-                .await
-                .map_err(|e| demo_error("cannot start the in-process qexecd", e))?,
-        );
-        let addr = server.local_addr();
-        let serve = tokio::spawn({
-            let server = server.clone();
-            async move { server.run().await }
-        });
+        let local = LocalServer::start_with(&options, |config| config.isolation = root)
+            .await
+            .map_err(|e| demo_error("cannot start the in-process qexecd", e))?;
         Ok(Self {
-            server,
-            serve,
-            addr,
-            pki_dir,
-            _state_dir: state_dir,
+            addr: local.addr,
+            local,
             root,
         })
     }
 
     fn client_config(&self, user: Option<&str>) -> ClientConfig {
         let base = match user {
-            Some(name) => ClientConfig::for_user(self.pki_dir.path(), name),
-            None => ClientConfig::from_pki_dir(self.pki_dir.path()),
+            Some(name) => ClientConfig::for_user(self.local.pki_dir(), name),
+            None => ClientConfig::from_pki_dir(self.local.pki_dir()),
         };
         base.with_addr(self.addr.to_string())
     }
@@ -126,9 +98,9 @@ impl Demo {
     }
 
     async fn close(self) {
-        self.server.shutdown().await;
-        // run() returns once shutdown closed every connection.
-        let _ = self.serve.await;
+        // shutdown() returns once every connection closed and the accept loop ended;
+        // a demo that ends cannot do better than report nothing more.
+        let _ = self.local.shutdown().await;
     }
 }
 
@@ -348,7 +320,7 @@ fn banner(demo: &Demo, dir: &Path) -> Result<(), CliError> {
 pub(super) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     let demo = Demo::start().await?;
     let result = async {
-        banner(&demo, demo.pki_dir.path())?;
+        banner(&demo, demo.local.pki_dir())?;
         if args.command.is_empty() {
             tour(&demo).await?;
             say("\ndone: qexecd shut down; the PKI and job state are removed.\n")?;

@@ -9,7 +9,7 @@ use qexec_protocol::{JobId, OutputStream};
 
 use super::render::{EventJson, JobJson, json_line};
 use super::{CliError, ConnArgs, report};
-use crate::{Client, ClientError, OutputEvent, OutputSubscription};
+use qexec_client::{Client, ClientError, OutputEvent, OutputSubscription};
 
 pub(super) const HELP: &str = "\
 Without -f: prints the output written so far and exits. With -f: keeps printing as the

@@ -11,8 +11,8 @@ use qexec_protocol::{JobState, JobStatus, OutputStream, StopReason, Termination}
 
 use super::render::{EventJson, JobJson, json_line, signal_name};
 use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, report, spawn_exit};
-use crate::units::format_duration;
-use crate::{ClientError, MAX_STDIN_CHUNK, OutputEvent, StdinWriter};
+use qexec_client::units::format_duration;
+use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, StdinWriter};
 
 pub(super) const HELP: &str = "\
 The job is stopped when qexec goes away (connection lost, qexec killed).

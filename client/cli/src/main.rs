@@ -1,5 +1,5 @@
 //! The `qexec` command-line interface; see `qexec --help` and client/CLI.md.
 
 fn main() -> std::process::ExitCode {
-    qexec_client::cli::main()
+    qexec_cli::main()
 }

@@ -8,7 +8,7 @@ use qexec_protocol::JobId;
 
 use super::render::{JobJson, json_pretty, state_text};
 use super::{CliError, ConnArgs};
-use crate::units::parse_duration;
+use qexec_client::units::parse_duration;
 
 pub(super) const HELP: &str = "\
 Sends SIGTERM to every process of the job, waits the grace period, then SIGKILLs what

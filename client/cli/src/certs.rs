@@ -1,11 +1,11 @@
-//! `qexec certs`: make the PKI (calls `qexec_server::pki`).
+//! `qexec certs`: make the PKI (calls `qexec_tls`).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde::Serialize;
 
-use qexec_server::pki::{self, InitOptions, Role};
+use qexec_tls::{self as pki, InitOptions, Role};
 
 use super::CliError;
 use super::render::json_pretty;

@@ -16,7 +16,7 @@ use qexec_protocol::{
     JobState, JobStatus, Limits, OutputStream, ResourceUsage, SpawnFailure, StopReason, Termination,
 };
 
-use crate::units::{format_cpu, format_duration, format_size, format_timestamp};
+use qexec_client::units::{format_cpu, format_duration, format_size, format_timestamp};
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {

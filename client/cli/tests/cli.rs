@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use common::{PipeReader, TestServer, WAIT, make_pki, stderr, stdout, wait_child};
-use qexec_client::cli::render::{EventJson, JobJson, StartedJson};
+use qexec_cli::render::{EventJson, JobJson, StartedJson};
 
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().expect("qexec exited normally")

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use qexec_client::cli::render::{JobJson, list_human, status_human};
+use qexec_cli::render::{JobJson, list_human, status_human};
 use qexec_protocol::{
     JobId, JobState, JobStatus, Limits, ResourceUsage, SpawnFailure, StopReason, Termination,
 };

@@ -1,10 +1,12 @@
-//! The `qexec` command-line interface (used by the `qexec` binary; one file per
+//! The `qexec` command-line interface (the library behind the `qexec` binary; one file per
 //! subcommand, pueue-style). Public so the tests can check rendering against golden
 //! files; [`main`] is the entry point.
 
 mod certs;
 mod completions;
+#[cfg(feature = "demo")]
 mod demo;
+mod limits;
 mod list;
 mod logs;
 pub mod render;
@@ -20,12 +22,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use qexec_protocol::{ErrorCode, Limits, SpawnFailure, StartRequest};
+use limits::LimitArgs;
 
-use crate::config::{ClientConfig, DEFAULT_ADDR};
-use crate::error::ClientError;
-use crate::units::{UnitError, parse_cpu, parse_duration, parse_size};
-use crate::{Client, default_config_dir};
+use qexec_protocol::SpawnFailure;
+
+use qexec_client::ClientError;
+use qexec_client::units::parse_duration;
+use qexec_client::{Client, default_config_dir};
+use qexec_client::{ClientConfig, DEFAULT_ADDR};
 
 /// Exit status of qexec's own failures (connection, TLS, usage, server errors), as
 /// ssh uses 255. A job's own codes pass through `run` unchanged.
@@ -141,251 +145,9 @@ enum Command {
     #[command(after_help = completions::HELP)]
     Completions(completions::CompletionsArgs),
     /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
+    #[cfg(feature = "demo")]
     #[command(after_help = demo::HELP)]
     Demo(demo::DemoArgs),
-}
-
-/// Resource limits and timeout of a job, in human units.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Job")]
-struct LimitArgs {
-    /// CPU bandwidth in CPUs: 0.5 = half a CPU, 2 = two CPUs (also 250m).
-    #[arg(long, value_name = "CPUS")]
-    cpu: Option<Human<u32>>,
-    /// Memory limit: 256M, 1.5G, 4096 (K/M/G/T are powers of 1024; KiB… accepted).
-    #[arg(long, value_name = "SIZE")]
-    memory: Option<Human<u64>>,
-    /// Disk read bandwidth per second, e.g. 10M.
-    #[arg(long, value_name = "SIZE")]
-    io_read: Option<Human<u64>>,
-    /// Disk write bandwidth per second, e.g. 10M.
-    #[arg(long, value_name = "SIZE")]
-    io_write: Option<Human<u64>>,
-    /// Disk read operations per second.
-    #[arg(long, value_name = "N")]
-    io_read_iops: Option<u64>,
-    /// Disk write operations per second.
-    #[arg(long, value_name = "N")]
-    io_write_iops: Option<u64>,
-    /// Maximum number of processes and threads.
-    #[arg(long, value_name = "N")]
-    pids: Option<u32>,
-    /// Stop the job after this long: 500ms, 30s, 2m, 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    timeout: Option<Duration>,
-    /// Set an environment variable of the job (repeatable). The job gets only these,
-    /// plus a default PATH from the server.
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
-    /// Working directory of the job (default: /).
-    #[arg(short = 'C', long, value_name = "DIR")]
-    cwd: Option<PathBuf>,
-}
-
-/// A limit flag the user gave, for explaining a refusal.
-struct GivenLimit {
-    /// The flag.
-    flag: &'static str,
-    /// What the user typed.
-    text: String,
-    /// Words a server message about this limit contains.
-    words: &'static [&'static str],
-    /// Shows a number in this limit's unit.
-    show: fn(u64) -> String,
-}
-
-/// A number parsed from human units, with the text the user typed (for messages).
-#[derive(Debug, Clone)]
-struct Human<T> {
-    value: T,
-    text: String,
-}
-
-impl std::str::FromStr for Human<u64> {
-    type Err = UnitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self {
-            value: parse_size(s)?,
-            text: s.to_owned(),
-        })
-    }
-}
-
-impl std::str::FromStr for Human<u32> {
-    type Err = UnitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self {
-            value: parse_cpu(s)?,
-            text: s.to_owned(),
-        })
-    }
-}
-
-impl LimitArgs {
-    fn limits(&self) -> Limits {
-        Limits {
-            cpu_millis: self.cpu.as_ref().map(|h| h.value),
-            memory_bytes: self.memory.as_ref().map(|h| h.value),
-            io_read_bps: self.io_read.as_ref().map(|h| h.value),
-            io_write_bps: self.io_write.as_ref().map(|h| h.value),
-            io_read_iops: self.io_read_iops,
-            io_write_iops: self.io_write_iops,
-            pids: self.pids,
-        }
-    }
-
-    /// The limit flags given.
-    fn given(&self) -> Vec<GivenLimit> {
-        fn size(v: u64) -> String {
-            crate::units::format_size(v)
-        }
-        fn rate(v: u64) -> String {
-            format!("{}/s", crate::units::format_size(v))
-        }
-        fn cpu(v: u64) -> String {
-            u32::try_from(v).map_or_else(|_| v.to_string(), crate::units::format_cpu)
-        }
-        fn plain(v: u64) -> String {
-            v.to_string()
-        }
-        let human = |h: &Option<Human<u64>>| h.as_ref().map(|h| h.text.clone());
-        let number = |n: Option<u64>| n.map(|n| n.to_string());
-        let limit = |flag, text: Option<String>, words, show| {
-            text.map(|text| GivenLimit {
-                flag,
-                text,
-                words,
-                show,
-            })
-        };
-        [
-            limit(
-                "--cpu",
-                self.cpu.as_ref().map(|h| h.text.clone()),
-                &["cpu"][..],
-                cpu as fn(u64) -> String,
-            ),
-            limit("--memory", human(&self.memory), &["memory"], size),
-            limit(
-                "--io-read",
-                human(&self.io_read),
-                &["io_read_bps", "read_bps"],
-                rate,
-            ),
-            limit(
-                "--io-write",
-                human(&self.io_write),
-                &["io_write_bps", "write_bps"],
-                rate,
-            ),
-            limit(
-                "--io-read-iops",
-                number(self.io_read_iops),
-                &["io_read_iops", "read_iops"],
-                plain,
-            ),
-            limit(
-                "--io-write-iops",
-                number(self.io_write_iops),
-                &["io_write_iops", "write_iops"],
-                plain,
-            ),
-            limit("--pids", self.pids.map(|n| n.to_string()), &["pids"], plain),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-
-    /// Builds the start request for `command`.
-    fn request(
-        &self,
-        command: &[std::ffi::OsString],
-        stdin: bool,
-    ) -> Result<StartRequest, CliError> {
-        use std::os::unix::ffi::{OsStrExt, OsStringExt};
-        let mut env = Vec::new();
-        for e in &self.env {
-            let (name, value) = e.split_once('=').ok_or_else(|| CliError::Usage {
-                reason: format!("--env {e:?} is not NAME=VALUE"),
-            })?;
-            if name.is_empty() {
-                return Err(CliError::Usage {
-                    reason: format!("--env {e:?} has an empty name"),
-                });
-            }
-            env.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
-        }
-        let timeout_ms = self
-            .timeout
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let req = StartRequest {
-            argv: command.iter().map(|a| a.clone().into_vec()).collect(),
-            env,
-            cwd: self.cwd.as_ref().map(|c| c.as_os_str().as_bytes().to_vec()),
-            limits: self.limits(),
-            timeout_ms,
-            stdin,
-            follow: false,
-            stop_on_detach: false,
-        };
-        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13), checked before
-        // connecting so a typo costs no round trip.
-        qexec_protocol::validate_start(&req).map_err(|e| CliError::Usage {
-            reason: e.to_string(),
-        })?;
-        Ok(req)
-    }
-
-    /// Turns an `InvalidArgument` answer about one of our limits into a message that
-    /// names the flag the user typed (the server's text is kept).
-    fn explain(&self, e: ClientError) -> CliError {
-        let ClientError::Server {
-            code: ErrorCode::InvalidArgument,
-            message,
-        } = &e
-        else {
-            return e.into();
-        };
-        let lower = message.to_ascii_lowercase();
-        let given = self.given();
-        let mentioned: Vec<_> = given
-            .iter()
-            .filter(|g| g.words.iter().any(|w| lower.contains(w)))
-            .collect();
-        let about_max =
-            lower.contains("max") || lower.contains("above") || lower.contains("exceed");
-        let pick = match (mentioned.as_slice(), given.len()) {
-            ([one], _) => Some(*one),
-            ([], 1) => given.first(),
-            _ => None,
-        };
-        match pick {
-            Some(GivenLimit {
-                flag, text, show, ..
-            }) if about_max => {
-                // The manager says "... maximum N ..."; show N in the flag's units.
-                let max = lower
-                    .split("maximum")
-                    .nth(1)
-                    .and_then(|rest| {
-                        let digits: String = rest
-                            .trim_start()
-                            .chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect();
-                        digits.parse::<u64>().ok()
-                    })
-                    .map_or_else(|| message.clone(), show);
-                CliError::LimitAboveMax {
-                    flag,
-                    value: text.clone(),
-                    max,
-                }
-            }
-            _ => e.into(),
-        }
-    }
 }
 
 /// A failure of the CLI; printed as one line `qexec: …`, exit status 255.
@@ -409,7 +171,7 @@ pub enum CliError {
     },
     /// A PKI operation failed.
     #[error(transparent)]
-    Pki(#[from] qexec_server::pki::PkiError),
+    Pki(#[from] qexec_tls::PkiError),
     /// Arguments that clap could not check.
     #[error("{reason} (see --help)")]
     Usage {
@@ -517,7 +279,11 @@ pub fn main() -> ExitCode {
     };
     // The CLI talks to one server at a time: one thread is plenty and starts fastest
     // (cold `qexec run` latency is a headline figure). The demo also hosts qexecd.
-    let mut builder = if matches!(cli.command, Command::Demo(_)) {
+    #[cfg(feature = "demo")]
+    let hosts_qexecd = matches!(cli.command, Command::Demo(_));
+    #[cfg(not(feature = "demo"))]
+    let hosts_qexecd = false;
+    let mut builder = if hosts_qexecd {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -557,6 +323,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(args).await,
     }
 }
@@ -600,25 +367,5 @@ mod tests {
         assert_eq!(req.limits.pids, Some(64));
         assert_eq!(req.timeout_ms, Some(30_000));
         assert_eq!(req.argv, vec![b"true".to_vec()]);
-    }
-
-    #[test]
-    fn limit_above_max_names_the_flag() {
-        let limits = LimitArgs {
-            memory: Some("64G".parse().unwrap()),
-            cpu: Some("1".parse().unwrap()),
-            ..LimitArgs::default()
-        };
-        let e = limits.explain(ClientError::Server {
-            code: ErrorCode::InvalidArgument,
-            message: "limit memory_bytes = 68719476736 is above the server's maximum \
-                      1073741824; ask for less"
-                .into(),
-        });
-        assert_eq!(
-            e.to_string(),
-            "--memory 64G is above the server maximum (1 GiB): ask for less, or raise qexecd's \
-             maximum"
-        );
     }
 }
