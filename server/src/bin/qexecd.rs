@@ -1,4 +1,11 @@
 //! `qexecd`, the qexec server.
+// The doc comments of the command-line struct are clap's `--help` text, written for a
+// terminal (`[::1]:7443`, `<pki-dir>`), not rustdoc markup.
+#![allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_html_tags,
+    reason = "doc comments here are clap help text for a terminal, not rustdoc"
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
