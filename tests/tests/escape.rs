@@ -25,6 +25,7 @@ use qexec_protocol::{
     ClientMessage, JobId, Limits, OutputFrame, ServerMessage, StartRequest, StopRequest,
     Termination,
 };
+use qexec_server::job::testkit;
 use qexec_server::service::{ServerConfig, TlsSource};
 use qexec_tests::{Output, TestClient, TestServer, WAIT};
 
@@ -98,21 +99,12 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Skips (prints why) or, under `CI=true`, fails.
-fn skip(test: &str, why: &str) -> Result<Option<Escape>> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        bail!("{test} needs {why} and CI=true: run the suite as root on a host with namespaces");
-    }
-    println!("SKIPPED {test}: needs {why}");
-    Ok(None)
-}
-
 impl Escape {
     /// A server with isolation on, its PKI on disk and its state outside `/tmp`;
     /// `None` when the test must be skipped.
     async fn start(test: &str) -> Result<Option<Self>> {
-        if !nix::unistd::geteuid().is_root() {
-            return skip(test, "root");
+        if !testkit::require_root(test) {
+            return Ok(None);
         }
         let dir = tempfile::Builder::new()
             .prefix("escape-")
@@ -162,7 +154,8 @@ impl Escape {
         let caps = server.server.manager().capabilities();
         if !caps.isolation {
             let why = caps.isolation_unavailable.unwrap_or_default();
-            return skip(test, &format!("job isolation (unavailable here: {why})"));
+            testkit::skip_unless(test, Err(format!("job isolation is unavailable: {why}")));
+            return Ok(None);
         }
         Ok(Some(Self {
             server,

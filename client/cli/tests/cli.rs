@@ -398,11 +398,6 @@ fn limit_above_server_maximum_is_one_clear_line() {
     assert!(list.is_empty(), "a refused start left a job: {list:?}");
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 #[test]
 fn demo_tour_and_demo_command() {
     let demo = |args: &[&str]| {
@@ -437,14 +432,8 @@ fn demo_tour_and_demo_command() {
 /// it as `nobody` with setpriv; as non-root, the test above already does.
 #[test]
 fn demo_works_without_root() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true requires running the tests as root"
-        );
-        println!(
-            "skipped: not root; demo_tour_and_demo_command already runs the demo without root"
-        );
+    // Without root, demo_tour_and_demo_command already runs the demo without root.
+    if !qexec_server::job::testkit::require_root("demo_works_without_root") {
         return;
     }
     let out = common::output_within(
