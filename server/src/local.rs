@@ -4,6 +4,7 @@
 //! state directory. One harness for `qexec demo`, the client and CLI tests and the
 //! integration suites.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -198,6 +199,65 @@ impl Drop for LocalServer {
     fn drop(&mut self) {
         if let Some(serve) = self.serve.take() {
             serve.abort();
+        }
+    }
+}
+
+/// A [`LocalServer`] in a tokio runtime of its own, for synchronous callers (the CLI
+/// and client-library tests drive it from plain `#[test]` functions). Dropping it shuts
+/// the server down gracefully and then the runtime.
+#[derive(Debug)]
+pub struct BlockingLocalServer {
+    local: Option<LocalServer>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl BlockingLocalServer {
+    /// Starts a [`LocalServer`] (after `adjust` changed its configuration) on a new
+    /// two-thread runtime.
+    pub fn start(adjust: impl FnOnce(&mut ServerConfig)) -> Result<Self, LocalError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| LocalError::Failed {
+                reason: format!("cannot build a tokio runtime: {e}"),
+            })?;
+        let local = rt.block_on(LocalServer::start(adjust))?;
+        Ok(Self {
+            local: Some(local),
+            rt: Some(rt),
+        })
+    }
+
+    /// The running server.
+    pub fn local(&self) -> &LocalServer {
+        self.local
+            .as_ref()
+            .expect("the server runs until the wrapper is dropped")
+    }
+
+    /// Runs a future on the server's runtime.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives until the wrapper is dropped")
+            .block_on(f)
+    }
+}
+
+impl Drop for BlockingLocalServer {
+    /// Graceful shutdown; a server that does not shut down panics the test (unless it
+    /// is already panicking).
+    fn drop(&mut self) {
+        if let (Some(rt), Some(local)) = (self.rt.take(), self.local.take()) {
+            let stopped = rt.block_on(local.shutdown());
+            rt.shutdown_timeout(SHUTDOWN_WAIT);
+            if let Err(e) = stopped
+                && !std::thread::panicking()
+            {
+                panic!("{e}");
+            }
         }
     }
 }

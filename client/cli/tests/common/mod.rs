@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use qexec_client::ClientConfig;
-use qexec_server::local::LocalServer;
+use qexec_server::local::{BlockingLocalServer, LocalServer};
 use qexec_server::service::ServerConfig;
 use qexec_tls::InitOptions;
 
@@ -22,8 +22,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(30);
 /// tests stay synchronous.
 pub(crate) struct TestServer {
     pub(crate) addr: std::net::SocketAddr,
-    local: Option<LocalServer>,
-    rt: Option<tokio::runtime::Runtime>,
+    inner: BlockingLocalServer,
 }
 
 /// A fresh PKI directory (CA, server, default client `tester`, default users).
@@ -46,23 +45,15 @@ impl TestServer {
     }
 
     pub(crate) fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let local = rt
-            .block_on(LocalServer::start(adjust))
-            .expect("start the in-process qexecd");
+        let inner = BlockingLocalServer::start(adjust).expect("start the in-process qexecd");
         Self {
-            addr: local.addr,
-            local: Some(local),
-            rt: Some(rt),
+            addr: inner.local().addr,
+            inner,
         }
     }
 
     fn local(&self) -> &LocalServer {
-        self.local.as_ref().expect("server running")
+        self.inner.local()
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -96,20 +87,6 @@ impl TestServer {
         let mut cmd = self.qexec();
         cmd.args(args);
         output_within(cmd, WAIT)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let (Some(rt), Some(local)) = (self.rt.take(), self.local.take()) {
-            let stopped = rt.block_on(local.shutdown());
-            rt.shutdown_timeout(Duration::from_secs(5));
-            if let Err(e) = stopped
-                && !std::thread::panicking()
-            {
-                panic!("{e}");
-            }
-        }
     }
 }
 
