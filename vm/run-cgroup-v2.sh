@@ -15,7 +15,7 @@
 # Usage (from anywhere in the repository, as root):  vm/run-cgroup-v2.sh
 # Environment:
 #   QEXEC_VM_DIR      work/cache directory (default: <repo>/target/vm-cgroup-v2)
-#   QEXEC_VM_TIMEOUT  seconds before the VM is declared hung (default: 900)
+#   QEXEC_VM_TIMEOUT  seconds before the VM is declared hung (default: 600; a run takes about a minute)
 #   QEXEC_VM_FILTER   test name filter for the qexec-job test binary (default: cgroup::)
 #   QEXEC_VM_ESCAPE   0 skips the escape suite (default: 1)
 # Exit status: 0 when every test of both suites passed in the VM, 1 on test failure,
@@ -24,13 +24,24 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${QEXEC_VM_DIR:-$repo/target/vm-cgroup-v2}
-timeout_s=${QEXEC_VM_TIMEOUT:-900}
+timeout_s=${QEXEC_VM_TIMEOUT:-600}
 filter=${QEXEC_VM_FILTER:-cgroup::}
 escape=${QEXEC_VM_ESCAPE:-1}
 start=$(date +%s)
 
 say() { printf 'vm-cgroup-v2: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 2; }
+# Any unexpected failure before the VM boots is a set-up failure (exit 2), not a
+# test failure.
+booted=0
+on_exit() {
+    local rc=$?
+    if [ "$booted" = 0 ] && [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
+        say "error: set-up failed (status $rc)"
+        exit 2
+    fi
+}
+trap on_exit EXIT
 
 mkdir -p "$work"
 
@@ -82,13 +93,14 @@ if [ "$(cat "$kdir/wanted" 2>/dev/null)" != "${modules[*]}" ]; then
     dpkg -x "$work"/deb/*.deb "$work/unpacked"
     vmlinuz=$(ls "$work"/unpacked/boot/vmlinuz-* | head -1)
     cp "$vmlinuz" "$kdir/vmlinuz"
-    # Depth-first over each module's `depends=` (its .modinfo section): a module is
-    # appended to the load order after everything it depends on.
-    # Every module file of the package, by name.
+    # Every module file of the package, by name. (The package ships no modules.dep:
+    # depmod makes it at install time.)
     declare -A path_of=() seen=()
     while read -r name file; do path_of[$name]=$file; done < <(
         find "$work/unpacked/lib/modules" -name '*.ko*' |
             awk '{ n = $0; sub(/.*\//, "", n); sub(/\.ko.*/, "", n); gsub(/-/, "_", n); print n, $0 }')
+    # Depth-first over each module's `depends=` (its .modinfo section): a module is
+    # appended to the load order after everything it depends on.
     add() {
         local name file dep
         name=$(norm "$1")
@@ -126,6 +138,7 @@ say "building the qexec-job test binary"
 job_bin=$(test_binary qexec_job -p qexec-job --lib)
 [ -n "$job_bin" ] && [ -x "$job_bin" ] || { cat "$work/build.log" >&2; die "qexec-job test binary not built"; }
 escape_bin=
+escape_tmp=
 if [ "$escape" != 0 ]; then
     say "building the escape suite"
     escape_bin=$(test_binary escape -p qexec-tests --test escape)
@@ -236,6 +249,7 @@ chmod +x "$root/init"
 #    The whole host root is shared read-only (multidevs=remap: it spans several host
 #    filesystems, whose inode numbers could collide in one share).
 say "booting $kver (TCG); console log: $work/console.log"
+booted=1
 set +e
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg -m 2G -smp 2 -nographic -no-reboot \
     -kernel "$kdir/vmlinuz" -initrd "$work/initramfs.cpio" \
