@@ -14,3 +14,4 @@ pub use qexec_job::{
     Capabilities, FollowEvent, Follower, JobError, JobManager, JobSpec, JobStdin, ManagerConfig,
     ManagerError, SeccompError, StartError, StartedJob,
 };
+pub use qexec_job::{JobNetwork, SandboxConfig, UidRange};

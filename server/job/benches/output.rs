@@ -83,6 +83,7 @@ async fn through_manager(m: &JobManager, bytes: u64) -> Result<Duration> {
             timeout: None,
             owner: "bench".into(),
             limits: Default::default(),
+            host_root_allowed: true,
         })
         .await?;
     let mut f = m.follow(job.id, 0)?;

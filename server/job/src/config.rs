@@ -7,6 +7,7 @@ use std::time::Duration;
 use qexec_protocol::Limits;
 
 use crate::cgroup::{CgroupCapabilities, DeviceNumber, HostLayout};
+use crate::sandbox::SandboxConfig;
 #[cfg(doc)]
 use crate::{JobManager, StartError};
 
@@ -71,6 +72,12 @@ pub struct ManagerConfig {
     /// the architecture or the kernel cannot filter
     /// ([`ManagerError::Seccomp`](crate::ManagerError::Seccomp)).
     pub seccomp: bool,
+    /// The sandbox of isolated jobs (user namespace, read-only host, fresh `/proc`,
+    /// `/sys`, `/dev`, `/tmp`, cgroup namespace, reduced capabilities), on by default
+    /// when the host allows it; see `spec/security.md` QX-SBX-*. With it, root in a
+    /// job is a host uid of its own (`job_credentials` then apply inside the job's
+    /// user namespace).
+    pub sandbox: SandboxConfig,
 }
 
 impl ManagerConfig {
@@ -91,6 +98,7 @@ impl ManagerConfig {
             io_devices: Vec::new(),
             job_credentials: None,
             seccomp: true,
+            sandbox: SandboxConfig::default(),
         }
     }
 
@@ -133,6 +141,11 @@ pub struct JobSpec {
     pub owner: String,
     /// Requested limits.
     pub limits: Limits,
+    /// Whoever starts it may run a job as host root: when the sandbox is not active
+    /// and the job would run as root (no `job_credentials`), a start without it is
+    /// refused ([`StartError::HostRootRefused`]) unless
+    /// [`SandboxConfig::insecure_root_jobs`]. The service sets it for `admin`.
+    pub host_root_allowed: bool,
 }
 
 /// What the host offers the job library (reported at start-up and on request).
@@ -146,6 +159,12 @@ pub struct Capabilities {
     pub isolation_unavailable: Option<String>,
     /// Jobs run under the default seccomp filter ([`ManagerConfig::seccomp`]).
     pub seccomp: bool,
+    /// Isolated jobs run sandboxed (QX-SBX-*): own user namespace and host uid,
+    /// read-only host, cgroup namespace, reduced capabilities.
+    pub sandbox: bool,
+    /// Why the sandbox is off (turned off, isolation off, or the probe failed:
+    /// e.g. no user namespaces, or Linux older than 5.12).
+    pub sandbox_unavailable: Option<String>,
     /// The cgroup report: host layout, the interface used, each controller, the kill
     /// method, and why cgroups are unavailable when they are (`unavailable`; then
     /// jobs run without cgroups and starts asking for limits are refused). Its
@@ -160,6 +179,8 @@ impl Default for Capabilities {
             isolation: false,
             isolation_unavailable: None,
             seccomp: false,
+            sandbox: false,
+            sandbox_unavailable: None,
             cgroups: CgroupCapabilities {
                 host: HostLayout::None,
                 version: None,

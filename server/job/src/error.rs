@@ -1,5 +1,6 @@
 //! The library's typed errors.
 
+use crate::sandbox::SandboxConfigError;
 use std::path::PathBuf;
 
 use qexec_protocol::{JobId, SpawnFailure};
@@ -27,6 +28,9 @@ pub enum ManagerError {
     /// The job seccomp filter cannot be used (architecture or kernel).
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// The sandbox configuration cannot be used.
+    #[error("invalid job sandbox configuration: {0}")]
+    Sandbox(#[from] SandboxConfigError),
     /// An internal task failed.
     #[error("internal failure while preparing the job manager: {message}")]
     Internal {
@@ -109,6 +113,23 @@ pub enum StartError {
     /// The manager is shutting down.
     #[error("the job manager is shutting down; no new jobs are started")]
     ShuttingDown,
+    /// The job would run as host root (the sandbox is not active and no job user is
+    /// configured) and its caller may not do that. spec: QX-SBX-13
+    #[error(
+        "refused: this job would run as root on the host because the job sandbox is not \
+         active ({reason}); ask an admin, or have the operator fix the sandbox, set \
+         --job-user, or accept the risk with --insecure-root-jobs"
+    )]
+    HostRootRefused {
+        /// Why the sandbox is not active.
+        reason: String,
+    },
+    /// Every host uid slot of the sandbox is in use.
+    #[error("{message}")]
+    NoUidSlot {
+        /// What to do.
+        message: String,
+    },
     /// An internal step failed.
     #[error("internal failure while starting a job ({what}): {message}")]
     Internal {
@@ -124,7 +145,7 @@ impl StartError {
     pub fn spawn_failure(&self) -> Option<SpawnFailure> {
         match self {
             Self::Spawn { failure, .. } => Some(*failure),
-            Self::TooManyJobs { .. } => Some(SpawnFailure::TooManyJobs),
+            Self::TooManyJobs { .. } | Self::NoUidSlot { .. } => Some(SpawnFailure::TooManyJobs),
             // spec: QX-MSG-TYPE-5 (`Setup`: limits or isolation could not be set up)
             Self::LimitUnavailable { .. } | Self::Cgroup { .. } => Some(SpawnFailure::Setup),
             _ => None,

@@ -26,6 +26,13 @@
 //! - Isolation ([`ManagerConfig::isolation`], on by default when the host allows it):
 //!   each job runs in its own PID, mount, network, UTS and IPC namespaces under an
 //!   init (the `spawn` module and `sys::init`); the status' pid is the init's host pid.
+//! - Sandbox ([`ManagerConfig::sandbox`], on by default when the host allows it; the
+//!   `sandbox` module and `sys::sandbox`): an isolated job's program runs in its own
+//!   user namespace as a host uid of its own, in a read-only view of the host with
+//!   fresh `/proc`, `/sys`, `/dev` and `/tmp`, in a cgroup namespace, with a reduced
+//!   capability set. When it is not active, a start that would run as host root is
+//!   refused unless the caller may ([`JobSpec::host_root_allowed`]) or the operator
+//!   accepted it.
 //! - Cgroups ([`ManagerConfig::cgroups`], on by default when the host allows it):
 //!   every job gets its own cgroup, created before the spawn and joined by the child
 //!   before it executes anything, with the job's effective limits; it is used for
@@ -56,29 +63,32 @@
 //! them are drawn to the defining file). The graph has no cycle; `sys` and `cgroup`
 //! use nothing else of the crate, and nothing in `sys` calls up into `spawn`.
 //! ```text
-//! config, error          -> cgroup;  error -> seccomp
+//! config, error          -> cgroup, sandbox;  error -> seccomp
 //! stdin                  -> error
 //! follow                 -> error, output, manager::table
 //! manager (JobManager)   -> manager::{table, start}, follow, output, config, error
 //!   manager::start       -> manager::{table, limits, cgroups, supervisor}, spawn, stdin,
-//!                           output, cgroup
+//!                           output, cgroup, sandbox
 //!   manager::supervisor  -> manager::{table, cgroups}, lifecycle, output, sys, cgroup
-//!   manager::table       -> manager::cgroups, probe, spawn, output, seccomp, config,
-//!                           error, cgroup
+//!   manager::table       -> manager::cgroups, probe, sandbox, spawn, output, seccomp,
+//!                           config, error, cgroup
 //!   manager::limits      -> manager::table, error, cgroup
 //!   manager::cgroups     -> config, cgroup
+//! sandbox (parent side)  -> sys::sandbox
 //! probe                  -> spawn, sys
 //! seccomp                -> sys::seccomp (the instruction type, hex)
-//! testkit                -> probe, spawn
+//! testkit                -> probe, sandbox, spawn
 //! spawn (parent side)    -> spawn::{error, pipes, resolve, isolation, process},
-//!                           seccomp, sys::{child, plan, isolate}
-//!   spawn::isolation     -> spawn::{error, pipes}, sys::plan, sys
+//!                           seccomp, sys::{child, plan, isolate, sandbox}
+//!   spawn::isolation     -> spawn::{error, pipes}, sys::{plan, sandbox}, sys
 //!   spawn::resolve       -> spawn::error, sys::base
 //!   spawn::pipes         -> spawn::error
 //!   spawn::process       -> sys::init (signal values), sys
 //! sys::hook              -> sys::init -> sys::child -> sys::isolate -> sys::plan -> sys::base
 //!   sys::init, sys::child -> sys::plan, sys::seccomp;  sys::{process, ns, seccomp} ->
 //!   sys::base;  sys::reactor
+//!   sys::init, sys::child -> sys::sandbox -> sys::{plan, base}  (the init passes
+//!                           `child::exec_target` to `sandbox::start_target` as a fn)
 //! cgroup (Cgroups)       -> cgroup::{job, v1, v2, common, parse, report, device,
 //!                           device_number, error, fs}
 //!   cgroup::job          -> cgroup::{common, v1, v2, fs, parse, error, report}
@@ -106,6 +116,7 @@ mod lifecycle;
 mod manager;
 mod output;
 mod probe;
+mod sandbox;
 mod seccomp;
 mod spawn;
 mod stdin;
@@ -122,5 +133,9 @@ pub use config::{Capabilities, JobSpec, ManagerConfig};
 pub use error::{JobError, ManagerError, StartError};
 pub use follow::{FollowEvent, Follower};
 pub use manager::{JobManager, StartedJob};
+pub use sandbox::{
+    DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, DEFAULT_UID_BASE, JobNetwork, SLOT_IDS, SandboxConfig,
+    SandboxConfigError, SandboxPathError, UidRange, UidRangeError,
+};
 pub use seccomp::SeccompError;
 pub use stdin::JobStdin;

@@ -14,6 +14,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use qexec_protocol::{SpawnFailure, Termination};
 
 use crate::spawn::{IsolationConfig, SpawnConfig, spawn};
+use crate::sys::sandbox::JobSandbox;
 use crate::sys::{self, Errno};
 
 /// Why jobs cannot be isolated on this host.
@@ -56,10 +57,18 @@ pub(crate) enum IsolationUnavailable {
 /// it at start-up to turn isolation on by default and log what is available.
 pub(crate) fn isolation_available() -> Result<(), IsolationUnavailable> {
     static PROBE: OnceLock<Result<(), IsolationUnavailable>> = OnceLock::new();
-    PROBE.get_or_init(probe).clone()
+    PROBE.get_or_init(|| probe(None)).clone()
 }
 
-fn probe() -> Result<(), IsolationUnavailable> {
+/// Whether sandboxed jobs work here with these settings: runs the probe job through
+/// the whole sandbox (cgroup namespace, mount plan, user namespace, capability
+/// reduction; the target must be executable by the job's uid). Not cached: the
+/// settings are the manager's. spec: QX-SBX-13
+pub(crate) fn sandbox_available(sandbox: JobSandbox) -> Result<(), IsolationUnavailable> {
+    probe(Some(sandbox))
+}
+
+fn probe(sandbox: Option<JobSandbox>) -> Result<(), IsolationUnavailable> {
     // The target is this binary again; its `.init_array` hook exits 0 at once.
     let argv = [
         b"/proc/self/exe".to_vec(),
@@ -68,6 +77,8 @@ fn probe() -> Result<(), IsolationUnavailable> {
     let iso = IsolationConfig {
         hostname: "qexec-probe".to_owned(),
         private_tmp: true,
+        own_network: sandbox.as_ref().is_none_or(|s| s.mounts.own_network),
+        sandbox,
     };
     let config = SpawnConfig {
         argv: &argv,

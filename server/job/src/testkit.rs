@@ -11,7 +11,10 @@ use std::path::Path;
 
 use qexec_protocol::Termination;
 
+use crate::SandboxConfig;
+use crate::sandbox::Sandbox;
 use crate::spawn::{IsolationConfig, SpawnConfig, spawn};
+use crate::sys::sandbox::JobSandbox;
 
 /// Whether the tests run under CI (`CI=true`), where nothing may be skipped.
 pub fn in_ci() -> bool {
@@ -75,13 +78,23 @@ pub fn spawn_and_wait(
     let iso = IsolationConfig {
         hostname: "qexec-bench".to_owned(),
         private_tmp: true,
+        own_network: true,
+        sandbox: None,
     };
+    spawn_and_wait_with(argv, env, isolated.then_some(&iso))
+}
+
+fn spawn_and_wait_with(
+    argv: &[Vec<u8>],
+    env: &[(Vec<u8>, Vec<u8>)],
+    isolation: Option<&IsolationConfig>,
+) -> Result<Termination, String> {
     let config = SpawnConfig {
         argv,
         env,
         cwd: Path::new("/"),
         stdin: false,
-        isolation: isolated.then_some(&iso),
+        isolation,
         cgroup_procs: &[],
         credentials: None,
         seccomp: None,
@@ -91,4 +104,31 @@ pub fn spawn_and_wait(
         .process
         .wait_blocking()
         .map_err(|e| format!("cannot reap job process {}: {e}", child.pid))
+}
+
+/// The default sandbox (no `--rw-path`, default sizes), ids of the first slot.
+fn default_sandbox() -> Result<JobSandbox, String> {
+    let sandbox = Sandbox::new(&SandboxConfig::default(), 1, &std::env::temp_dir())
+        .map_err(|e| e.to_string())?;
+    Ok(sandbox.with_base(sandbox.range().base))
+}
+
+/// As [`spawn_and_wait`] isolated, and sandboxed (user namespace, new root, cgroup
+/// namespace, capabilities) with the default sandbox settings.
+pub fn spawn_and_wait_sandboxed(
+    argv: &[Vec<u8>],
+    env: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Termination, String> {
+    let iso = IsolationConfig {
+        hostname: "qexec-bench".to_owned(),
+        private_tmp: true,
+        own_network: true,
+        sandbox: Some(default_sandbox()?),
+    };
+    spawn_and_wait_with(argv, env, Some(&iso))
+}
+
+/// Whether sandboxed spawns work here; the reason when not.
+pub fn sandbox_available() -> Result<(), String> {
+    crate::probe::sandbox_available(default_sandbox()?).map_err(|e| e.to_string())
 }

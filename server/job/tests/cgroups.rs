@@ -95,6 +95,7 @@ fn sh(script: &str, limits: Limits) -> JobSpec {
         timeout: None,
         owner: "tester".into(),
         limits,
+        host_root_allowed: true,
     }
 }
 
@@ -499,7 +500,15 @@ fn io_limits_apply_to_the_disk_behind_the_working_directory() {
         || async {
             let dir = tempdir()?;
             let subtree = unique_subtree("io");
-            let (m, dirs) = manager(dir.path(), &subtree).await?;
+            // The job writes in its working directory: opened read-write for
+            // sandboxed jobs (spec: QX-SBX-9); the rest of the host is read-only.
+            let work = dir.path().join("work");
+            std::fs::create_dir(&work)?;
+            std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+            let mut c = config(dir.path(), &subtree);
+            c.sandbox.rw_paths = vec![std::fs::canonicalize(&work)?];
+            let m = JobManager::new(c).await?;
+            let dirs = m.capabilities().cgroups.subtree;
             let disk = match qexec_job::cgroup::block_device_of(dir.path()) {
                 Ok(d) => d,
                 Err(e) => {
@@ -519,7 +528,7 @@ fn io_limits_apply_to_the_disk_behind_the_working_directory() {
                 "dd if=/dev/zero of=./out bs=1M count=10 oflag=direct 2>/dev/null; rm -f ./out",
                 limits,
             );
-            spec.cwd = Some(dir.path().to_owned());
+            spec.cwd = Some(work.clone());
             let job = m.start(spec).await?;
             let id = job.id.to_string();
             let (file, expected) = match dirs[0].join(&id).join("io.max").exists() {
@@ -566,6 +575,7 @@ fn limited_with_timeout(argv: &[&str]) -> JobSpec {
             memory_bytes: Some(64 << 20),
             ..Limits::default()
         },
+        host_root_allowed: true,
     }
 }
 

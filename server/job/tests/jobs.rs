@@ -127,6 +127,7 @@ fn spec(argv: &[&str]) -> JobSpec {
         timeout: None,
         owner: "tester".into(),
         limits: Default::default(),
+        host_root_allowed: true,
     }
 }
 
@@ -1105,6 +1106,507 @@ fn seccomp_off_runs_jobs_unfiltered() {
             assert!(out.contains("mount EFAULT\n"), "{out}");
             assert!(!out.contains("EPERM"), "{out}");
         }
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// The job sandbox (spec/security.md QX-SBX-*), run for real as root.
+
+/// Docker's default capability set (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
+/// SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP).
+const DOCKER_CAPS: &str = "00000000a80425fb";
+
+/// The product defaults plus a read-write directory `<dir>/rw` (mode 0777).
+fn sandbox_config(dir: &Path) -> Result<ManagerConfig> {
+    let rw = dir.join("rw");
+    std::fs::create_dir(&rw)?;
+    std::fs::set_permissions(&rw, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    let mut c = config(dir);
+    c.sandbox.rw_paths = vec![std::fs::canonicalize(&rw)?];
+    Ok(c)
+}
+
+/// A manager with the sandbox active, or `None` when the test must be skipped (not
+/// root, outside CI). Under CI=true a missing sandbox fails the test (panics).
+async fn sandboxed(c: ManagerConfig, test: &str) -> Result<Option<JobManager>> {
+    let m = JobManager::new(c).await?;
+    let caps = m.capabilities();
+    let available = match caps.sandbox {
+        true => Ok(()),
+        false => Err(format!(
+            "the job sandbox is unavailable here ({}); run as root",
+            caps.sandbox_unavailable.unwrap_or_default()
+        )),
+    };
+    Ok(skip_unless(test, available).then_some(m))
+}
+
+/// Runs `script` in a job to its end; returns (exit code, stdout, stderr).
+async fn run_script(m: &JobManager, script: &str) -> Result<(i32, String, String)> {
+    let job = m.start(sh(script)).await?;
+    let (c, end) = within(script, collect(m.follow(job.id, 0)?)).await??;
+    let code = match end.state {
+        JobState::Exited {
+            termination: Termination::Exited(code),
+        } => code,
+        other => bail!("{script}: ended with {other:?}"),
+    };
+    Ok((
+        code,
+        String::from_utf8_lossy(&c.stdout).into_owned(),
+        String::from_utf8_lossy(&c.stderr).into_owned(),
+    ))
+}
+
+/// Reads `follower` until its stdout contains `needle`.
+async fn wait_for_output(f: &mut Follower, needle: &str) -> Result<String> {
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        match within("job output", f.next()).await?? {
+            Some(FollowEvent::Data { data, .. }) => out.extend_from_slice(&data),
+            other => bail!("job ended before printing {needle:?}: {other:?}"),
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `Uid:` (real, effective, saved, fs) and `CapEff:` of host pid `pid`, read on the
+/// host side.
+fn host_ids(pid: u32) -> Result<(Vec<u32>, String)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    let uids = field("Uid:")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<Vec<u32>, _>>()?;
+    Ok((uids, field("CapEff:")?.to_owned()))
+}
+
+/// The host pid of the only child of `init` (the job's program).
+fn target_of(init: u32) -> Result<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().nth(1));
+        if ppid == Some(init.to_string().as_str()) {
+            children.push(pid);
+        }
+    }
+    match children[..] {
+        [one] => Ok(one),
+        _ => bail!("init {init} has children {children:?}, expected exactly one"),
+    }
+}
+
+/// QX-SBX-1, QX-SBX-2: uid 0 inside; on the host a uid of the job range, and two
+/// concurrently running jobs have different ones. The init stays host root.
+#[test]
+fn sandboxed_jobs_are_root_inside_and_distinct_range_uids_on_the_host() {
+    run(|| async {
+        let dir = tempdir()?;
+        let test = "sandboxed_jobs_are_root_inside_and_distinct_range_uids_on_the_host";
+        let Some(m) = sandboxed(sandbox_config(dir.path())?, test).await? else {
+            return Ok(());
+        };
+        let script = "echo uid=$(id -u) gid=$(id -g); echo ready; read x || true";
+        let mut host_uids = Vec::new();
+        let mut jobs = Vec::new();
+        for _ in 0..2 {
+            let mut s = sh(script);
+            s.stdin = true;
+            let job = m.start(s).await?;
+            let mut f = m.follow(job.id, 0)?;
+            let out = wait_for_output(&mut f, "ready").await?;
+            assert!(out.starts_with("uid=0 gid=0\n"), "{out}");
+            let (init_uids, _) = host_ids(job.pid)?;
+            assert_eq!(init_uids, [0, 0, 0, 0], "the init stays host root");
+            let (uids, _) = host_ids(target_of(job.pid)?)?;
+            let uid = uids[0];
+            assert!(uids.iter().all(|u| *u == uid), "{uids:?}");
+            assert!(
+                (qexec_job::DEFAULT_UID_BASE
+                    ..qexec_job::DEFAULT_UID_BASE + 1024 * qexec_job::SLOT_IDS)
+                    .contains(&uid),
+                "host uid {uid} is not in the default job range"
+            );
+            assert_eq!((uid - qexec_job::DEFAULT_UID_BASE) % qexec_job::SLOT_IDS, 0);
+            host_uids.push(uid);
+            jobs.push((job, f));
+        }
+        assert_ne!(
+            host_uids[0], host_uids[1],
+            "two running jobs share a host uid"
+        );
+        for (job, f) in jobs {
+            drop(job.stdin);
+            let (_, end) = within("job end", collect(f)).await??;
+            assert_eq!(end.state, exited(0));
+        }
+        Ok(())
+    });
+}
+
+/// Control for the test above: without the sandbox, the same job is host root.
+#[test]
+fn without_the_sandbox_a_job_is_host_root() {
+    run(|| async {
+        if !require_root("without_the_sandbox_a_job_is_host_root") {
+            return Ok(());
+        }
+        let dir = tempdir()?;
+        let mut c = config(dir.path());
+        c.sandbox.enabled = false;
+        let m = JobManager::new(c).await?;
+        assert!(!m.capabilities().sandbox);
+        let (code, out, err) =
+            run_script(&m, "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status").await?;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("0\nCapEff:\t000001ff"), "{out}");
+        Ok(())
+    });
+}
+
+/// QX-SBX-11: CapEff, CapPrm and CapBnd are Docker's list, CapInh and CapAmb empty,
+/// no_new_privs set; capabilities on the host side: none (a non-root host uid).
+#[test]
+fn sandboxed_job_has_only_the_bounded_capabilities() {
+    run(|| async {
+        let dir = tempdir()?;
+        let test = "sandboxed_job_has_only_the_bounded_capabilities";
+        let Some(m) = sandboxed(sandbox_config(dir.path())?, test).await? else {
+            return Ok(());
+        };
+        let (code, out, err) = run_script(
+            &m,
+            "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Groups):' /proc/self/status",
+        )
+        .await?;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out,
+            format!(
+                "Groups:\t \nCapInh:\t0000000000000000\nCapPrm:\t{DOCKER_CAPS}\n\
+                 CapEff:\t{DOCKER_CAPS}\nCapBnd:\t{DOCKER_CAPS}\n\
+                 CapAmb:\t0000000000000000\nNoNewPrivs:\t1\n"
+            )
+        );
+        Ok(())
+    });
+}
+
+/// QX-SBX-4, QX-SBX-9: a world-writable host directory not opened with `--rw-path`
+/// is read-only; an `--rw-path` directory is writable (the file belongs to the job's
+/// host uid); a root-only host file is unreadable.
+#[test]
+fn sandboxed_job_cannot_write_the_host_but_can_write_its_rw_path() {
+    run(|| async {
+        let dir = tempdir()?;
+        let test = "sandboxed_job_cannot_write_the_host_but_can_write_its_rw_path";
+        let Some(m) = sandboxed(sandbox_config(dir.path())?, test).await? else {
+            return Ok(());
+        };
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open)?;
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root only\n")?;
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let rw = std::fs::canonicalize(dir.path().join("rw"))?;
+        std::fs::write(rw.join("input"), "from the host\n")?;
+        let script = format!(
+            "echo x > {open}/f && echo open-written; \
+             echo x > /var/tmp/qexec-sandbox-test-$$ && echo var-tmp-written; \
+             cat {secret} && echo secret-read; \
+             cat {rw}/input; tr a-z A-Z < {rw}/input > {rw}/output && echo rw-written",
+            open = open.display(),
+            secret = secret.display(),
+            rw = rw.display(),
+        );
+        let (_, out, err) = run_script(&m, &script).await?;
+        assert_eq!(out, "from the host\nrw-written\n", "stderr: {err}");
+        assert!(err.contains("Read-only file system"), "{err}");
+        assert!(err.contains("Permission denied"), "{err}");
+        assert!(!open.join("f").exists());
+        assert_eq!(
+            std::fs::read_to_string(rw.join("output"))?,
+            "FROM THE HOST\n"
+        );
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(rw.join("output"))?);
+        assert!(owner >= qexec_job::DEFAULT_UID_BASE, "owner {owner}");
+        Ok(())
+    });
+}
+
+/// What [`sandboxed_job_sees_fresh_restricted_proc_sys_dev_and_tmp`] looks at that
+/// reads only (safe to run on the host without the sandbox, as its control).
+fn reading_probes(state: &Path) -> String {
+    format!(
+        r#"
+        echo "cgroup-not-root=$(grep -vc ':/$' /proc/self/cgroup)"
+        echo "sys-fs-cgroup=$(ls -A /sys/fs/cgroup | wc -l)"
+        echo "cgroupfs-mounts=$(grep -c cgroup /proc/self/mounts)"
+        echo "block-devices=$(find /dev -type b | wc -l)"
+        echo "keys=$(wc -c < /proc/keys)"
+        echo "state=$(ls -A {state} | wc -l)"
+        kill -0 1 2>/dev/null && echo init-signalable
+        true
+        "#,
+        state = state.display()
+    )
+}
+
+/// QX-SBX-3, QX-SBX-5, QX-SBX-6, QX-SBX-7, QX-SBX-8, QX-SBX-10: the cgroup namespace
+/// shows `/`, no cgroupfs, `umount` refused, no block device, `/proc/sys`, sysrq and
+/// `/sys` read-only, masked proc files empty, qexecd's state directory masked, the
+/// init out of the job's reach. The reading probes are also run without the sandbox
+/// (control): there they must see the host.
+#[test]
+fn sandboxed_job_sees_fresh_restricted_proc_sys_dev_and_tmp() {
+    run(|| async {
+        let dir = tempdir()?;
+        let test = "sandboxed_job_sees_fresh_restricted_proc_sys_dev_and_tmp";
+        let c = sandbox_config(dir.path())?;
+        let state_dir = c.state_dir.clone();
+        let Some(m) = sandboxed(c, test).await? else {
+            return Ok(());
+        };
+        let state = std::fs::canonicalize(state_dir)?;
+        let script = format!(
+            r#"
+            {reading}
+            touch /tmp/marker
+            umount /tmp 2>/dev/null && echo umount-succeeded
+            umount -l /tmp 2>/dev/null && echo lazy-umount-succeeded
+            echo "tmp-marker=$(ls /tmp)"
+            echo "dev=$(ls /dev | tr '\n' ' ')"
+            echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo drop-caches-written
+            echo core > /proc/sys/kernel/core_pattern 2>/dev/null && echo core-pattern-written
+            echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-written
+            echo 1 > /sys/kernel/mm/ksm/run 2>/dev/null && echo sys-written
+            echo "proc-sys-mount=$(grep ' /proc/sys ' /proc/self/mounts | cut -d' ' -f4 | cut -d, -f1)"
+            echo "port-start=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)"
+            "#,
+            reading = reading_probes(&state),
+        );
+        let (code, out, err) = run_script(&m, &script).await?;
+        assert_eq!(code, 0, "{out}{err}");
+        let expected = [
+            "cgroup-not-root=0",
+            "sys-fs-cgroup=0",
+            "cgroupfs-mounts=0",
+            "block-devices=0",
+            "keys=0",
+            "state=0",
+            "tmp-marker=marker",
+            "dev=fd full null ptmx pts random shm stderr stdin stdout tty urandom zero ",
+            "proc-sys-mount=ro",
+            "port-start=0",
+        ];
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines, expected, "stderr: {err}");
+        // The state directory is not empty on the host (the job's own output log).
+        assert!(std::fs::read_dir(state.join("jobs"))?.next().is_some());
+        drop(m);
+
+        // Control: the same reading probes without the sandbox see the host.
+        let dir = tempdir()?;
+        let mut c = config(dir.path());
+        c.sandbox.enabled = false;
+        let state_dir = c.state_dir.clone();
+        let m = JobManager::new(c).await?;
+        let state = std::fs::canonicalize(state_dir)?;
+        let (code, out, err) = run_script(&m, &reading_probes(&state)).await?;
+        assert_eq!(code, 0, "{out}{err}");
+        let value = |key: &str| -> u64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(value("cgroup-not-root") > 0, "control: {out}");
+        assert!(value("cgroupfs-mounts") > 0, "control: {out}");
+        assert!(value("state") > 0, "control: {out}");
+        assert!(out.contains("init-signalable"), "control: {out}");
+        Ok(())
+    });
+}
+
+/// QX-SBX-7: `/dev/shm` is private to the job and gone with it.
+#[test]
+fn sandboxed_dev_shm_is_private_and_gone_after_the_job() {
+    run(|| async {
+        let dir = tempdir()?;
+        let test = "sandboxed_dev_shm_is_private_and_gone_after_the_job";
+        let Some(m) = sandboxed(sandbox_config(dir.path())?, test).await? else {
+            return Ok(());
+        };
+        let name = format!("qexec-sandbox-shm-{}", std::process::id());
+        let (code, out, err) = run_script(
+            &m,
+            &format!("echo data > /dev/shm/{name}; ls -A /dev/shm; ls /dev/shm | wc -l"),
+        )
+        .await?;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("{name}\n1\n"));
+        assert!(
+            !Path::new("/dev/shm").join(&name).exists(),
+            "shared with the host"
+        );
+        let (code, out, err) = run_script(&m, "ls -A /dev/shm | wc -l").await?;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, "0\n", "a later job sees the first one's /dev/shm");
+        Ok(())
+    });
+}
+
+/// Issue 13: ordinary work still succeeds in the sandbox.
+#[test]
+fn ordinary_work_succeeds_in_the_sandbox() {
+    run(|| async {
+        let dir = tempdir()?;
+        let test = "ordinary_work_succeeds_in_the_sandbox";
+        let Some(m) = sandboxed(sandbox_config(dir.path())?, test).await? else {
+            return Ok(());
+        };
+        let script = r#"
+            set -e
+            echo "subshell=$( (echo a; (echo b | tr b c)) | tr '\n' ' ')"
+            echo "pipe=$(seq 1 1000 | sort -rn | head -1)"
+            for i in $(seq 1 100); do (exit 0) & done; wait; echo forked=100
+            echo hello > /tmp/f; echo "tmp=$(cat /tmp/f)"
+            echo "usr=$(ls /usr/bin | wc -l | awk '$1 > 10 {print "ok"}')"
+            python3 -c 'import os, sys; print("python", os.getuid(), sys.version_info[0])'
+        "#;
+        let (code, out, err) = run_script(&m, script).await?;
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(
+            out, "subshell=a c \npipe=1000\nforked=100\ntmp=hello\nusr=ok\npython 0 3\n",
+            "stderr: {err}"
+        );
+        Ok(())
+    });
+}
+
+/// QX-SBX-13: without the sandbox, a start that would run as host root is refused
+/// unless the caller may (admin), the operator accepted it, or a job user is set.
+#[test]
+fn host_root_jobs_are_refused_without_the_sandbox_unless_allowed() {
+    run(|| async {
+        if !require_root("host_root_jobs_are_refused_without_the_sandbox_unless_allowed") {
+            return Ok(());
+        }
+        let user_spec = || {
+            let mut s = spec(&["/bin/true"]);
+            s.host_root_allowed = false;
+            s
+        };
+        let dir = tempdir()?;
+        let mut c = config(dir.path());
+        c.sandbox.enabled = false;
+        let m = JobManager::new(c.clone()).await?;
+        let e = m.start(user_spec()).await.unwrap_err();
+        assert!(matches!(e, StartError::HostRootRefused { .. }), "{e}");
+        assert!(e.to_string().contains("--insecure-root-jobs"), "{e}");
+        // An admin's start runs.
+        let job = m.start(spec(&["/bin/true"])).await?;
+        assert_eq!(m.wait(job.id).await?.state, exited(0));
+        drop(m);
+        for (insecure, creds) in [(true, None), (false, Some((65534, 65534)))] {
+            let dir = tempdir()?;
+            let mut c = config(dir.path());
+            c.sandbox.enabled = false;
+            c.sandbox.insecure_root_jobs = insecure;
+            c.job_credentials = creds;
+            let m = JobManager::new(c).await?;
+            let job = m.start(user_spec()).await?;
+            assert_eq!(
+                m.wait(job.id).await?.state,
+                exited(0),
+                "{insecure} {creds:?}"
+            );
+        }
+        // With the sandbox a user's start runs (as root of its own user namespace).
+        let dir = tempdir()?;
+        let test = "host_root_jobs_are_refused_without_the_sandbox_unless_allowed";
+        let Some(m) = sandboxed(config(dir.path()), test).await? else {
+            return Ok(());
+        };
+        let job = m.start(user_spec()).await?;
+        assert_eq!(m.wait(job.id).await?.state, exited(0));
+        Ok(())
+    });
+}
+
+/// `--job-network host`: the job shares the host's network namespace (and still is
+/// sandboxed); by default it has its own.
+#[test]
+fn job_network_host_shares_the_hosts_network_namespace() {
+    run(|| async {
+        let host_net = std::fs::read_link("/proc/self/ns/net")?;
+        for network in [qexec_job::JobNetwork::None, qexec_job::JobNetwork::Host] {
+            let dir = tempdir()?;
+            let mut c = config(dir.path());
+            c.sandbox.network = network;
+            let test = "job_network_host_shares_the_hosts_network_namespace";
+            let Some(m) = sandboxed(c, test).await? else {
+                return Ok(());
+            };
+            let (code, out, err) = run_script(&m, "readlink /proc/self/ns/net; id -u").await?;
+            assert_eq!(code, 0, "{err}");
+            let same = out.lines().next() == host_net.to_str();
+            assert_eq!(
+                same,
+                network == qexec_job::JobNetwork::Host,
+                "{network:?}: {out}"
+            );
+            assert!(out.ends_with("\n0\n"), "{out}");
+        }
+        Ok(())
+    });
+}
+
+/// `--job-user` inside the sandbox: the ids apply inside the job's user namespace
+/// (host uid = slot base + uid).
+#[test]
+fn job_user_applies_inside_the_sandbox() {
+    run(|| async {
+        let dir = tempdir()?;
+        let mut c = sandbox_config(dir.path())?;
+        c.job_credentials = Some((1000, 1000));
+        let Some(m) = sandboxed(c, "job_user_applies_inside_the_sandbox").await? else {
+            return Ok(());
+        };
+        let mut s = sh("id -u; id -g; grep CapEff /proc/self/status; echo ready; read x || true");
+        s.stdin = true;
+        let job = m.start(s).await?;
+        let mut f = m.follow(job.id, 0)?;
+        let out = wait_for_output(&mut f, "ready").await?;
+        assert_eq!(out, "1000\n1000\nCapEff:\t0000000000000000\nready\n");
+        let (uids, cap_eff) = host_ids(target_of(job.pid)?)?;
+        assert_eq!(cap_eff, "0000000000000000");
+        assert!(
+            uids.iter().all(|u| *u >= qexec_job::DEFAULT_UID_BASE + 1000
+                && (*u - qexec_job::DEFAULT_UID_BASE) % qexec_job::SLOT_IDS == 1000),
+            "{uids:?}"
+        );
+        drop(job.stdin);
+        let (_, end) = within("job end", collect(f)).await??;
+        assert_eq!(end.state, exited(0));
         Ok(())
     });
 }

@@ -16,6 +16,7 @@ use clap::Parser;
 use qexec_protocol::Limits;
 use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_size};
 use qexec_server::service::{Server, ServerConfig, TlsSource, default_state_dir};
+use qexec_server::{JobNetwork, SandboxConfig, UidRange};
 use qexec_tls as pki;
 
 /// qexecd: run jobs for qexec clients over QUIC with mutual TLS.
@@ -27,7 +28,10 @@ use qexec_tls as pki;
 #[command(
     version,
     after_help = "Examples:\n  qexec certs init && qexecd\n  qexecd --listen [::1]:7443\n  \
-                  qexecd --ca pki/ca.pem --cert pki/server.pem --key pki/server-key.pem\n\n\
+                  qexecd --ca pki/ca.pem --cert pki/server.pem --key pki/server-key.pem\n  \
+                  qexecd --rw-path /srv/scratch --tmp-size 4G   (jobs may write /srv/scratch)\n\n\
+                  As root, jobs are sandboxed: own user namespace and host uid, read-only host,\n\
+                  fresh /proc /sys /dev /tmp, cgroup namespace (spec/security.md, QX-SBX-*).\n\n\
                   Logs: RUST_LOG=info (default), RUST_LOG=qexec::audit=info,warn …"
 )]
 struct Args {
@@ -50,7 +54,7 @@ struct Args {
     /// $XDG_STATE_HOME/qexec].
     #[arg(long, env = "QEXECD_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Run jobs without namespace isolation.
+    /// Run jobs without namespace isolation (implies --no-sandbox).
     #[arg(long, env = "QEXECD_NO_ISOLATION")]
     no_isolation: bool,
     /// Run jobs WITHOUT the default seccomp filter. Weakens isolation: jobs may then
@@ -59,6 +63,41 @@ struct Args {
     /// QX-SBX-20..25). Only for hosts whose architecture or kernel cannot filter.
     #[arg(long, env = "QEXECD_NO_SECCOMP")]
     no_seccomp: bool,
+    // The job sandbox (spec/security.md QX-SBX-*): on by default as root.
+    /// Host directory jobs may write (bound read-write; everything else of the host
+    /// is read-only in a sandboxed job). Repeatable; the environment variable takes
+    /// a colon-separated list.
+    #[arg(
+        long = "rw-path",
+        env = "QEXECD_RW_PATHS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    rw_paths: Vec<PathBuf>,
+    /// Host uid/gid range for the jobs' user namespaces, BASE:COUNT; each running job
+    /// gets 65536 ids of its own [default: 1879048192:<65536 × --max-jobs>].
+    #[arg(long, env = "QEXECD_JOB_UID_RANGE", value_name = "BASE:COUNT")]
+    job_uid_range: Option<UidRange>,
+    /// Network of isolated jobs: none (own namespace with only lo) or host (the
+    /// host's network; weakens isolation).
+    #[arg(long, env = "QEXECD_JOB_NETWORK", value_name = "none|host", default_value = "none", value_parser = parse_network)]
+    job_network: JobNetwork,
+    /// Size of each sandboxed job's private /tmp, e.g. 1G.
+    #[arg(long, env = "QEXECD_TMP_SIZE", value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    tmp_size: u64,
+    /// Size of each sandboxed job's private /dev/shm, e.g. 64M.
+    #[arg(long, env = "QEXECD_SHM_SIZE", value_name = "SIZE", value_parser = parse_size, default_value = "64M")]
+    shm_size: u64,
+    /// INSECURE: let `user` jobs run as host root when the sandbox is not active (no
+    /// user namespaces, --no-sandbox, --no-isolation). Without it such starts are
+    /// refused unless --job-user is set.
+    #[arg(long, env = "QEXECD_INSECURE_ROOT_JOBS")]
+    insecure_root_jobs: bool,
+    /// INSECURE: run isolated jobs without the sandbox: they are host root with every
+    /// capability, see and write the host's files (only admins may start them, see
+    /// --insecure-root-jobs).
+    #[arg(long, env = "QEXECD_NO_SANDBOX")]
+    no_sandbox: bool,
     /// Run every job's program as this user instead of qexecd's own (root): a name
     /// (its primary group), `USER:GROUP`, or `UID:GID`, e.g. `nobody` for untrusted
     /// work. Default: qexecd's user.
@@ -144,6 +183,27 @@ impl Args {
         c.isolation = !self.no_isolation;
         c.seccomp = !self.no_seccomp;
         c.job_credentials = self.job_user;
+        c.sandbox = SandboxConfig {
+            enabled: !self.no_sandbox,
+            rw_paths: self
+                .rw_paths
+                .iter()
+                .map(|p| {
+                    std::fs::canonicalize(p).with_context(|| {
+                        format!(
+                            "--rw-path {}: cannot resolve it; create it first",
+                            p.display()
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            masked_paths: Vec::new(),
+            uid_range: self.job_uid_range,
+            tmp_size: self.tmp_size,
+            shm_size: self.shm_size,
+            network: self.job_network,
+            insecure_root_jobs: self.insecure_root_jobs,
+        };
         c.max_jobs = self.max_jobs;
         c.max_jobs_per_user = self.max_jobs_per_user;
         c.max_connections = self.max_connections;
@@ -307,6 +367,15 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses `--job-network`.
+fn parse_network(text: &str) -> Result<JobNetwork, String> {
+    match text {
+        "none" => Ok(JobNetwork::None),
+        "host" => Ok(JobNetwork::Host),
+        _ => Err(format!("expected none or host, got {text:?}")),
+    }
+}
+
 /// Parses `--job-user`: `NAME`, `NAME:GROUP`, `UID:GID` (names looked up in the
 /// system's user and group databases).
 fn parse_job_user(text: &str) -> Result<(u32, u32), String> {
@@ -354,6 +423,57 @@ mod tests {
     fn seccomp_is_on_by_default() {
         assert!(config(&[]).unwrap().seccomp);
         assert!(!config(&["--no-seccomp"]).unwrap().seccomp);
+    }
+
+    #[test]
+    fn sandbox_flags() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.sandbox, SandboxConfig::default());
+        let dir = tempfile::tempdir_in(std::env::current_exe().unwrap().parent().unwrap()).unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let rw = dir.path().to_str().unwrap();
+        let c = config(&[
+            "--rw-path",
+            rw,
+            "--rw-path",
+            "/",
+            "--job-uid-range",
+            "2000000000:131072",
+            "--job-network",
+            "host",
+            "--tmp-size",
+            "2G",
+            "--shm-size",
+            "1M",
+            "--insecure-root-jobs",
+            "--no-sandbox",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sandbox,
+            SandboxConfig {
+                enabled: false,
+                rw_paths: vec![real, "/".into()],
+                masked_paths: vec![],
+                uid_range: Some(UidRange {
+                    base: 2_000_000_000,
+                    count: 131072
+                }),
+                tmp_size: 2 << 30,
+                shm_size: 1 << 20,
+                network: JobNetwork::Host,
+                insecure_root_jobs: true,
+            }
+        );
+        for bad in [
+            &["--job-uid-range", "0:65536"][..],
+            &["--job-uid-range", "70000"],
+            &["--job-network", "bridge"],
+            &["--rw-path", "/nonexistent/qexec-rw"],
+        ] {
+            let e = config(bad).unwrap_err().to_string();
+            assert!(e.contains(bad[0]) || e.contains(bad[1]), "{bad:?}: {e}");
+        }
     }
 
     #[test]

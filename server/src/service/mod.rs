@@ -40,7 +40,7 @@ use qexec_protocol::{ErrorCode, JobId, Limits, limits};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::job::{JobManager, ManagerConfig};
+use crate::job::{JobManager, ManagerConfig, SandboxConfig};
 use qexec_tls::PkiPaths;
 
 pub use authz::{Decision, Op, authorize, visible};
@@ -96,6 +96,9 @@ pub struct ServerConfig {
     /// `InvalidArgument` naming the maximum, never clamped. Default: none set, i.e. no
     /// maximum on any limit.
     pub max_limits: Limits,
+    /// The job sandbox (see `ManagerConfig::sandbox`; spec/security.md QX-SBX-*). The
+    /// server adds its TLS files and their directories to the masked paths.
+    pub sandbox: SandboxConfig,
 }
 
 impl ServerConfig {
@@ -121,6 +124,7 @@ impl ServerConfig {
             job_credentials: None,
             default_limits: Limits::default(),
             max_limits: Limits::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 
@@ -295,6 +299,17 @@ impl Server {
         mc.job_credentials = config.job_credentials;
         mc.default_limits = config.default_limits.clone();
         mc.max_limits = config.max_limits.clone();
+        mc.sandbox = config.sandbox.clone();
+        // spec: QX-SBX-10 (qexecd's PKI and configuration masked in every job)
+        if let TlsSource::Files { ca, cert, key } = &config.tls {
+            for file in [ca, cert, key] {
+                let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+                if let Some(dir) = file.parent().filter(|d| d.parent().is_some()) {
+                    mc.sandbox.masked_paths.push(dir.to_path_buf());
+                }
+                mc.sandbox.masked_paths.push(file);
+            }
+        }
         let manager = JobManager::new(mc)
             .await
             .map_err(|source| ServeError::Manager {
@@ -312,11 +327,27 @@ impl Server {
         if let Some(why) = &caps.isolation_unavailable {
             tracing::warn!(reason = %why, "jobs run WITHOUT namespace isolation");
         }
+        // spec: QX-SBX-13
+        if let Some(why) = &caps.sandbox_unavailable {
+            if config.sandbox.insecure_root_jobs {
+                tracing::warn!(
+                    reason = %why,
+                    "INSECURE: the job sandbox is not active and --insecure-root-jobs is set: \
+                     every user's jobs run as host root"
+                );
+            } else {
+                tracing::warn!(
+                    reason = %why,
+                    "the job sandbox is not active: only admins may start jobs that run as host root"
+                );
+            }
+        }
         tracing::info!(
             listen = %endpoint.local_addr().unwrap_or(config.listen),
             state_dir = %config.state_dir.display(),
             isolation = caps.isolation,
             seccomp = caps.seccomp,
+            sandbox = caps.sandbox,
             "qexecd listening"
         );
         Ok(Server {

@@ -20,6 +20,28 @@ use super::cgroups::create_cgroup;
 use super::limits::effective_limits;
 use super::supervisor::Supervisor;
 use super::table::{Job, ProcessHandle, RunState, Shared, lock, now_ms, remove_dir};
+use crate::sandbox::JobNetwork;
+
+/// Refuses a start that would run as host root for a caller not trusted with it
+/// while the sandbox is not active. spec: QX-SBX-13
+fn check_host_root(shared: &Shared, spec: &JobSpec) -> Result<(), StartError> {
+    let config = &shared.config;
+    if shared.sandbox.is_some()
+        || spec.host_root_allowed
+        || config.sandbox.insecure_root_jobs
+        || config.job_credentials.is_some()
+        || !nix::unistd::geteuid().is_root()
+    {
+        return Ok(());
+    }
+    Err(StartError::HostRootRefused {
+        reason: shared
+            .capabilities
+            .sandbox_unavailable
+            .clone()
+            .unwrap_or_else(|| "not probed".to_owned()),
+    })
+}
 
 /// Starts a job and its supervisor (owned by `tasks`).
 pub(super) async fn start(
@@ -27,6 +49,7 @@ pub(super) async fn start(
     tasks: &Mutex<JoinSet<()>>,
     spec: JobSpec,
 ) -> Result<StartedJob, StartError> {
+    check_host_root(shared, &spec)?;
     let limits = effective_limits(shared, &spec.limits)?;
     let mut slot = shared.reserve()?;
     let id = slot.id;
@@ -54,10 +77,25 @@ pub(super) async fn start(
     let cwd = spec.cwd.unwrap_or_else(|| PathBuf::from("/"));
     let argv = spec.argv;
     let want_stdin = spec.stdin;
-    let isolation = shared
+    let mut isolation = shared
         .capabilities
         .isolation
         .then(|| IsolationConfig::for_job(&id));
+    let mut uid_slot = None;
+    if let Some(iso) = &mut isolation {
+        iso.own_network = shared.config.sandbox.network == JobNetwork::None;
+        // spec: QX-SBX-2 (a host id slot of its own while it runs)
+        if let Some(sandbox) = &shared.sandbox {
+            let (job_sandbox, taken) = sandbox.for_job().map_err(|e| {
+                remove_dir(&dir);
+                StartError::NoUidSlot {
+                    message: e.to_string(),
+                }
+            })?;
+            iso.sandbox = Some(job_sandbox);
+            uid_slot = Some(taken);
+        }
+    }
     let blocking_shared = Arc::clone(shared);
     let job_limits = limits.clone();
     // Creating the cgroup and spawn() block (cgroupfs writes; spawn until exec or its
@@ -132,6 +170,7 @@ pub(super) async fn start(
     let watched_pidfd = child.process.as_fd().try_clone_to_owned();
     let handle = Arc::new(ProcessHandle {
         process: Mutex::new(child.process),
+        _uid_slot: uid_slot,
     });
     let job = Arc::new(Job {
         id,

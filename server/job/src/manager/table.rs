@@ -18,6 +18,8 @@ use crate::spawn::ChildProcess;
 use crate::{Capabilities, JobError, ManagerConfig, ManagerError, StartError};
 
 use super::cgroups::{SubtreeLock, prepare_cgroups, read_accounting};
+use crate::sandbox::Sandbox;
+use crate::sandbox::uidmap::UidSlot;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -42,6 +44,8 @@ pub(crate) struct Shared {
     /// The jobs' seccomp filter, built once before any job starts; `None` when turned
     /// off by configuration.
     pub(super) seccomp: Option<Program>,
+    /// The job sandbox, when active.
+    pub(super) sandbox: Option<Sandbox>,
     pub(super) jobs_dir: PathBuf,
     pub(super) table: Mutex<Table>,
 }
@@ -172,6 +176,10 @@ impl Job {
 #[derive(Debug)]
 pub(crate) struct ProcessHandle {
     pub(super) process: Mutex<ChildProcess>,
+    /// The job's host uid slot (sandboxed jobs). Declared after `process`, so it is
+    /// given back only after the init was reaped (dropping a `ChildProcess` reaps it):
+    /// then no process with these ids is left. spec: QX-SBX-2
+    pub(super) _uid_slot: Option<UidSlot>,
 }
 
 impl Shared {
@@ -200,8 +208,14 @@ impl Shared {
                 }
             }
         }
-        let mut capabilities = probe_capabilities(&config);
+        // spec: QX-SBX-13 (a bad sandbox configuration stops the start-up; an
+        // unusable host only turns the sandbox off, and root jobs are refused then)
+        let sandbox = (config.sandbox.enabled && config.isolation)
+            .then(|| Sandbox::new(&config.sandbox, config.max_running_jobs, &config.state_dir))
+            .transpose()?;
+        let mut capabilities = probe_capabilities(&config, sandbox.as_ref());
         capabilities.seccomp = seccomp.is_some();
+        let sandbox = sandbox.filter(|_| capabilities.sandbox);
         let (cgroups, subtree_lock) = prepare_cgroups(&config);
         capabilities.cgroups = match &cgroups {
             Some(cg) => cg.capabilities().clone(),
@@ -220,6 +234,7 @@ impl Shared {
             cgroups,
             subtree_lock,
             seccomp,
+            sandbox,
             jobs_dir,
             table: Mutex::new(Table::default()),
         })
@@ -355,10 +370,11 @@ fn prepare_seccomp(config: &ManagerConfig) -> Result<Option<Program>, SeccompErr
 }
 
 /// Probes what the host offers and logs it.
-fn probe_capabilities(config: &ManagerConfig) -> Capabilities {
+fn probe_capabilities(config: &ManagerConfig, sandbox: Option<&Sandbox>) -> Capabilities {
     let mut caps = Capabilities::default();
     if !config.isolation {
         tracing::info!("job isolation (namespaces) is turned off by configuration");
+        caps.sandbox_unavailable = Some("job isolation is turned off by configuration".into());
         return caps;
     }
     match crate::probe::isolation_available() {
@@ -369,6 +385,33 @@ fn probe_capabilities(config: &ManagerConfig) -> Capabilities {
         Err(e) => {
             tracing::warn!(reason = %e, "job isolation is unavailable; jobs run without namespaces");
             caps.isolation_unavailable = Some(e.to_string());
+            caps.sandbox_unavailable = Some(format!("job isolation is unavailable: {e}"));
+            return caps;
+        }
+    }
+    let Some(sandbox) = sandbox else {
+        tracing::warn!("the job sandbox is turned off by configuration: jobs run as host root");
+        caps.sandbox_unavailable = Some("the job sandbox is turned off by configuration".into());
+        return caps;
+    };
+    // spec: QX-SBX-13 (probe at start, say so loudly when unavailable)
+    match crate::probe::sandbox_available(sandbox.with_base(sandbox.range().base)) {
+        Ok(()) => {
+            caps.sandbox = true;
+            let range = sandbox.range();
+            tracing::info!(
+                uid_base = range.base,
+                uid_slots = range.slots(),
+                "jobs run sandboxed: own user namespace and host uid, read-only host, cgroup namespace"
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                reason = %e,
+                "the job SANDBOX IS UNAVAILABLE: jobs would run as host root; starts by non-admin \
+                 callers are refused unless insecure root jobs are allowed"
+            );
+            caps.sandbox_unavailable = Some(e.to_string());
         }
     }
     caps

@@ -14,6 +14,7 @@ use super::error::{SpawnError, setup_error};
 use super::pipes::{pipe, set_nonblocking};
 use crate::seccomp::Program;
 use crate::sys::plan::ChildIsolation;
+use crate::sys::sandbox::JobSandbox;
 use crate::sys::{self, CStringArray};
 
 /// Longest hostname the kernel accepts (`HOST_NAME_MAX`).
@@ -25,8 +26,13 @@ pub(crate) struct IsolationConfig {
     /// Hostname inside the job's UTS namespace (at most 64 bytes).
     pub(crate) hostname: String,
     /// Mount a private tmpfs on `/tmp` (mode 1777; its pages are charged to the job's
-    /// memory cgroup).
+    /// memory cgroup). Without the sandbox only; the sandbox's plan has its own.
     pub(crate) private_tmp: bool,
+    /// A new network namespace (only `lo`); `false`: the host's network.
+    pub(crate) own_network: bool,
+    /// The job's sandbox (user namespace, new root, cgroup namespace, capabilities),
+    /// set up by the init; `None`: namespaces only.
+    pub(crate) sandbox: Option<JobSandbox>,
 }
 
 impl IsolationConfig {
@@ -42,6 +48,8 @@ impl IsolationConfig {
         Self {
             hostname: format!("qexec-{short}"),
             private_tmp: true,
+            own_network: true,
+            sandbox: None,
         }
     }
 }
@@ -73,6 +81,8 @@ pub(super) struct InitArgs<'a> {
     pub(super) argv: &'a [Vec<u8>],
     /// The target's environment (`KEY=VALUE`).
     pub(super) env: &'a [CString],
+    /// The job's sandbox, set up by the init.
+    pub(super) sandbox: Option<&'a JobSandbox>,
 }
 
 /// The init's command line and its parameter file.
@@ -86,9 +96,10 @@ struct InitCommand {
 
 /// Builds the init's command line. Only descriptor numbers go on it; the rest (cwd,
 /// credentials, program path, the target's argv and **environment**) is written to a
-/// memfd as NUL-terminated strings — `cwd creds seccomp path N argv[0..N] env...`
-/// (`creds` is `-` or `uid:gid`; `seccomp` is `-` or the filter's instructions in hex,
-/// [`Program::hex`]) — because a command line is readable by every user of the host
+/// memfd as NUL-terminated strings — `cwd creds seccomp path N argv[0..N] sandbox
+/// env...` (`creds` is `-` or `uid:gid`; `seccomp` is `-` or the filter's instructions
+/// in hex, [`Program::hex`]; `sandbox` is `-` or the fields of `JobSandbox::encode`) —
+/// because a command line is readable by every user of the host
 /// (`/proc/PID/cmdline`) and a job's environment may hold secrets. The init itself is
 /// executed with an **empty environment**: the job's environment (which the job's
 /// owner controls, e.g. `LD_PRELOAD` or `GLIBC_TUNABLES`) must not reach the dynamic
@@ -121,6 +132,9 @@ fn init_command(a: &InitArgs<'_>, status_fd: RawFd) -> Result<InitCommand, Spawn
     for arg in a.argv {
         push(arg, "an argument")?;
     }
+    for field in JobSandbox::encode(a.sandbox) {
+        push(&field, "a sandbox path")?;
+    }
     for kv in a.env {
         push(kv.as_bytes(), "an environment variable")?;
     }
@@ -152,6 +166,8 @@ fn init_command(a: &InitArgs<'_>, status_fd: RawFd) -> Result<InitCommand, Spawn
 pub(super) struct Prepared<'a> {
     hostname: &'a [u8],
     private_tmp: bool,
+    sandboxed: bool,
+    own_network: bool,
     /// Status pipe `(read, write)`: the init writes the target's wait status.
     pub(super) status: (OwnedFd, OwnedFd),
     self_exe: RawFd,
@@ -183,6 +199,8 @@ impl<'a> Prepared<'a> {
         Ok(Self {
             hostname: iso.hostname.as_bytes(),
             private_tmp: iso.private_tmp,
+            sandboxed: iso.sandbox.is_some(),
+            own_network: iso.own_network,
             status: (r, w),
             self_exe: self_exe.as_raw_fd(),
             command,
@@ -200,6 +218,8 @@ impl<'a> Prepared<'a> {
             init_argv: &self.command.argv,
             params_fd: self.command.params.as_raw_fd(),
             init_envp: &self.envp,
+            sandboxed: self.sandboxed,
+            own_network: self.own_network,
         }
     }
 }

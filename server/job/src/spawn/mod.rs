@@ -89,7 +89,7 @@ use self::resolve::Target;
 use crate::seccomp::Program;
 use crate::sys::child::start_child;
 use crate::sys::plan::{ChildPlan, Stage};
-use crate::sys::{self, isolate};
+use crate::sys::{self, isolate, sandbox};
 
 /// Everything one spawn needs.
 #[derive(Debug)]
@@ -171,6 +171,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                 path: target.path.as_bytes(),
                 argv: config.argv,
                 env: &target.env,
+                sandbox: iso.sandbox.as_ref(),
             },
         )?),
         None => None,
@@ -190,11 +191,11 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         credentials: config.credentials,
         seccomp: config.seccomp.map(Program::instructions),
         isolation: isolated.as_ref().map(isolation::Prepared::child),
+        userns_sync: None,
     };
-    let flags = if isolated.is_some() {
-        isolate::CLONE_FLAGS
-    } else {
-        0
+    let flags = match config.isolation {
+        Some(iso) => isolate::clone_flags(iso.own_network),
+        None => 0,
     };
 
     // A vfork-style child that shares our memory until it execs: no page-table copy,
@@ -242,6 +243,13 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         Ok(Some((stage, errno))) => {
             // The child (or init) exits right after reporting; reap it now.
             let _ = process.wait_blocking();
+            // A step of the sandbox's mount plan: the plan names the step and path.
+            let sandbox = config.isolation.and_then(|i| i.sandbox.as_ref());
+            if let Some(message) =
+                sandbox.and_then(|s| sandbox::describe_plan_failure(s, stage, errno))
+            {
+                return Err(SpawnError::new(SpawnFailure::Setup, message));
+            }
             Err(failure_for(
                 stage,
                 errno,

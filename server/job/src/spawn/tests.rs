@@ -407,6 +407,8 @@ fn isolated_job_dies_with_the_server_side_of_its_status_pipe() {
     let iso = IsolationConfig {
         hostname: "qexec-test".into(),
         private_tmp: true,
+        own_network: true,
+        sandbox: None,
     };
     let argv = sh("sleep 1000 & echo ready; wait");
     let mut child = spawn(&config(&argv, Some(&iso))).unwrap();
@@ -466,6 +468,8 @@ fn no_fd_leak_and_no_zombie_after_many_spawns() {
     let iso = IsolationConfig {
         hostname: "qexec-test".into(),
         private_tmp: true,
+        own_network: true,
+        sandbox: None,
     };
     // Warm up lazily-opened descriptors (e.g. /dev/null probing by std, and the
     // server binary kept open to execute isolated jobs' inits).

@@ -40,7 +40,8 @@ pub(crate) fn start_child(
 }
 
 /// Starts the target program from the job's init (vfork-style, no pidfd): the child
-/// runs [`exec_target`]. Returns the target's pid.
+/// runs [`exec_target`]. Returns the target's pid. (A sandboxed target is started by
+/// `sandbox::start_target` instead: a fork into a new user namespace.)
 pub(crate) fn start_target(stack: &ChildStack, plan: &ChildPlan<'_>) -> io::Result<u32> {
     // SAFETY: as in `start_child`: `exec_target` only calls async-signal-safe `sys`
     // functions on the prepared `plan` and ends in `execve` or `_exit`.
@@ -64,17 +65,35 @@ fn child_main(plan: &ChildPlan<'_>) -> Infallible {
 
 /// Child side: writes `(stage, errno)` to the error pipe and exits with 127.
 pub(super) fn report_and_exit(err_fd: RawFd, stage: Stage, errno: Errno) -> Infallible {
+    report_code_and_exit(err_fd, stage as u32, errno)
+}
+
+/// Child side: as [`report_and_exit`] with a raw report code (a [`Stage`] or a
+/// sandbox plan step, `sandbox::PLAN_STAGE_BASE + i`).
+pub(super) fn report_code_and_exit(err_fd: RawFd, code: u32, errno: Errno) -> Infallible {
     let mut buf = [0u8; 8];
     let (a, b) = buf.split_at_mut(4);
-    a.copy_from_slice(&(stage as u32).to_ne_bytes());
+    a.copy_from_slice(&code.to_ne_bytes());
     b.copy_from_slice(&errno.0.to_ne_bytes());
     let _ = super::write_all(err_fd, &buf);
     super::exit_now(127)
 }
 
 /// Child side: sets up the target process and executes the program.
-fn exec_target(plan: &ChildPlan<'_>) -> Infallible {
+pub(super) fn exec_target(plan: &ChildPlan<'_>) -> Infallible {
     let fail = |stage, e| report_and_exit(plan.err_fd, stage, e);
+    // --- sandbox (spec: QX-SBX-1, QX-SBX-11): root of the job's own user namespace,
+    // reduced capabilities; first, as every later step runs as that.
+    if let Some(sync) = plan.userns_sync
+        && let Err((stage, e)) = super::sandbox::become_target(sync)
+    {
+        return match stage {
+            Some(stage) => fail(stage, e),
+            // The init gave up before mapping the ids and reports its own failure.
+            None => super::exit_now(127),
+        };
+    }
+    // --- end sandbox
     if let Err(e) = super::setsid() {
         return fail(Stage::Setsid, e);
     }

@@ -57,8 +57,9 @@ use std::convert::Infallible;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use super::child::{report_and_exit, start_target};
+use super::child::{exec_target, report_and_exit, report_code_and_exit, start_target};
 use super::plan::{ChildPlan, Stage};
+use super::sandbox::{self, JobSandbox};
 use super::{self as sys, CStringArray, ChildStack, Errno, SignalFd, SockFilter};
 
 /// Value queued with `SIGTERM` to ask the init to terminate every process of the job.
@@ -84,6 +85,7 @@ struct Parsed<'a> {
     seccomp: Option<Vec<SockFilter>>,
     path: &'a CStr,
     argv: Vec<&'a CStr>,
+    sandbox: Option<JobSandbox>,
     env: Vec<&'a CStr>,
 }
 
@@ -112,6 +114,7 @@ fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
     let path = next()?;
     let argc: usize = next()?.to_str().ok()?.parse().ok()?;
     let argv = (0..argc).map(|_| next()).collect::<Option<Vec<_>>>()?;
+    let sandbox = JobSandbox::decode(&mut next)?;
     let env = std::iter::from_fn(&mut next).collect();
     Some(Parsed {
         status_fd: arg_fd(args, 2)?,
@@ -122,6 +125,7 @@ fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
         seccomp,
         path,
         argv,
+        sandbox,
         env,
     })
 }
@@ -146,6 +150,14 @@ pub(super) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
         Ok(fd) => fd,
         Err(e) => return report_and_exit(p.err_fd, Stage::InitSignals, e),
     };
+    // --- sandbox (spec: QX-SBX-3, QX-SBX-4): cgroup namespace and the mount plan,
+    // while this init is still host root with every capability.
+    if let Some(sandbox) = &p.sandbox
+        && let Err((code, e)) = sandbox::enter(sandbox)
+    {
+        return report_code_and_exit(p.err_fd, code, e);
+    }
+    // --- end sandbox
     let argv = CStringArray::new(p.argv.iter().map(|a| (*a).to_owned()).collect());
     let envp = CStringArray::new(p.env.iter().map(|e| (*e).to_owned()).collect());
     let stack = match ChildStack::new() {
@@ -167,13 +179,22 @@ pub(super) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
         credentials: p.credentials,
         seccomp: p.seccomp.as_deref(),
         isolation: None,
+        userns_sync: None,
     };
-    let target = match start_target(&stack, &plan) {
-        Ok(pid) => pid as i32,
-        Err(e) => {
-            let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
-            return report_and_exit(p.err_fd, Stage::ForkTarget, errno);
-        }
+    let target = match &p.sandbox {
+        // spec: QX-SBX-1 (the target alone gets a user namespace; the init stays
+        // host root)
+        Some(sandbox) => match sandbox::start_target(sandbox, &plan, exec_target) {
+            Ok(pid) => pid,
+            Err((code, e)) => return report_code_and_exit(p.err_fd, code, e),
+        },
+        None => match start_target(&stack, &plan) {
+            Ok(pid) => pid as i32,
+            Err(e) => {
+                let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
+                return report_and_exit(p.err_fd, Stage::ForkTarget, errno);
+            }
+        },
     };
     let keep = if sigfd.fd() < p.status_fd {
         [sigfd.fd(), p.status_fd]

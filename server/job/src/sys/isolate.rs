@@ -16,10 +16,12 @@
 //!
 //! The IPC namespace needs no set-up: it starts empty. No external binary is used.
 //!
-//! Known limits: `/sys` is still the host's sysfs (e.g. `/sys/class/net` lists the
-//! host's interfaces, though the job cannot use them); there is no user namespace, so
-//! root in a job is root on the host's files (jobs that must not be root run with
-//! credentials, and always with `no_new_privs`).
+//! With the sandbox (`super::sandbox`, the default as root) this child does only
+//! steps 1, 4 and 5; the init then mounts a fresh `/proc`, `/sys`, `/dev` and `/tmp`
+//! in a new root, enters a cgroup namespace and starts the program in a user
+//! namespace of its own. Without the sandbox, `/sys` is the host's sysfs and root in
+//! a job is root on the host's files. With `--job-network host` there is no network
+//! namespace (step 4 is skipped).
 
 use super::plan::{ChildIsolation, Stage};
 use super::{Errno, bring_up_loopback, make_mounts_private, mount, set_hostname};
@@ -31,19 +33,32 @@ pub(crate) const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWPID
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC;
 
+/// [`CLONE_FLAGS`], without `CLONE_NEWNET` when the job uses the host's network
+/// (`--job-network host`, spec: QX-SBX-12).
+pub(crate) fn clone_flags(own_network: bool) -> libc::c_int {
+    if own_network {
+        CLONE_FLAGS
+    } else {
+        CLONE_FLAGS & !libc::CLONE_NEWNET
+    }
+}
+
 /// Child side (the init, inside the new namespaces): sets them up. Reports the failed
 /// step and its errno.
 pub(super) fn setup_inside(iso: &ChildIsolation<'_>) -> Result<(), (Stage, Errno)> {
     make_mounts_private().map_err(|e| (Stage::MountPrivate, e))?;
-    mount(
-        c"proc",
-        c"/proc",
-        c"proc",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )
-    .map_err(|e| (Stage::MountProc, e))?;
-    if iso.private_tmp {
+    // Sandboxed: the init mounts /proc and /tmp in the new root (`sandbox::plan`).
+    if !iso.sandboxed {
+        mount(
+            c"proc",
+            c"/proc",
+            c"proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        )
+        .map_err(|e| (Stage::MountProc, e))?;
+    }
+    if iso.private_tmp && !iso.sandboxed {
         mount(
             c"tmpfs",
             c"/tmp",
@@ -53,7 +68,9 @@ pub(super) fn setup_inside(iso: &ChildIsolation<'_>) -> Result<(), (Stage, Errno
         )
         .map_err(|e| (Stage::MountTmp, e))?;
     }
-    bring_up_loopback().map_err(|e| (Stage::Loopback, e))?;
+    if iso.own_network {
+        bring_up_loopback().map_err(|e| (Stage::Loopback, e))?;
+    }
     set_hostname(iso.hostname).map_err(|e| (Stage::Hostname, e))?;
     Ok(())
 }

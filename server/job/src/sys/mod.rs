@@ -15,7 +15,9 @@
 //!   raw system calls, they never allocate, never take a lock, never panic, and report
 //!   failure as a plain [`Errno`].
 //! - **the job's init** (PID 1 of an isolated job, a fresh single-threaded process):
-//!   [`init`], entered before `main` by the `.init_array` constructor of [`hook`].
+//!   [`init`], entered before `main` by the `.init_array` constructor of [`hook`], and
+//!   what it runs of the job sandbox: [`sandbox`] (cgroup namespace, the mount plan and
+//!   its executor, the target's user namespace and capability reduction).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The one function with a
 //! contract its type cannot express is `vfork_and_run`, an `unsafe fn` whose `# Safety`
@@ -36,6 +38,7 @@ mod ns;
 pub(crate) mod plan;
 mod process;
 mod reactor;
+pub(crate) mod sandbox;
 mod seccomp;
 
 pub(crate) use base::{CStringArray, Errno};

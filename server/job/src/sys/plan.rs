@@ -35,10 +35,19 @@ pub(crate) enum Stage {
     InitArgs,
     KeepFds,
     Seccomp,
+    CgroupNamespace,
+    UserNamespace,
+    UidMap,
+    GidMap,
+    UsernsSync,
+    UsernsIdentity,
+    CapBounding,
+    CapAmbient,
+    CapInheritable,
 }
 
 impl Stage {
-    const ALL: [Stage; 23] = [
+    const ALL: [Stage; 32] = [
         Self::JoinCgroup,
         Self::Setsid,
         Self::Stdin,
@@ -62,6 +71,15 @@ impl Stage {
         Self::InitArgs,
         Self::KeepFds,
         Self::Seccomp,
+        Self::CgroupNamespace,
+        Self::UserNamespace,
+        Self::UidMap,
+        Self::GidMap,
+        Self::UsernsSync,
+        Self::UsernsIdentity,
+        Self::CapBounding,
+        Self::CapAmbient,
+        Self::CapInheritable,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<Self> {
@@ -94,6 +112,18 @@ impl Stage {
             Self::InitArgs => "read the init's command line",
             Self::KeepFds => "pass descriptors to the job's init",
             Self::Seccomp => "install the job's seccomp filter",
+            Self::CgroupNamespace => "enter a cgroup namespace (unshare CLONE_NEWCGROUP)",
+            Self::UserNamespace => {
+                "start the program in a new user namespace (clone CLONE_NEWUSER; are user \
+                 namespaces enabled? see user.max_user_namespaces)"
+            }
+            Self::UidMap => "write the uid map of the job's user namespace",
+            Self::GidMap => "write the gid map of the job's user namespace",
+            Self::UsernsSync => "wait for the job's user namespace to be mapped",
+            Self::UsernsIdentity => "become root of the job's user namespace",
+            Self::CapBounding => "reduce the capability bounding set",
+            Self::CapAmbient => "clear the ambient capabilities",
+            Self::CapInheritable => "clear the inheritable capabilities",
         }
     }
 }
@@ -115,6 +145,10 @@ pub(crate) struct ChildIsolation<'a> {
     pub(crate) params_fd: RawFd,
     /// The init's environment: empty.
     pub(crate) init_envp: &'a CStringArray,
+    /// The init sets up a sandbox (it mounts `/proc` and `/tmp` in the new root).
+    pub(crate) sandboxed: bool,
+    /// The job has its own network namespace (`lo` to bring up).
+    pub(crate) own_network: bool,
 }
 
 /// Everything the child side needs, prepared by the parent. Only raw descriptors and
@@ -134,4 +168,7 @@ pub(crate) struct ChildPlan<'a> {
     /// Seccomp filter the target installs last before `execve`, when set.
     pub(crate) seccomp: Option<&'a [SockFilter]>,
     pub(crate) isolation: Option<ChildIsolation<'a>>,
+    /// Sandboxed target: read end of the pipe on which the init says the target's
+    /// user namespace is mapped (see `sandbox::become_target`).
+    pub(crate) userns_sync: Option<RawFd>,
 }

@@ -39,7 +39,7 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
         message: e.to_string(),
     };
     match e {
-        StartError::TooManyJobs { .. } => (
+        StartError::TooManyJobs { .. } | StartError::NoUidSlot { .. } => (
             refusal(ErrorCode::ResourceExhausted),
             Some(SpawnFailure::TooManyJobs),
         ),
@@ -58,6 +58,8 @@ fn start_refusal(e: &StartError) -> (Refusal, Option<SpawnFailure>) {
         | StartError::LimitUnavailable { .. } => (refusal(ErrorCode::InvalidArgument), None),
         StartError::Cgroup { .. } => (refusal(ErrorCode::SpawnFailed), Some(SpawnFailure::Setup)),
         StartError::ShuttingDown => (refusal(ErrorCode::ShuttingDown), None),
+        // spec: QX-SBX-13 (without the sandbox only admins may run host-root jobs)
+        StartError::HostRootRefused { .. } => (refusal(ErrorCode::PermissionDenied), None),
         // `Io`, `Internal`, and any variant a later qexec-job adds (`StartError` is
         // non_exhaustive and defined in that crate): a server-side failure.
         _ => {
@@ -129,6 +131,8 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
         timeout: timeout_ms.map(Duration::from_millis),
         owner: ctx.identity.name.clone(),
         limits,
+        // spec: QX-SBX-13 (only admins may run as host root without the sandbox)
+        host_root_allowed: ctx.identity.role == qexec_tls::Role::Admin,
     };
     // Not cancelled by a lost connection: a job that was started must be tracked
     // (user slot, stop_on_detach) even if nobody hears the answer.

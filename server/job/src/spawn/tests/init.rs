@@ -12,6 +12,8 @@ fn iso() -> IsolationConfig {
     IsolationConfig {
         hostname: "qexec-init-test".into(),
         private_tmp: true,
+        own_network: true,
+        sandbox: None,
     }
 }
 

@@ -14,6 +14,8 @@ fn iso() -> IsolationConfig {
     IsolationConfig {
         hostname: "qexec-test-host".into(),
         private_tmp: true,
+        own_network: true,
+        sandbox: None,
     }
 }
 
@@ -270,6 +272,8 @@ fn isolated_exec_errors_are_typed() {
     let bad = IsolationConfig {
         hostname: "x".repeat(65),
         private_tmp: false,
+        own_network: true,
+        sandbox: None,
     };
     let e = spawn(&config(&argv, Some(&bad))).unwrap_err();
     assert_eq!(e.failure, SpawnFailure::Setup, "{e}");
