@@ -102,9 +102,10 @@
 //! # Unsafe code
 //! Denied everywhere but in `sys`, the one audited module: raw system calls, the code
 //! that runs between `clone` and `execve` (`sys::child`, `sys::isolate`), the job's
-//! init (`sys::init`) and its `.init_array` entry point (`sys::hook`). The one
-//! `unsafe fn`, `vfork_and_run`, is private to `sys`; its two callers there fix the
-//! closure it runs, so every caller outside `sys` is safe code.
+//! init (`sys::init`), its `.init_array` entry point (`sys::hook`) and what the init
+//! does for the job sandbox (`sys::sandbox`). The two `unsafe fn`s, `vfork_and_run`
+//! and the sandbox's `fork_into_new_userns`, are private to `sys`; their callers there
+//! fix the closure they run, so every caller outside `sys` is safe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

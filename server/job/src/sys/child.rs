@@ -10,7 +10,10 @@
 //! (the target, from the job's init) are the only doors into this code: safe wrappers
 //! around the `unsafe fn` [`vfork_and_run`](super::vfork_and_run) whose closures are
 //! fixed ([`child_main`], [`exec_target`]), so its contract is kept here, once, and
-//! callers outside `sys` stay safe.
+//! callers outside `sys` stay safe. A sandboxed target is the exception: the init
+//! starts it with `sys::sandbox::start_target` (a fork into a new user namespace),
+//! which runs [`exec_target`] too; its first step then is
+//! `sys::sandbox::become_target`.
 //!
 //! Failures travel to the parent as `(stage, errno)` on the error pipe
 //! ([`report_and_exit`]); [`Stage`] (in `sys::plan`) is the vocabulary of both sides.

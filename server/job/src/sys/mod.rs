@@ -23,7 +23,10 @@
 //! contract its type cannot express is `vfork_and_run`, an `unsafe fn` whose `# Safety`
 //! section says what the closure it runs in the child may do; it is private to this
 //! module and called only by [`child::start_child`] and [`child::start_target`], whose
-//! closures are fixed, so every caller outside `sys` stays safe.
+//! closures are fixed, so every caller outside `sys` stays safe. The same holds for
+//! the sandbox's `fork_into_new_userns` (a fork of the single-threaded init into a new
+//! user namespace), private to [`sandbox`] and called only by
+//! [`sandbox::start_target`], whose closure runs [`child::exec_target`].
 //!
 //! `sys` depends on nothing else of the crate (only `libc`, `tokio`'s fd reactor and
 //! `qexec_protocol::Termination`): the hook enters the init here, and the init starts
