@@ -209,10 +209,14 @@ fn apply(step: &Step) -> Result<(), Errno> {
             for path in plan::host_mounts_to_bind(&mountinfo) {
                 let mut target = plan::NEW_ROOT.as_bytes().to_vec();
                 target.extend_from_slice(&path);
+                // A mount that cannot be bound (gone since mountinfo was read, hidden
+                // under another mount, an automount that fails to mount) is left out:
+                // the job then sees the directory below it, which is part of the
+                // read-only root — never anything writable. Resource exhaustion is
+                // still a failure.
                 match calls::bind(&c(&path)?, &c(&target)?, true) {
-                    // Gone since mountinfo was read, or hidden under another mount.
-                    Err(e) if e.0 == libc::ENOENT => {}
-                    r => r?,
+                    Err(e) if e.0 == libc::ENOMEM || e.0 == libc::ENOSPC => return Err(e),
+                    _ => {}
                 }
             }
             Ok(())
