@@ -50,6 +50,28 @@ fn runs_of(s: &Settings, mut make: impl FnMut() -> Command) -> anyhow::Result<Ve
         .collect()
 }
 
+/// Whether the default server's jobs run in a user namespace of their own: a job's
+/// `/proc/self/uid_map` maps uid 0 to a non-zero host uid (spec/security.md QX-SBX-1).
+fn sandbox_in_use(ctx: &Ctx) -> anyhow::Result<bool> {
+    let out = ctx
+        .default
+        .cli(&ctx.bins.qexec)
+        .args(["run", "--", "/bin/cat", "/proc/self/uid_map"])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run qexec")?;
+    if !out.status.success() {
+        bail!(
+            "qexec run -- cat /proc/self/uid_map failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let map = String::from_utf8_lossy(&out.stdout);
+    let host_uid = map.split_whitespace().nth(1).unwrap_or("0");
+    Ok(host_uid != "0")
+}
+
 /// Measures section 1.
 pub(crate) fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     let s = &ctx.settings;
@@ -75,6 +97,28 @@ pub(crate) fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
             c
         })?,
     );
+    let sandboxed = sandbox_in_use(ctx)?;
+    let default = r.figure(
+        "cold.qexec_run_default",
+        SECTION,
+        if sandboxed {
+            "`qexec run -- /bin/true`, default server (isolated + sandboxed)"
+        } else {
+            "`qexec run -- /bin/true`, default server (isolated; sandbox unavailable)"
+        },
+        "ms",
+        runs_of(s, || {
+            let mut c = ctx.default.cli(&ctx.bins.qexec);
+            c.args(["run", "--", "/bin/true"]);
+            c
+        })?,
+    );
+    if !sandboxed {
+        r.note(
+            "section 1: the default qexecd did not sandbox its jobs here (no user \
+             namespaces, not root, or Linux < 5.12): its row measures isolation only",
+        );
+    }
     r.ratio(
         "cold.qexec_over_local",
         "cold qexec run / local /bin/true",
@@ -95,6 +139,13 @@ pub(crate) fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
                 "cold.ssh_over_qexec",
                 "cold: OpenSSH time / qexec time (qexec speed-up)",
                 ssh / qexec,
+                "×",
+                None,
+            );
+            r.ratio(
+                "cold.ssh_over_qexec_default",
+                "cold: OpenSSH time / qexec time, default (sandboxed) server",
+                ssh / default,
                 "×",
                 Some(Goal::AtLeast(30.0)),
             );

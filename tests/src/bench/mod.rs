@@ -96,6 +96,9 @@ pub(crate) struct Ctx {
     pub(crate) pki: tempfile::TempDir,
     /// qexecd without isolation (the default server of the measurements).
     pub(crate) plain: Qexecd,
+    /// qexecd with its default settings: isolation on, and the job sandbox when the
+    /// host allows it (spec/security.md QX-SBX-*). Sections 1 and 2 measure it too.
+    pub(crate) default: Qexecd,
     /// OpenSSH, when installed.
     pub(crate) sshd: Option<Sshd>,
 }

@@ -199,15 +199,16 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         None,
     );
 
-    // Isolation on and limits in every request.
-    let isolated = Qexecd::start(&ctx.bins.qexecd, &ctx.pki_dir(), true).await?;
+    // The default server (isolation on, sandboxed when the host allows it) and limits
+    // in every request.
+    let isolated = &ctx.default;
     let probe_client = isolated.connect().await?;
-    let (ns, cg) = probe_isolation(&isolated, &probe_client).await?;
+    let (ns, cg) = probe_isolation(isolated, &probe_client).await?;
     probe_client.close();
     let mut limited = request(&["/bin/true"]);
     limited.limits = bench_limits();
     let label = "isolation on + limits";
-    let jps = variant(ctx, r, &isolated, "isolated", label, &limited).await?;
+    let jps = variant(ctx, r, isolated, "isolated", label, &limited).await?;
     r.ratio(
         "warm.isolated_jobs_per_s",
         "isolated+limited jobs/s, 16 in flight (absolute)",
@@ -235,7 +236,7 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     let log = isolated.log();
     if !log.trim().is_empty() {
         r.note(format!(
-            "section 2: the isolated qexecd logged: {}",
+            "section 2: the default (isolated) qexecd logged: {}",
             log.lines().take(3).collect::<Vec<_>>().join(" | ")
         ));
     }

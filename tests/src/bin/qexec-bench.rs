@@ -118,6 +118,7 @@ async fn bench_main(args: Args) -> anyhow::Result<()> {
     };
     let pki = procs::make_pki()?;
     let plain = Qexecd::start(&bins.qexecd, pki.path(), false).await?;
+    let default = Qexecd::start(&bins.qexecd, pki.path(), true).await?;
 
     let mut report = Report {
         machine: Machine {
@@ -157,6 +158,7 @@ async fn bench_main(args: Args) -> anyhow::Result<()> {
         bins,
         pki,
         plain,
+        default,
         sshd,
     };
 
