@@ -9,7 +9,7 @@ use qexec_protocol::{
 };
 
 use super::frames::with_peer;
-use super::streams::seq_output;
+use super::output_streams::seq_output;
 use super::wire::{self, Answer, Peer, start_req};
 use super::{Check, Config, Outcome, check};
 

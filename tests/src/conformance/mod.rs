@@ -16,6 +16,7 @@ mod auth;
 mod frames;
 mod limits;
 mod messages;
+mod output_streams;
 mod streams;
 pub mod wire;
 
