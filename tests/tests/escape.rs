@@ -435,8 +435,14 @@ async fn host_uid_is_unprivileged_and_differs_between_users() -> Result<()> {
     let b = start_ready(&bob, &script, Limits::default()).await?;
     let mut uids: [BTreeSet<u32>; 2] = Default::default();
     for (i, job) in [&a, &b].into_iter().enumerate() {
+        let mut checked = 0;
         for pid in job_processes(job.init)? {
-            let (u, g) = (status_ids(pid, "Uid:")?, status_ids(pid, "Gid:")?);
+            // A short-lived process of the job (`id`) may exit between the listing and
+            // this read: skip it; the job's `sleep` stays and is always checked.
+            let (Ok(u), Ok(g)) = (status_ids(pid, "Uid:"), status_ids(pid, "Gid:")) else {
+                continue;
+            };
+            checked += 1;
             println!("job {} process {pid}: Uid {u:?} Gid {g:?}", job.id);
             assert!(
                 u.iter().all(|v| *v != 0),
@@ -448,6 +454,7 @@ async fn host_uid_is_unprivileged_and_differs_between_users() -> Result<()> {
             );
             uids[i].extend(u);
         }
+        ensure!(checked > 0, "no process of job {} could be checked", job.id);
     }
     stop(&alice, a.id).await?;
     stop(&bob, b.id).await?;
