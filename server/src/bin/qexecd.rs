@@ -98,6 +98,11 @@ struct Args {
     /// --insecure-root-jobs).
     #[arg(long, env = "QEXECD_NO_SANDBOX")]
     no_sandbox: bool,
+    /// Directory holding this qexecd's job cgroups in each cgroup hierarchy (letters,
+    /// digits, `-`, `_`, `.`). Give every qexecd on one host its own: job cgroups found
+    /// there at start are a crashed server's and are removed.
+    #[arg(long, env = "QEXECD_CGROUP_SUBTREE", value_name = "NAME", default_value = "qexec", value_parser = parse_subtree)]
+    cgroup_subtree: String,
     /// Run every job's program as this user instead of qexecd's own (root): a name
     /// (its primary group), `USER:GROUP`, or `UID:GID`, e.g. `nobody` for untrusted
     /// work. Default: qexecd's user.
@@ -182,6 +187,7 @@ impl Args {
         c.state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
         c.isolation = !self.no_isolation;
         c.seccomp = !self.no_seccomp;
+        c.cgroup_subtree = self.cgroup_subtree.clone();
         c.job_credentials = self.job_user;
         c.sandbox = SandboxConfig {
             enabled: !self.no_sandbox,
@@ -378,6 +384,11 @@ fn parse_network(text: &str) -> Result<JobNetwork, String> {
 
 /// Parses `--job-user`: `NAME`, `NAME:GROUP`, `UID:GID` (names looked up in the
 /// system's user and group databases).
+fn parse_subtree(text: &str) -> Result<String, String> {
+    qexec_server::cgroup::check_name(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
 fn parse_job_user(text: &str) -> Result<(u32, u32), String> {
     use nix::unistd::{Group, User};
     let (user, group) = match text.split_once(':') {
@@ -473,6 +484,17 @@ mod tests {
         ] {
             let e = config(bad).unwrap_err().to_string();
             assert!(e.contains(bad[0]) || e.contains(bad[1]), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn cgroup_subtree_is_one_valid_directory_name() {
+        assert_eq!(config(&[]).unwrap().cgroup_subtree, "qexec");
+        let c = config(&["--cgroup-subtree", "qexec-bench.2"]).unwrap();
+        assert_eq!(c.cgroup_subtree, "qexec-bench.2");
+        for bad in ["a/b", "..", "", "cgroup.procs", "sp ace"] {
+            let e = config(&["--cgroup-subtree", bad]).unwrap_err().to_string();
+            assert!(e.contains("--cgroup-subtree"), "{bad:?}: {e}");
         }
     }
 

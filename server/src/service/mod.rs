@@ -99,6 +99,10 @@ pub struct ServerConfig {
     /// The job sandbox (see `ManagerConfig::sandbox`; spec/security.md QX-SBX-*). The
     /// server adds its TLS files and their directories to the masked paths.
     pub sandbox: SandboxConfig,
+    /// Name of the directory holding this server's job cgroups in each hierarchy (see
+    /// `ManagerConfig::cgroup_subtree`). Default `qexec`; give every qexecd on one host
+    /// its own.
+    pub cgroup_subtree: String,
 }
 
 impl ServerConfig {
@@ -125,6 +129,7 @@ impl ServerConfig {
             default_limits: Limits::default(),
             max_limits: Limits::default(),
             sandbox: SandboxConfig::default(),
+            cgroup_subtree: crate::job::cgroup::DEFAULT_SUBTREE.to_owned(),
         }
     }
 
@@ -296,6 +301,7 @@ impl Server {
         mc.max_running_jobs = config.max_jobs;
         mc.isolation = config.isolation;
         mc.seccomp = config.seccomp;
+        mc.cgroup_subtree = config.cgroup_subtree.clone();
         mc.job_credentials = config.job_credentials;
         mc.default_limits = config.default_limits.clone();
         mc.max_limits = config.max_limits.clone();

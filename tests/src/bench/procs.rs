@@ -151,6 +151,9 @@ impl Qexecd {
             .arg(state.path().join("jobs"))
             .args(["--max-jobs", "4096", "--max-jobs-per-user", "4096"])
             .args(["--max-streams", "1024"])
+            // Several qexecds run at once: each keeps its job cgroups to itself.
+            .arg("--cgroup-subtree")
+            .arg(format!("qexec-bench-{port}"))
             // Audit lines per request would measure the terminal, not qexecd.
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

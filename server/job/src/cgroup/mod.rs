@@ -420,7 +420,13 @@ fn limit_table(l: &Limits, max: &Limits) -> [(LimitKind, Option<u64>, Option<u64
 }
 
 /// Job cgroup names are one path component of safe characters.
-fn check_name(name: &str) -> Result<(), CgroupError> {
+/// Checks that `name` can be a cgroup directory name (a job id, or the subtree that
+/// holds the job cgroups): 1–200 bytes of ASCII letters, digits, `-`, `_` and `.`, not
+/// `.` or `..`, not starting with `cgroup.` (the kernel's interface files).
+///
+/// # Errors
+/// [`CgroupError::InvalidName`] naming the (truncated) name.
+pub fn check_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
         && name.len() <= 200
         && name != "."
