@@ -196,9 +196,9 @@ impl TestClient {
     }
 }
 
-/// A `Start` of `argv` with everything else default.
-pub fn start_msg(argv: &[&str], follow: bool) -> ClientMessage {
-    ClientMessage::Start(StartRequest {
+/// A start request of `argv` with a default `PATH` and everything else default.
+pub fn start_request(argv: &[&str], follow: bool) -> StartRequest {
+    StartRequest {
         argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
         env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
         cwd: None,
@@ -207,7 +207,12 @@ pub fn start_msg(argv: &[&str], follow: bool) -> ClientMessage {
         stdin: false,
         follow,
         stop_on_detach: false,
-    })
+    }
+}
+
+/// A `Start` of `argv` with everything else default.
+pub fn start_msg(argv: &[&str], follow: bool) -> ClientMessage {
+    ClientMessage::Start(start_request(argv, follow))
 }
 
 /// Reads every frame of a control stream's answer until FIN.

@@ -173,16 +173,7 @@ impl Escape {
 
 /// A start request of `argv` with a default `PATH`, following the output.
 fn start_req(argv: &[&str]) -> StartRequest {
-    StartRequest {
-        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
-        cwd: None,
-        limits: Limits::default(),
-        timeout_ms: None,
-        stdin: false,
-        follow: true,
-        stop_on_detach: false,
-    }
+    qexec_tests::start_request(argv, true)
 }
 
 /// `python3 -c PRELUDE+body args...`.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use qexec_client::{Client, OutputEvent};
-use qexec_protocol::{JobStatus, Limits, StartRequest, Termination};
+use qexec_protocol::{JobStatus, StartRequest, Termination};
 
 use procs::{Binaries, Qexecd, Sshd};
 
@@ -112,16 +112,7 @@ impl Ctx {
 
 /// A `StartRequest` for `argv` with default settings (no stdin, no follow).
 pub(crate) fn request(argv: &[&str]) -> StartRequest {
-    StartRequest {
-        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        env: vec![(b"PATH".to_vec(), b"/usr/bin:/bin".to_vec())],
-        cwd: None,
-        limits: Limits::default(),
-        timeout_ms: None,
-        stdin: false,
-        follow: false,
-        stop_on_detach: false,
-    }
+    qexec_tests::start_request(argv, false)
 }
 
 /// Checks that a job exited 0.
