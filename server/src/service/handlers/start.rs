@@ -80,16 +80,9 @@ pub(crate) struct Running {
     follower: Option<(OwnedSemaphorePermit, Follower)>,
 }
 
-fn refused(refusal: Refusal, spawn: Option<SpawnFailure>) -> Outcome {
-    Outcome {
-        job: None,
-        reply: Err(Refused { refusal, spawn }),
-    }
-}
-
 pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
     if let Err(refusal) = decide(&ctx.identity, Op::Start, None, None) {
-        return refused(refusal, None);
+        return Outcome::refused(None, refusal);
     }
     let max = ctx.shared.max_jobs_per_user;
     // spec: QX-SRV-2
@@ -102,13 +95,13 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
             code: ErrorCode::ResourceExhausted,
             message,
         };
-        return refused(r, None);
+        return Outcome::refused(None, r);
     };
     // A followed start needs an output stream: refuse before starting the job.
     let permit = if req.follow {
         match output::subscription_permit(ctx) {
             Ok(p) => Some(p),
-            Err(r) => return refused(r, None),
+            Err(r) => return Outcome::refused(None, r),
         }
     } else {
         None
@@ -140,7 +133,10 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
         Ok(s) => s,
         Err(e) => {
             let (r, spawn) = start_refusal(&e);
-            return refused(r, spawn);
+            return Outcome {
+                job: None,
+                reply: Err(Refused { refusal: r, spawn }),
+            };
         }
     };
     let id = started.id;
