@@ -879,6 +879,42 @@ async fn subscription_limit() -> Result {
     server.stop().await
 }
 
+// spec: QX-SRV-1, QX-STREAM-21 — with the default limits, one connection reaches 1024
+// live subscriptions (far past its 256 control streams: a subscription holds no
+// control-stream credit), then `Attach` is answered `ResourceExhausted`, and other
+// requests on that connection are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_subscription_limit_is_reachable() -> Result {
+    let server = TestServer::start().await?;
+    let c = server.connect("alice").await?;
+    let job = c.start(&["/bin/sleep", "1000"], false).await?;
+    let attach = ClientMessage::Attach(AttachRequest { job, from: 0 });
+    let limit = ServerConfig::from_pki_dir(server.pki_dir()).max_subscriptions_per_connection;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..limit {
+        let conn = c.conn.clone();
+        let bytes = frame::encode(&attach)?;
+        tasks.spawn(async move {
+            // Bounded: a wedged connection gives no credit for a new control stream.
+            let (mut send, mut recv) = tokio::time::timeout(WAIT, conn.open_bi()).await??;
+            send.write_all(&bytes).await?;
+            send.finish()?;
+            read_all(&mut recv).await
+        });
+    }
+    while let Some(answer) = tasks.join_next().await {
+        assert!(
+            matches!(answer??.as_slice(), [ServerMessage::Attached { .. }]),
+            "every Attach up to the limit is accepted"
+        );
+    }
+    let over = tokio::time::timeout(WAIT, c.request(&attach)).await??;
+    assert_eq!(outcome(&over), Some(ErrorCode::ResourceExhausted));
+    let status = tokio::time::timeout(WAIT, c.status(job)).await??;
+    assert!(status.state.is_running());
+    server.stop().await
+}
+
 // The service with isolation on (the qexecd default): jobs run in their own PID
 // namespace under an init, so the job sees itself as a low pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,355 @@
+//! Control-stream lifetime and the ends of jobs (spec: QX-STREAM-21, QX-STREAM-22,
+//! QX-MSG-CTRL-9, QX-LIMIT-14).
+
+use std::time::Duration;
+
+use qexec_protocol::{
+    AttachRequest, ClientMessage, ErrorCode, JobId, JobState, ServerMessage, SignalRequest,
+    StartRequest, StatusRequest, StopReason, StopRequest, Termination, frame,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::frames::with_peer;
+use super::wire::{self, Peer, code_name, start_req};
+use super::{Check, Config, Outcome, check};
+
+/// Concurrent `Attach` requests of the QX-STREAM-21 check: more than the protocol's
+/// default of 256 concurrent control streams (QX-LIMIT-12).
+const ATTACHES: usize = 300;
+
+pub(super) fn checks() -> Vec<Check> {
+    vec![
+        check!(
+            "QX-STREAM-21",
+            "a control stream ends with its answer: 300 concurrent Attach on one connection \
+             are all answered, then a Stop on that connection is answered",
+            stream_21
+        ),
+        check!(
+            "QX-STREAM-22",
+            "after a good request the server sends no STOP_SENDING before the client's FIN; \
+             Timeout when the FIN never comes; Cancelled for the stdin of a refused Start",
+            stream_22
+        ),
+        check!(
+            "QX-MSG-CTRL-9",
+            "a job killed by a client's Signal ends Exited(Signaled); Signal to an ended job \
+             answers its status unchanged",
+            msg_ctrl_9
+        ),
+        check!(
+            "QX-LIMIT-14",
+            "the default grace period is 5 s for Stop without grace_ms, timeouts and \
+             stop_on_detach",
+            limit_14
+        ),
+    ]
+}
+
+/// Sends an `Attach` on its own control stream, finishes it, reads the answer.
+async fn attach_one(
+    conn: quinn::Connection,
+    job: JobId,
+    wait: Duration,
+) -> anyhow::Result<Vec<ServerMessage>> {
+    let msg = ClientMessage::Attach(AttachRequest { job, from: 0 });
+    let (mut send, mut recv) = tokio::time::timeout(wait, conn.open_bi())
+        .await
+        .map_err(|_| anyhow::anyhow!("no credit for a new control stream"))??;
+    send.write_all(&frame::encode(&msg)?).await?;
+    send.finish()?;
+    wire::read_answer(&mut recv, wait).await.checked(&msg)
+}
+
+async fn stream_21(config: &Config) -> Outcome {
+    // spec: QX-STREAM-21, QX-LIMIT-12 — live subscriptions hold no control-stream credit.
+    with_peer(config, |peer| async move {
+        let (started, _) = peer.start(start_req(&[b"sleep", b"60"], false)).await?;
+        let job = started.job;
+        // The output streams: accepted and kept (unread) so the client keeps granting
+        // credit for new ones as QUIC counts accepted streams.
+        let conn = peer.conn.clone();
+        let outputs = tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while streams.len() < ATTACHES {
+                match conn.accept_uni().await {
+                    Ok(s) => streams.push(s),
+                    Err(_) => break,
+                }
+            }
+            streams
+        });
+        let mut attaches = JoinSet::new();
+        for _ in 0..ATTACHES {
+            attaches.spawn(attach_one(peer.conn.clone(), job, peer.wait * 2));
+        }
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        while let Some(joined) = attaches.join_next().await {
+            match joined? {
+                Ok(frames) if matches!(frames.as_slice(), [ServerMessage::Attached { .. }]) => {
+                    answered += 1;
+                }
+                Ok(frames) => failures.push(format!("{frames:?}")),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        let stop = ClientMessage::Stop(StopRequest {
+            job,
+            grace_ms: Some(100),
+        });
+        let stopped = peer.request(&stop).await?;
+        let stopped = stopped.checked(&stop);
+        let streams = tokio::time::timeout(peer.wait, outputs).await;
+        let opened = match &streams {
+            Ok(Ok(s)) => s.len(),
+            _ => 0,
+        };
+        Ok(match stopped {
+            Ok(frames)
+                if answered == ATTACHES && matches!(frames.as_slice(), [ServerMessage::Status(_)]) =>
+            {
+                Outcome::pass(format!(
+                    "{answered} Attached, {opened} output streams, then Stop answered Status"
+                ))
+            }
+            Ok(frames) => Outcome::fail(format!(
+                "{answered} of {ATTACHES} Attach answered (first failures: {:?}); Stop answered {frames:?}",
+                failures.iter().take(3).collect::<Vec<_>>()
+            )),
+            Err(e) => Outcome::fail(format!(
+                "{answered} of {ATTACHES} Attach answered (first failures: {:?}); the Stop after \
+                 them: {e:#}",
+                failures.iter().take(3).collect::<Vec<_>>()
+            )),
+        })
+    })
+    .await
+}
+
+/// The STOP_SENDING code the runner's send side got, if any, within `wait`.
+async fn stop_code(send: &mut quinn::SendStream, wait: Duration) -> Option<u64> {
+    match tokio::time::timeout(wait, send.stopped()).await {
+        Ok(Ok(Some(code))) => Some(code.into_inner()),
+        _ => None,
+    }
+}
+
+async fn stream_22(config: &Config) -> Outcome {
+    // spec: QX-STREAM-22
+    let deadline = config.request_deadline;
+    with_peer(config, |peer| async move {
+        // 1. A Status whose FIN comes late (after the answer and another round trip):
+        //    no STOP_SENDING before it, the stream then ends cleanly.
+        let status = ClientMessage::Status(StatusRequest {
+            job: JobId::from_u128(0x22),
+        });
+        let (mut send, mut recv) = peer.open(&frame::encode(&status)?).await?;
+        let answer = wire::read_answer(&mut recv, peer.wait).await;
+        if answer.error().map(|e| e.code) != Some(ErrorCode::NotFound) {
+            return Ok(Outcome::fail(format!(
+                "Status of a missing job: expected Error NotFound, got {}",
+                answer.describe()
+            )));
+        }
+        // A full request on another stream: a STOP_SENDING the server sent with (or
+        // right after) its answer has arrived by the time this is answered.
+        peer.list().await?;
+        if let Err(e) = send.finish() {
+            return Ok(Outcome::fail(format!(
+                "the server stopped the stream before the client's FIN: {e}"
+            )));
+        }
+        match tokio::time::timeout(peer.wait, send.stopped()).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(code))) => {
+                return Ok(Outcome::fail(format!(
+                    "STOP_SENDING {} on a control stream whose request was good and answered",
+                    code_name(code.into_inner())
+                )));
+            }
+            other => {
+                return Ok(Outcome::fail(format!(
+                    "the client's FIN after the answer was not acknowledged: {other:?}"
+                )));
+            }
+        }
+        // 2. A client that never finishes: STOP_SENDING Timeout after the deadline.
+        let (mut open, mut recv) = peer.open(&frame::encode(&status)?).await?;
+        let _ = wire::read_answer(&mut recv, peer.wait).await;
+        let late = stop_code(&mut open, deadline + peer.wait).await;
+        if late != Some(ErrorCode::Timeout.as_u32().into()) {
+            return Ok(Outcome::fail(format!(
+                "a client that never sent its FIN: expected STOP_SENDING timeout after the \
+                 deadline, got {}",
+                late.map_or_else(|| "nothing".to_owned(), code_name)
+            )));
+        }
+        // 3. Stdin after a refused Start: STOP_SENDING Cancelled.
+        let mut req = start_req(&[b"/nonexistent/qexec-conformance"], false);
+        req.stdin = true;
+        let start = ClientMessage::Start(req);
+        let (mut send, mut recv) = peer.open(&frame::encode(&start)?).await?;
+        let answer = wire::read_answer(&mut recv, peer.wait).await;
+        if answer.error().map(|e| e.code) != Some(ErrorCode::SpawnFailed) {
+            return Ok(Outcome::fail(format!(
+                "Start of a missing program: expected Error SpawnFailed, got {}",
+                answer.describe()
+            )));
+        }
+        let refused = stop_code(&mut send, peer.wait).await;
+        Ok(if refused == Some(ErrorCode::Cancelled.as_u32().into()) {
+            Outcome::pass(
+                "no STOP_SENDING before a late FIN; STOP_SENDING timeout without a FIN; \
+                 STOP_SENDING cancelled for the stdin of a refused Start",
+            )
+        } else {
+            Outcome::fail(format!(
+                "stdin of a refused Start: expected STOP_SENDING cancelled, got {}",
+                refused.map_or_else(|| "nothing".to_owned(), code_name)
+            ))
+        })
+    })
+    .await
+}
+
+async fn signal(peer: &Peer, job: JobId, signal: i32) -> anyhow::Result<ServerMessage> {
+    let answer = peer
+        .ask(&ClientMessage::Signal(SignalRequest { job, signal }))
+        .await?;
+    match answer.as_slice() {
+        [m] => Ok(m.clone()),
+        other => anyhow::bail!("Signal answered {other:?}"),
+    }
+}
+
+async fn msg_ctrl_9(config: &Config) -> Outcome {
+    // spec: QX-MSG-CTRL-9
+    with_peer(config, |peer| async move {
+        let (started, _) = peer.start(start_req(&[b"sleep", b"30"], false)).await?;
+        let job = started.job;
+        if !matches!(signal(&peer, job, 9).await?, ServerMessage::Status(_)) {
+            return Ok(Outcome::fail("Signal 9 to a running job: no Status answer"));
+        }
+        let ended = peer.wait_ended(job).await?;
+        let want = JobState::Exited {
+            termination: Termination::Signaled(9),
+        };
+        if ended.state != want {
+            return Ok(Outcome::fail(format!(
+                "a job killed by Signal 9: expected {want:?}, got {:?}",
+                ended.state
+            )));
+        }
+        Ok(match signal(&peer, job, 15).await? {
+            ServerMessage::Status(s) if s == ended => Outcome::pass(
+                "Signal 9 → Exited(Signaled(9)); Signal 15 to the ended job → the same status",
+            ),
+            other => Outcome::fail(format!(
+                "Signal to an ended job: expected its final status unchanged, got {other:?}"
+            )),
+        })
+    })
+    .await
+}
+
+/// A job whose program ignores SIGTERM, so it ends only at the SIGKILL after the grace.
+fn stubborn() -> StartRequest {
+    start_req(&[b"sh", b"-c", b"trap '' TERM; exec sleep 60"], false)
+}
+
+/// The protocol's default grace period (spec: QX-LIMIT-14).
+const GRACE: Duration = qexec_protocol::limits::DEFAULT_GRACE;
+
+fn stopped_by(state: &JobState, want: &StopReason) -> bool {
+    matches!(state, JobState::Stopped { reason, .. } if std::mem::discriminant(reason) == std::mem::discriminant(want))
+}
+
+async fn limit_14(config: &Config) -> Outcome {
+    // spec: QX-LIMIT-14 — the three cases run side by side.
+    let mut cfg = config.clone();
+    cfg.wait = config.wait + GRACE;
+    let cfg = &cfg;
+    with_peer(cfg, |peer| async move {
+        // One connection per case: each waits for output streams of its own.
+        let (timeout_peer, detach_peer) = (Peer::user(cfg).await?, Peer::user(cfg).await?);
+        let stop = async {
+            let (s, _) = peer.start(stubborn()).await?;
+            let asked = Instant::now();
+            let status = peer
+                .ask(&ClientMessage::Stop(StopRequest {
+                    job: s.job,
+                    grace_ms: None,
+                }))
+                .await?;
+            let took = asked.elapsed();
+            let state = match status.as_slice() {
+                [ServerMessage::Status(st)] => st.state.clone(),
+                other => anyhow::bail!("Stop answered {other:?}"),
+            };
+            let by = StopReason::Requested { by: String::new() };
+            Ok::<_, anyhow::Error>((stopped_by(&state, &by) && took >= GRACE, took, state))
+        };
+        let timeout = async {
+            let peer = &timeout_peer;
+            let mut req = stubborn();
+            req.timeout_ms = Some(200);
+            let (s, _) = peer.start(req).await?;
+            let ended = peer.wait_ended(s.job).await?;
+            let took = Duration::from_millis(
+                ended
+                    .ended_at_ms
+                    .unwrap_or(0)
+                    .saturating_sub(ended.started_at_ms),
+            );
+            let ok = stopped_by(&ended.state, &StopReason::Timeout)
+                && took >= GRACE + Duration::from_millis(200);
+            Ok::<_, anyhow::Error>((ok, took, ended.state))
+        };
+        let detach = async {
+            let peer = &detach_peer;
+            let mut req = stubborn();
+            req.stop_on_detach = true;
+            req.stdin = true;
+            let start = ClientMessage::Start(req);
+            let (mut send, mut recv) = peer.open(&frame::encode(&start)?).await?;
+            let job = match wire::read_answer(&mut recv, peer.wait)
+                .await
+                .checked(&start)?
+                .as_slice()
+            {
+                [ServerMessage::Started(s)] => s.job,
+                other => anyhow::bail!("Start answered {other:?}"),
+            };
+            // Subscribe first, so the job's end is an event seen from here.
+            let msg = ClientMessage::Attach(AttachRequest { job, from: 0 });
+            peer.ask(&msg).await?;
+            let output = peer.conn.accept_uni().await?;
+            let reset = Instant::now();
+            send.reset(ErrorCode::Cancelled.as_u32().into())?;
+            let ended = wire::read_output(output, peer.wait).await?.status;
+            let took = reset.elapsed();
+            Ok::<_, anyhow::Error>((
+                stopped_by(&ended.state, &StopReason::Detached) && took >= GRACE,
+                took,
+                ended.state,
+            ))
+        };
+        let (stop, timeout, detach) = tokio::join!(stop, timeout, detach);
+        let (stop, timeout, detach) = (stop?, timeout?, detach?);
+        let seen = format!(
+            "Stop without grace: {:?} after {:.1?}; timeout: {:?} {:.1?} after the start; \
+             detach: {:?} {:.1?} after the reset",
+            stop.2, stop.1, timeout.2, timeout.1, detach.2, detach.1
+        );
+        Ok(if stop.0 && timeout.0 && detach.0 {
+            Outcome::pass(seen)
+        } else {
+            Outcome::fail(format!(
+                "expected each stopped only at SIGKILL, at least {GRACE:?} after SIGTERM: {seen}"
+            ))
+        })
+    })
+    .await
+}
