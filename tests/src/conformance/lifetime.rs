@@ -1,5 +1,6 @@
-//! Control-stream lifetime and the ends of jobs (spec: QX-STREAM-21, QX-STREAM-22,
-//! QX-MSG-CTRL-9, QX-LIMIT-14).
+//! Control-stream lifetime, output-stream credit, the ends of jobs and the kernel's
+//! limit on one argument (spec: QX-STREAM-21, QX-STREAM-22, QX-STREAM-23,
+//! QX-MSG-CTRL-9, QX-LIMIT-14, QX-LIMIT-15).
 
 use std::time::Duration;
 
@@ -33,10 +34,22 @@ pub(super) fn checks() -> Vec<Check> {
             stream_22
         ),
         check!(
+            "QX-STREAM-23",
+            "with one unidirectional stream of credit, a second Attach is answered and its \
+             output stream comes once the first one is cancelled",
+            stream_23
+        ),
+        check!(
             "QX-MSG-CTRL-9",
             "a job killed by a client's Signal ends Exited(Signaled); Signal to an ended job \
              answers its status unchanged",
             msg_ctrl_9
+        ),
+        check!(
+            "QX-LIMIT-15",
+            "an argv entry or env name=value of 131 071 bytes runs; of 131 072 bytes the \
+             start fails with SpawnFailed, spawn Other",
+            limit_15
         ),
         check!(
             "QX-LIMIT-14",
@@ -214,6 +227,111 @@ async fn stream_22(config: &Config) -> Outcome {
     .await
 }
 
+/// A connection as the main identity that grants the server `uni` unidirectional
+/// streams at once.
+async fn peer_with_uni_credit(config: &Config, uni: u32) -> anyhow::Result<Peer> {
+    let tls = wire::client_tls(config, Some(&config.user), &[qexec_protocol::ALPN])?;
+    let bind: std::net::SocketAddr = if config.addr.is_ipv6() {
+        "[::1]:0".parse()?
+    } else {
+        "127.0.0.1:0".parse()?
+    };
+    let mut endpoint = quinn::Endpoint::client(bind)?;
+    let mut cfg = qexec_tls::quic_client_config(tls)?;
+    let mut transport = qexec_tls::client_transport();
+    transport
+        .max_concurrent_bidi_streams(0u32.into())
+        .max_concurrent_uni_streams(uni.into());
+    cfg.transport_config(std::sync::Arc::new(transport));
+    endpoint.set_default_client_config(cfg);
+    let connecting = endpoint.connect(config.addr, &config.server_name)?;
+    let conn = tokio::time::timeout(config.wait, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("handshake with {} timed out", config.addr))??;
+    Ok(Peer {
+        conn,
+        endpoint,
+        wait: config.wait,
+    })
+}
+
+/// Sends an `Attach`; its control stream id once answered `Attached`.
+async fn attached(peer: &Peer, job: JobId) -> anyhow::Result<u64> {
+    let msg = ClientMessage::Attach(AttachRequest { job, from: 0 });
+    let (mut send, mut recv) = peer.open(&frame::encode(&msg)?).await?;
+    let id = u64::from(send.id());
+    send.finish()?;
+    match wire::read_answer(&mut recv, peer.wait)
+        .await
+        .checked(&msg)?
+        .as_slice()
+    {
+        [ServerMessage::Attached { .. }] => Ok(id),
+        other => anyhow::bail!("Attach answered {other:?}"),
+    }
+}
+
+/// Accepts the next output stream and reads its `Header`: the request stream it names.
+async fn next_header(peer: &Peer) -> anyhow::Result<(u64, quinn::RecvStream)> {
+    let mut recv = tokio::time::timeout(peer.wait, peer.conn.accept_uni())
+        .await
+        .map_err(|_| anyhow::anyhow!("no output stream within {:?}", peer.wait))??;
+    let mut decoder = qexec_protocol::Decoder::new();
+    loop {
+        if let Some(frame) = decoder.next::<qexec_protocol::OutputFrame>()? {
+            return match frame {
+                qexec_protocol::OutputFrame::Header { request_stream, .. } => {
+                    Ok((request_stream, recv))
+                }
+                other => anyhow::bail!("output stream starts with {other:?}"),
+            };
+        }
+        let chunk = tokio::time::timeout(peer.wait, recv.read_chunk(64 * 1024, true))
+            .await
+            .map_err(|_| anyhow::anyhow!("no Header within {:?}", peer.wait))??;
+        match chunk {
+            Some(c) => decoder.push(&c.bytes),
+            None => anyhow::bail!("output stream ended before its Header"),
+        }
+    }
+}
+
+async fn stream_23(config: &Config) -> Outcome {
+    // spec: QX-STREAM-23
+    let peer = match peer_with_uni_credit(config, 1).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::fail(format!("cannot connect: {e:#}")),
+    };
+    let run = async {
+        let (started, _) = peer.start(start_req(&[b"sleep", b"60"], false)).await?;
+        let first = attached(&peer, started.job).await?;
+        let (named, mut output) = next_header(&peer).await?;
+        if named != first {
+            return Ok(Outcome::fail(format!(
+                "the output stream names control stream {named}, expected {first}"
+            )));
+        }
+        // No credit left for a second output stream: the Attach is answered anyway.
+        let second = attached(&peer, started.job).await?;
+        output.stop(ErrorCode::Cancelled.as_u32().into())?;
+        drop(output);
+        let (named, _second_output) = next_header(&peer).await?;
+        peer.stop(started.job).await?;
+        Ok::<_, anyhow::Error>(if named == second {
+            Outcome::pass(
+                "the second Attach was answered without credit; its output stream came \
+                 once the first was cancelled",
+            )
+        } else {
+            Outcome::fail(format!(
+                "the second output stream names control stream {named}, expected {second}"
+            ))
+        })
+    };
+    run.await
+        .unwrap_or_else(|e| Outcome::fail(format!("{e:#}")))
+}
+
 async fn signal(peer: &Peer, job: JobId, signal: i32) -> anyhow::Result<ServerMessage> {
     let answer = peer
         .ask(&ClientMessage::Signal(SignalRequest { job, signal }))
@@ -350,6 +468,52 @@ async fn limit_14(config: &Config) -> Outcome {
                 "expected each stopped only at SIGKILL, at least {GRACE:?} after SIGTERM: {seen}"
             ))
         })
+    })
+    .await
+}
+
+/// Linux's longest argument or environment string, its NUL included (spec: QX-LIMIT-15).
+const MAX_ARG_STRLEN: usize = 128 * 1024;
+
+async fn limit_15(config: &Config) -> Outcome {
+    // spec: QX-LIMIT-15
+    with_peer(config, |peer| async move {
+        let arg = |len: usize| start_req(&[b"true", &vec![b'a'; len]], false);
+        let env = |len: usize| {
+            let mut req = start_req(&[b"true"], false);
+            // `X=` and the value: `len` bytes in all.
+            req.env.push((b"X".to_vec(), vec![b'v'; len - 2]));
+            req
+        };
+        let longest = MAX_ARG_STRLEN - 1;
+        for (what, ok, over) in [
+            ("argv entry", arg(longest), arg(longest + 1)),
+            ("env name=value", env(longest), env(longest + 1)),
+        ] {
+            let answer = peer.request(&ClientMessage::Start(ok)).await?;
+            if !matches!(&answer, wire::Answer::Frames { msgs, .. } if matches!(msgs.as_slice(), [ServerMessage::Started(_)]))
+            {
+                return Ok(Outcome::fail(format!(
+                    "an {what} of {longest} bytes: expected Started, got {}",
+                    answer.describe()
+                )));
+            }
+            let answer = peer.request(&ClientMessage::Start(over)).await?;
+            let refused = answer.error().is_some_and(|e| {
+                e.code == ErrorCode::SpawnFailed && e.spawn == Some(qexec_protocol::SpawnFailure::Other)
+            });
+            if !refused {
+                return Ok(Outcome::fail(format!(
+                    "an {what} of {} bytes: expected Error SpawnFailed with spawn Other, got {}",
+                    longest + 1,
+                    answer.describe()
+                )));
+            }
+        }
+        Ok(Outcome::pass(format!(
+            "argv entry and env name=value of {longest} bytes started; of {MAX_ARG_STRLEN} \
+             bytes SpawnFailed (Other)"
+        )))
     })
     .await
 }
