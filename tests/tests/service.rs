@@ -21,8 +21,13 @@ fn code(c: ErrorCode) -> VarInt {
 
 /// Asserts the connection attempt is refused: either the handshake fails, or (TLS 1.3:
 /// the client finishes before the server checked its certificate) the connection is
-/// closed right after with a TLS alert.
-async fn assert_refused(server: &TestServer, tls: rustls::ClientConfig, what: &str, reason: &str) {
+/// closed right after with a TLS alert. Returns the QUIC error code (0x100 + alert).
+async fn assert_refused(
+    server: &TestServer,
+    tls: rustls::ClientConfig,
+    what: &str,
+    reason: &str,
+) -> u64 {
     let (_endpoint, connecting) = TestClient::connecting(server.addr, tls).unwrap();
     let err = match tokio::time::timeout(WAIT, connecting).await.unwrap() {
         Err(e) => e,
@@ -56,10 +61,14 @@ async fn assert_refused(server: &TestServer, tls: rustls::ClientConfig, what: &s
                 text.contains(reason),
                 "{what}: reason {text:?} lacks {reason:?}"
             );
+            v
         }
         other => panic!("{what}: unexpected error {other:?}"),
     }
 }
+
+/// QUIC's code for the TLS alert `certificate_unknown` (46): 0x100 + 46.
+const CERTIFICATE_UNKNOWN: u64 = 0x100 + 46;
 
 // spec: QX-TRANS (mutual TLS), spec/security.md "Identity"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,23 +124,26 @@ async fn handshake_refusals() -> Result {
     // A client certificate without a role (no OU), and one with an unknown role.
     let mut p = LeafParams::client("alice", Role::User);
     p.org_unit = None;
+    // spec: QX-TRANS-8 (refused in the handshake with certificate_unknown)
     let no_role = server.pki.ca.issue(&p)?;
-    assert_refused(
+    let alert = assert_refused(
         &server,
         server.client_tls(Some(&no_role))?,
         "no role",
         "BadRole",
     )
     .await;
+    assert_eq!(alert, CERTIFICATE_UNKNOWN, "no role");
     p.org_unit = Some("root".into());
     let bad_role = server.pki.ca.issue(&p)?;
-    assert_refused(
+    let alert = assert_refused(
         &server,
         server.client_tls(Some(&bad_role))?,
         "bad role",
         "BadRole { found: \"root\" }",
     )
     .await;
+    assert_eq!(alert, CERTIFICATE_UNKNOWN, "bad role");
 
     // Wrong ALPN, and none at all.
     let mut tls = server.client_tls(Some(server.identity("alice")?))?;
