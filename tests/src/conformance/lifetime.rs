@@ -372,28 +372,97 @@ async fn msg_ctrl_9(config: &Config) -> Outcome {
     .await
 }
 
-/// A job whose program ignores SIGTERM, so it ends only at the SIGKILL after the grace.
+/// A job whose program ignores SIGTERM, so it ends only at the SIGKILL after the grace;
+/// it writes `ready` once SIGTERM is ignored, and follows its output.
 fn stubborn() -> StartRequest {
-    start_req(&[b"sh", b"-c", b"trap '' TERM; exec sleep 60"], false)
+    start_req(
+        &[b"sh", b"-c", b"trap '' TERM; echo ready; exec sleep 60"],
+        true,
+    )
 }
 
 /// The protocol's default grace period (spec: QX-LIMIT-14).
 const GRACE: Duration = qexec_protocol::limits::DEFAULT_GRACE;
 
+/// How long the timeout case's job runs before its timeout; `sh` has set up its trap
+/// long before (it says so: `ready` is in its output).
+const TIMEOUT: Duration = Duration::from_secs(2);
+
 fn stopped_by(state: &JobState, want: &StopReason) -> bool {
     matches!(state, JobState::Stopped { reason, .. } if std::mem::discriminant(reason) == std::mem::discriminant(want))
 }
 
+/// An output stream read frame by frame.
+struct Follow {
+    recv: quinn::RecvStream,
+    decoder: qexec_protocol::Decoder,
+    wait: Duration,
+}
+
+impl Follow {
+    async fn next(peer: &Peer) -> anyhow::Result<Self> {
+        let recv = tokio::time::timeout(peer.wait, peer.conn.accept_uni())
+            .await
+            .map_err(|_| anyhow::anyhow!("no output stream within {:?}", peer.wait))??;
+        Ok(Self {
+            recv,
+            decoder: qexec_protocol::Decoder::new(),
+            wait: peer.wait,
+        })
+    }
+
+    async fn frame(&mut self) -> anyhow::Result<qexec_protocol::OutputFrame> {
+        loop {
+            if let Some(f) = self.decoder.next::<qexec_protocol::OutputFrame>()? {
+                return Ok(f);
+            }
+            let chunk = tokio::time::timeout(self.wait, self.recv.read_chunk(64 * 1024, true))
+                .await
+                .map_err(|_| anyhow::anyhow!("output stream silent for {:?}", self.wait))??;
+            match chunk {
+                Some(c) => self.decoder.push(&c.bytes),
+                None => anyhow::bail!("output stream ended before End"),
+            }
+        }
+    }
+
+    /// Reads up to the job's first output: it is ready.
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.frame().await? {
+                qexec_protocol::OutputFrame::Data { .. } => return Ok(()),
+                qexec_protocol::OutputFrame::End { status } => {
+                    anyhow::bail!("the job ended before it was ready: {:?}", status.state)
+                }
+                qexec_protocol::OutputFrame::Header { .. } => {}
+            }
+        }
+    }
+
+    /// Reads on to `End`: the output and the final status.
+    async fn end(&mut self) -> anyhow::Result<(Vec<u8>, qexec_protocol::JobStatus)> {
+        let mut out = Vec::new();
+        loop {
+            match self.frame().await? {
+                qexec_protocol::OutputFrame::Data { data, .. } => out.extend(data),
+                qexec_protocol::OutputFrame::End { status } => return Ok((out, status)),
+                qexec_protocol::OutputFrame::Header { .. } => {}
+            }
+        }
+    }
+}
+
 async fn limit_14(config: &Config) -> Outcome {
-    // spec: QX-LIMIT-14 — the three cases run side by side.
+    // spec: QX-LIMIT-14 — the three cases run side by side, each on its own connection
+    // (each waits for an output stream of its own).
     let mut cfg = config.clone();
-    cfg.wait = config.wait + GRACE;
+    cfg.wait = config.wait + GRACE + TIMEOUT;
     let cfg = &cfg;
     with_peer(cfg, |peer| async move {
-        // One connection per case: each waits for output streams of its own.
         let (timeout_peer, detach_peer) = (Peer::user(cfg).await?, Peer::user(cfg).await?);
         let stop = async {
             let (s, _) = peer.start(stubborn()).await?;
+            Follow::next(&peer).await?.ready().await?;
             let asked = Instant::now();
             let status = peer
                 .ask(&ClientMessage::Stop(StopRequest {
@@ -412,9 +481,9 @@ async fn limit_14(config: &Config) -> Outcome {
         let timeout = async {
             let peer = &timeout_peer;
             let mut req = stubborn();
-            req.timeout_ms = Some(200);
-            let (s, _) = peer.start(req).await?;
-            let ended = peer.wait_ended(s.job).await?;
+            req.timeout_ms = Some(u64::try_from(TIMEOUT.as_millis())?);
+            peer.start(req).await?;
+            let (out, ended) = Follow::next(peer).await?.end().await?;
             let took = Duration::from_millis(
                 ended
                     .ended_at_ms
@@ -422,7 +491,8 @@ async fn limit_14(config: &Config) -> Outcome {
                     .saturating_sub(ended.started_at_ms),
             );
             let ok = stopped_by(&ended.state, &StopReason::Timeout)
-                && took >= GRACE + Duration::from_millis(200);
+                && out.starts_with(b"ready")
+                && took >= GRACE + TIMEOUT;
             Ok::<_, anyhow::Error>((ok, took, ended.state))
         };
         let detach = async {
@@ -432,21 +502,14 @@ async fn limit_14(config: &Config) -> Outcome {
             req.stdin = true;
             let start = ClientMessage::Start(req);
             let (mut send, mut recv) = peer.open(&frame::encode(&start)?).await?;
-            let job = match wire::read_answer(&mut recv, peer.wait)
+            wire::read_answer(&mut recv, peer.wait)
                 .await
-                .checked(&start)?
-                .as_slice()
-            {
-                [ServerMessage::Started(s)] => s.job,
-                other => anyhow::bail!("Start answered {other:?}"),
-            };
-            // Subscribe first, so the job's end is an event seen from here.
-            let msg = ClientMessage::Attach(AttachRequest { job, from: 0 });
-            peer.ask(&msg).await?;
-            let output = peer.conn.accept_uni().await?;
+                .checked(&start)?;
+            let mut output = Follow::next(peer).await?;
+            output.ready().await?;
             let reset = Instant::now();
             send.reset(ErrorCode::Cancelled.as_u32().into())?;
-            let ended = wire::read_output(output, peer.wait).await?.status;
+            let (_, ended) = output.end().await?;
             let took = reset.elapsed();
             Ok::<_, anyhow::Error>((
                 stopped_by(&ended.state, &StopReason::Detached) && took >= GRACE,
@@ -457,8 +520,8 @@ async fn limit_14(config: &Config) -> Outcome {
         let (stop, timeout, detach) = tokio::join!(stop, timeout, detach);
         let (stop, timeout, detach) = (stop?, timeout?, detach?);
         let seen = format!(
-            "Stop without grace: {:?} after {:.1?}; timeout: {:?} {:.1?} after the start; \
-             detach: {:?} {:.1?} after the reset",
+            "Stop without grace: {:?} after {:.1?}; {TIMEOUT:?} timeout: {:?} {:.1?} after \
+             the start; detach: {:?} {:.1?} after the reset",
             stop.2, stop.1, timeout.2, timeout.1, detach.2, detach.1
         );
         Ok(if stop.0 && timeout.0 && detach.0 {
