@@ -453,20 +453,36 @@ impl Follow {
 }
 
 async fn limit_14(config: &Config) -> Outcome {
-    // spec: QX-LIMIT-14 — the three cases run side by side, each on its own connection
-    // (each waits for an output stream of its own).
+    // spec: QX-LIMIT-14 — three jobs started one after the other (concurrent starts
+    // would disturb the List order other checks look at), then the three stops run
+    // side by side, each case on its own connection (each reads its own output stream).
     let mut cfg = config.clone();
     cfg.wait = config.wait + GRACE + TIMEOUT;
     let cfg = &cfg;
     with_peer(cfg, |peer| async move {
         let (timeout_peer, detach_peer) = (Peer::user(cfg).await?, Peer::user(cfg).await?);
+        let (stopped, _) = peer.start(stubborn()).await?;
+        Follow::next(&peer).await?.ready().await?;
+        let mut req = stubborn();
+        req.timeout_ms = Some(u64::try_from(TIMEOUT.as_millis())?);
+        timeout_peer.start(req).await?;
+        let mut timed_out = Follow::next(&timeout_peer).await?;
+        let mut req = stubborn();
+        req.stop_on_detach = true;
+        req.stdin = true;
+        let start = ClientMessage::Start(req);
+        let (mut detach_send, mut recv) = detach_peer.open(&frame::encode(&start)?).await?;
+        wire::read_answer(&mut recv, detach_peer.wait)
+            .await
+            .checked(&start)?;
+        let mut detached = Follow::next(&detach_peer).await?;
+        detached.ready().await?;
+
         let stop = async {
-            let (s, _) = peer.start(stubborn()).await?;
-            Follow::next(&peer).await?.ready().await?;
             let asked = Instant::now();
             let status = peer
                 .ask(&ClientMessage::Stop(StopRequest {
-                    job: s.job,
+                    job: stopped.job,
                     grace_ms: None,
                 }))
                 .await?;
@@ -479,11 +495,7 @@ async fn limit_14(config: &Config) -> Outcome {
             Ok::<_, anyhow::Error>((stopped_by(&state, &by) && took >= GRACE, took, state))
         };
         let timeout = async {
-            let peer = &timeout_peer;
-            let mut req = stubborn();
-            req.timeout_ms = Some(u64::try_from(TIMEOUT.as_millis())?);
-            peer.start(req).await?;
-            let (out, ended) = Follow::next(peer).await?.end().await?;
+            let (out, ended) = timed_out.end().await?;
             let took = Duration::from_millis(
                 ended
                     .ended_at_ms
@@ -496,20 +508,9 @@ async fn limit_14(config: &Config) -> Outcome {
             Ok::<_, anyhow::Error>((ok, took, ended.state))
         };
         let detach = async {
-            let peer = &detach_peer;
-            let mut req = stubborn();
-            req.stop_on_detach = true;
-            req.stdin = true;
-            let start = ClientMessage::Start(req);
-            let (mut send, mut recv) = peer.open(&frame::encode(&start)?).await?;
-            wire::read_answer(&mut recv, peer.wait)
-                .await
-                .checked(&start)?;
-            let mut output = Follow::next(peer).await?;
-            output.ready().await?;
             let reset = Instant::now();
-            send.reset(ErrorCode::Cancelled.as_u32().into())?;
-            let (_, ended) = output.end().await?;
+            detach_send.reset(ErrorCode::Cancelled.as_u32().into())?;
+            let (_, ended) = detached.end().await?;
             let took = reset.elapsed();
             Ok::<_, anyhow::Error>((
                 stopped_by(&ended.state, &StopReason::Detached) && took >= GRACE,
