@@ -428,7 +428,7 @@ impl Client {
         grace: Option<Duration>,
     ) -> Result<JobStatus, ClientError> {
         // The server answers when the job has ended: allow its grace period (spec:
-        // QX-LIMIT-14 fixes the default one).
+        // QX-LIMIT-18 fixes the default one).
         let limit = grace.unwrap_or(qexec_protocol::limits::DEFAULT_GRACE) + self.request_timeout;
         let grace_ms = grace.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
         self.status_like(

@@ -25,7 +25,7 @@ pub struct ManagerConfig {
     /// Grace period used when a stop does not give one (also for timeouts, the
     /// output cap and shutdown). Default: the protocol's
     /// [`DEFAULT_GRACE`](qexec_protocol::limits::DEFAULT_GRACE), 5 s; a server that
-    /// speaks qexec/1 keeps it (spec: QX-LIMIT-14).
+    /// speaks qexec/1 keeps it (spec: QX-LIMIT-18).
     pub default_grace: Duration,
     /// Limits applied when a request leaves one unset.
     pub default_limits: Limits,
@@ -89,7 +89,7 @@ impl ManagerConfig {
             state_dir: state_dir.into(),
             max_running_jobs: 1024,
             output_cap: 8 << 30,
-            // spec: QX-LIMIT-14
+            // spec: QX-LIMIT-18
             default_grace: qexec_protocol::limits::DEFAULT_GRACE,
             default_limits: Limits::default(),
             max_limits: Limits::default(),

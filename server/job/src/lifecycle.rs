@@ -120,7 +120,7 @@ impl Lifecycle {
 
     /// The job's state as reported.
     /// spec: QX-MSG-TYPE-6 (`Exited`: ended without a stop by qexec, a client's `Signal`
-    /// included, QX-MSG-CTRL-9; `Stopped`: qexec stopped it)
+    /// included, QX-MSG-CTRL-10; `Stopped`: qexec stopped it)
     pub(crate) fn state(&self) -> JobState {
         match (self.exited, &self.stop) {
             (None, _) => JobState::Running,

@@ -1,6 +1,6 @@
 //! Control-stream lifetime, output-stream credit, the ends of jobs and the kernel's
 //! limit on one argument (spec: QX-STREAM-21, QX-STREAM-22, QX-STREAM-23,
-//! QX-MSG-CTRL-9, QX-LIMIT-14, QX-LIMIT-15).
+//! QX-MSG-CTRL-10, QX-LIMIT-18, QX-LIMIT-19).
 
 use std::time::Duration;
 
@@ -40,19 +40,19 @@ pub(super) fn checks() -> Vec<Check> {
             stream_23
         ),
         check!(
-            "QX-MSG-CTRL-9",
+            "QX-MSG-CTRL-10",
             "a job killed by a client's Signal ends Exited(Signaled); Signal to an ended job \
              answers its status unchanged",
             msg_ctrl_9
         ),
         check!(
-            "QX-LIMIT-15",
+            "QX-LIMIT-19",
             "an argv entry or env name=value of 131 071 bytes runs; of 131 072 bytes the \
              start fails with SpawnFailed, spawn Other",
             limit_15
         ),
         check!(
-            "QX-LIMIT-14",
+            "QX-LIMIT-18",
             "the default grace period is 5 s for Stop without grace_ms, timeouts and \
              stop_on_detach",
             limit_14
@@ -343,7 +343,7 @@ async fn signal(peer: &Peer, job: JobId, signal: i32) -> anyhow::Result<ServerMe
 }
 
 async fn msg_ctrl_9(config: &Config) -> Outcome {
-    // spec: QX-MSG-CTRL-9
+    // spec: QX-MSG-CTRL-10
     with_peer(config, |peer| async move {
         let (started, _) = peer.start(start_req(&[b"sleep", b"30"], false)).await?;
         let job = started.job;
@@ -381,7 +381,7 @@ fn stubborn() -> StartRequest {
     )
 }
 
-/// The protocol's default grace period (spec: QX-LIMIT-14).
+/// The protocol's default grace period (spec: QX-LIMIT-18).
 const GRACE: Duration = qexec_protocol::limits::DEFAULT_GRACE;
 
 /// How long the timeout case's job runs before its timeout; `sh` has set up its trap
@@ -453,7 +453,7 @@ impl Follow {
 }
 
 async fn limit_14(config: &Config) -> Outcome {
-    // spec: QX-LIMIT-14 — three jobs started one after the other (concurrent starts
+    // spec: QX-LIMIT-18 — three jobs started one after the other (concurrent starts
     // would disturb the List order other checks look at), then the three stops run
     // side by side, each case on its own connection (each reads its own output stream).
     let mut cfg = config.clone();
@@ -536,11 +536,11 @@ async fn limit_14(config: &Config) -> Outcome {
     .await
 }
 
-/// Linux's longest argument or environment string, its NUL included (spec: QX-LIMIT-15).
+/// Linux's longest argument or environment string, its NUL included (spec: QX-LIMIT-19).
 const MAX_ARG_STRLEN: usize = 128 * 1024;
 
 async fn limit_15(config: &Config) -> Outcome {
-    // spec: QX-LIMIT-15
+    // spec: QX-LIMIT-19
     with_peer(config, |peer| async move {
         let arg = |len: usize| start_req(&[b"true", &vec![b'a'; len]], false);
         let env = |len: usize| {
