@@ -214,10 +214,10 @@ fn server_cert_message(problem: &ServerCertProblem, ca: &std::path::Path, name: 
             "server certificate is not signed by the CA in {ca}: use the CA of this server (--ca / QEXEC_CA)"
         ),
         ServerCertProblem::WrongName => format!(
-            "server certificate is not valid for {name}: connect with a name in its SANs, or reissue it with `qexec certs init --san {name}`"
+            "server certificate is not valid for {name}: connect with a name in its SANs, or reissue it with `qexec certs issue-server --san {name}` on the server host"
         ),
         ServerCertProblem::Expired => format!(
-            "server certificate has expired or is not yet valid (checked against the CA in {ca}): reissue it with `qexec certs init --force`, or check the clock"
+            "server certificate has expired or is not yet valid (checked against the CA in {ca}): reissue it with `qexec certs issue-server` on the server host, or check the clock"
         ),
         ServerCertProblem::Other(reason) => format!(
             "server certificate was refused ({reason}) when checked against the CA in {ca} (--ca / QEXEC_CA)"
@@ -235,7 +235,18 @@ fn spawn_message(failure: SpawnFailure, message: &str) -> String {
         SpawnFailure::TooManyJobs => "wait for jobs to finish and try again",
         _ => "see the server log",
     };
-    format!("the job could not start: {message}: {hint}")
+    // The server's message often carries its own advice ("…: install it, fix PATH,
+    // or give its full path"); never say it twice.
+    let advised = [
+        "install", "check", "fix", "try", "wait", "give", "use ", "ask ",
+    ]
+    .iter()
+    .any(|w| message.to_ascii_lowercase().contains(w));
+    if advised || message.is_empty() && failure == SpawnFailure::Other {
+        format!("the job could not start: {message}")
+    } else {
+        format!("the job could not start: {message}: {hint}")
+    }
 }
 
 impl ClientError {

@@ -36,6 +36,15 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// milliseconds (spec: QX-LIMIT-8).
 pub const MAX_GRACE_MS: u64 = MAX_TIMEOUT_MS;
 
+/// Smallest memory limit a job may ask for: 4 MiB (spec: QX-LIMIT-14).
+///
+/// Below it a job cannot start: measured on cgroup v1 (Linux 6.x, an isolated job's
+/// init plus `echo`), 1152 KiB always ended in the OOM killer, 1280 KiB sometimes,
+/// 4096 bytes killed the init's dynamic loader before anything ran (a bare exit 127).
+/// cgroup v2 also charges kernel memory to the job, so the floor keeps about three
+/// times the measured need. One constant, used by the server's validation and the CLI.
+pub const MIN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Time a server allows from a control stream's opening until its request frame is
 /// complete; after it the server closes the stream with `Timeout`
 /// (spec: QX-LIMIT-9).

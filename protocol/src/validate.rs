@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::limits::{
     MAX_ARGV, MAX_COMMAND_BYTES, MAX_ENV, MAX_GRACE_MS, MAX_SIGNAL, MAX_TIMEOUT_MS, MIN_ARGV,
-    MIN_SIGNAL,
+    MIN_MEMORY_BYTES, MIN_SIGNAL,
 };
 use crate::{
     ClientMessage, ErrorCode, ErrorResponse, Limits, SignalRequest, StartRequest, StopRequest,
@@ -299,7 +299,9 @@ pub fn command_bytes(req: &StartRequest) -> usize {
 
 /// Checks that every limit present is at least 1: 0 would make the job unable to run
 /// (or, for some cgroup v1 files, mean "unlimited"), so it is refused rather than
-/// guessed at (spec: QX-LIMIT-13). Upper bounds are the server's own.
+/// guessed at (spec: QX-LIMIT-13); a memory limit is at least [`MIN_MEMORY_BYTES`],
+/// below which no program can start (spec: QX-LIMIT-14). Upper bounds are the
+/// server's own.
 pub fn validate_limits(limits: &Limits) -> Result<(), InvalidRequest> {
     let Limits {
         cpu_millis,
@@ -336,6 +338,18 @@ pub fn validate_limits(limits: &Limits) -> Result<(), InvalidRequest> {
                 "QX-LIMIT-13",
             ));
         }
+    }
+    // spec: QX-LIMIT-14
+    if let Some(m) = memory_bytes {
+        check_range(
+            Field::Limit {
+                name: "memory_bytes",
+            },
+            (*m).into(),
+            MIN_MEMORY_BYTES.into(),
+            u64::MAX.into(),
+            "QX-LIMIT-14",
+        )?;
     }
     Ok(())
 }
@@ -545,12 +559,45 @@ mod tests {
             assert_eq!((field, req), (Field::TimeoutMs, "QX-LIMIT-7"));
         }
         r.timeout_ms = None;
-        r.limits.memory_bytes = Some(1);
+        r.limits.memory_bytes = Some(MIN_MEMORY_BYTES);
         r.limits.pids = Some(u32::MAX);
         validate_start(&r).unwrap();
         r.limits.pids = Some(0);
         let (field, _, req) = rule_of(validate_start(&r));
         assert_eq!((field, req), (Field::Limit { name: "pids" }, "QX-LIMIT-13"));
+    }
+
+    #[test]
+    fn memory_below_the_minimum_is_refused() {
+        // spec: QX-LIMIT-14 — the boundary itself is allowed, one byte less is not.
+        let mut r = start(&[b"echo", b"hello"]);
+        r.limits.memory_bytes = Some(MIN_MEMORY_BYTES);
+        validate_start(&r).unwrap();
+        for bad in [MIN_MEMORY_BYTES - 1, 4096, 1] {
+            r.limits.memory_bytes = Some(bad);
+            let (field, rule, req) = rule_of(validate_start(&r));
+            assert_eq!(
+                (field, req),
+                (
+                    Field::Limit {
+                        name: "memory_bytes"
+                    },
+                    "QX-LIMIT-14"
+                )
+            );
+            assert_eq!(
+                rule,
+                Rule::OutOfRange {
+                    actual: bad.into(),
+                    min: MIN_MEMORY_BYTES.into(),
+                    max: u64::MAX.into()
+                }
+            );
+        }
+        // 0 stays the QX-LIMIT-13 refusal.
+        r.limits.memory_bytes = Some(0);
+        let (_, _, req) = rule_of(validate_start(&r));
+        assert_eq!(req, "QX-LIMIT-13");
     }
 
     #[test]

@@ -251,15 +251,69 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Prints an error as one line on stderr.
-fn report(e: &dyn std::fmt::Display) {
+/// Set once at start-up when `--json` was given: errors then go to stderr as JSON.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An error on stderr with `--json`: `{"error": "…", "code": "not_found"}` (one line;
+/// `code` is the server's error code when the server answered with one, else `null`).
+#[derive(serde::Serialize)]
+struct ErrorJson<'a> {
+    error: &'a str,
+    code: Option<String>,
+}
+
+/// Prints one line on stderr, `qexec: …`, with every control character of it escaped
+/// (server text may be in it; spec: QX-SEC-6).
+fn note(text: &dyn std::fmt::Display) {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let prefix = if colour {
         "\x1b[1;31mqexec:\x1b[0m"
     } else {
         "qexec:"
     };
-    eprintln!("{prefix} {e}");
+    eprintln!("{prefix} {}", render::escape_str(&text.to_string()));
+}
+
+/// Prints an error: one `qexec: …` line on stderr, or with `--json` one JSON object
+/// line on stderr.
+fn report(e: &dyn std::fmt::Display) {
+    report_with_code(e, None);
+}
+
+fn report_with_code(e: &dyn std::fmt::Display, code: Option<qexec_protocol::ErrorCode>) {
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        let text = e.to_string();
+        let line = render::json_line(&ErrorJson {
+            error: &text,
+            code: code.map(|c| c.name().to_owned()),
+        });
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    } else {
+        note(e);
+    }
+}
+
+/// A clap error as the documented one line: `qexec: unexpected argument '--x' found
+/// (see `qexec run --help`)`.
+fn usage_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let usage = rendered
+        .lines()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .and_then(|u| {
+            let words: Vec<&str> = u
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            (!words.is_empty()).then(|| words.join(" "))
+        })
+        .unwrap_or_else(|| "qexec".to_owned());
+    format!("{first} (see `{usage} --help`)")
 }
 
 /// Runs the CLI with the process arguments and returns its exit status.
@@ -267,16 +321,20 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let usage_error = e.use_stderr();
-            // Printing help to a closed stdout is not worth a second error.
-            let _ = e.print();
-            return if usage_error {
-                ExitCode::from(EXIT_QEXEC_ERROR)
-            } else {
-                ExitCode::SUCCESS
-            };
+            if !e.use_stderr() {
+                // Help and version. Printing them to a closed stdout is not worth a
+                // second error.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if std::env::args_os().any(|a| a == "--json") {
+                JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            report(&usage_line(&e));
+            return ExitCode::from(EXIT_QEXEC_ERROR);
         }
     };
+    JSON_ERRORS.store(cli.json, std::sync::atomic::Ordering::Relaxed);
     // The CLI talks to one server at a time: one thread is plenty and starts fastest
     // (cold `qexec run` latency is a headline figure). The demo also hosts qexecd.
     #[cfg(feature = "demo")]
@@ -298,7 +356,11 @@ pub fn main() -> ExitCode {
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            report(&e);
+            let code = match &e {
+                CliError::Client(c) => c.code(),
+                _ => None,
+            };
+            report_with_code(&e, code);
             EXIT_QEXEC_ERROR
         }
     };

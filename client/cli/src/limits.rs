@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use qexec_client::ClientError;
 use qexec_client::units::{UnitError, parse_cpu, parse_duration, parse_size};
-use qexec_protocol::{ErrorCode, Limits, StartRequest};
+use qexec_protocol::limits::MIN_MEMORY_BYTES;
+use qexec_protocol::{ErrorCode, Field, InvalidRequest, Limits, Rule, StartRequest};
 
 use crate::CliError;
 
@@ -196,12 +197,69 @@ impl LimitArgs {
             follow: false,
             stop_on_detach: false,
         };
-        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13), checked before
-        // connecting so a typo costs no round trip.
+        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13, QX-LIMIT-14),
+        // checked before connecting so a typo costs no round trip.
         qexec_protocol::validate_start(&req).map_err(|e| CliError::Usage {
-            reason: e.to_string(),
+            reason: self.explain_invalid(&e),
         })?;
         Ok(req)
+    }
+
+    /// A request the protocol refuses, said with the flag the user typed (no wire
+    /// field names, no spec ids: those are for implementers).
+    fn explain_invalid(&self, e: &InvalidRequest) -> String {
+        let typed = |name: &str| -> Option<(&'static str, String)> {
+            self.given()
+                .into_iter()
+                .find(|g| g.words.first().is_some_and(|w| name.starts_with(w)))
+                .map(|g| (g.flag, g.text))
+        };
+        match (e.field, e.rule) {
+            (Field::Limit { name }, Rule::OutOfRange { min, .. }) => {
+                let (flag, text) = typed(name).unwrap_or(("a limit", String::new()));
+                if e.requirement == "QX-LIMIT-14" {
+                    let min = u64::try_from(min).unwrap_or(MIN_MEMORY_BYTES);
+                    format!(
+                        "{flag} {text} is below the minimum of {}: no program can start with \
+                         less memory",
+                        qexec_client::units::format_size(min)
+                    )
+                } else {
+                    format!("{flag} {text} must be at least {min}")
+                }
+            }
+            (Field::Cwd, Rule::NotAbsolute) => {
+                let cwd = self
+                    .cwd
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.display().to_string());
+                format!("-C {cwd} is not an absolute path: give a path starting with /")
+            }
+            (Field::Cwd, _) => "-C contains a NUL byte".to_owned(),
+            (Field::TimeoutMs, _) => format!(
+                "--timeout is above the maximum of {}",
+                qexec_client::units::format_duration(Duration::from_millis(
+                    qexec_protocol::limits::MAX_TIMEOUT_MS
+                ))
+            ),
+            (Field::EnvName { index } | Field::EnvValue { index }, rule) => {
+                let e = self.env.get(index).map_or("", String::as_str);
+                format!("-e {e:?} {rule}")
+            }
+            (Field::Argv, Rule::Count { max, .. }) => {
+                format!("the command has more than {max} arguments")
+            }
+            (Field::ArgvEntry { index }, Rule::ContainsNul) => {
+                format!("argument {index} of the command contains a NUL byte")
+            }
+            (Field::ArgvEntry { .. }, _) => "the program name is empty".to_owned(),
+            (Field::Env, Rule::Count { max, .. }) => format!("more than {max} -e variables"),
+            (Field::Command, Rule::TooManyBytes { actual, max }) => format!(
+                "the command, its -e variables and -C together are {actual} bytes, at most \
+                 {max} are allowed"
+            ),
+            (field, rule) => format!("{field} {rule}"),
+        }
     }
 
     /// Turns an `InvalidArgument` answer about one of our limits into a message that

@@ -8,7 +8,7 @@ use clap::Args;
 use qexec_protocol::{JobId, OutputStream};
 
 use super::render::{EventJson, JobJson, json_line};
-use super::{CliError, ConnArgs, report};
+use super::{CliError, ConnArgs, note};
 use qexec_client::{Client, ClientError, OutputEvent, OutputSubscription};
 
 pub(super) const HELP: &str = "\
@@ -98,6 +98,15 @@ enum DrainError {
     Cli(CliError),
 }
 
+/// What went wrong with the connection, without advice (we are about to retry).
+fn lost(e: &ClientError) -> String {
+    match e {
+        ClientError::ShuttingDown { addr } => format!("qexecd at {addr} is shutting down"),
+        ClientError::Unreachable { addr, .. } => format!("cannot reach qexecd at {addr}"),
+        other => other.to_string(),
+    }
+}
+
 pub(super) async fn logs(conn: &ConnArgs, json: bool, args: LogsArgs) -> Result<u8, CliError> {
     let client = conn.connect().await?;
     if !args.follow {
@@ -148,7 +157,10 @@ pub(super) async fn logs(conn: &ConnArgs, json: bool, args: LogsArgs) -> Result<
             Err(DrainError::Cli(e)) => return Err(e),
             Err(DrainError::Client(e)) if e.is_connection_lost() && failures < MAX_RECONNECTS => {
                 failures += 1;
-                report(&format!("{e}; reconnecting from byte {position}"));
+                // Once per outage, however many attempts it takes.
+                if failures == 1 {
+                    note(&format!("{}; reconnecting from byte {position}", lost(&e)));
+                }
                 // Product back-off between reconnection attempts (not a test wait).
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
                 client = match conn.connect().await {

@@ -146,7 +146,7 @@ pub fn state_text(state: &JobState) -> String {
             termination,
         } => {
             let why = match reason {
-                StopReason::Requested { by } => format!("by {by}"),
+                StopReason::Requested { by } => format!("by {}", escape_str(by)),
                 other => format!("({})", stop_reason_name(other).replace('_', " ")),
             };
             format!("stopped {why}, {}", termination_text(*termination))
@@ -157,20 +157,105 @@ pub fn state_text(state: &JobState) -> String {
     }
 }
 
-/// Quotes one argument for display the way a POSIX shell would need it.
-fn shell_quote(arg: &[u8]) -> String {
-    let Ok(text) = std::str::from_utf8(arg) else {
-        // Not UTF-8: bash's $'…' form shows every byte exactly.
-        let mut s = String::from("$'");
-        for &b in arg {
-            if b == b' ' || (b.is_ascii_graphic() && b != b'\'' && b != b'\\') {
-                s.push(char::from(b));
+/// True for the characters a terminal may act on: C0 controls (newline and tab
+/// included), DEL and the C1 controls U+0080..U+009F.
+fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+/// Appends the `$'…'` escape of one byte (bash's ANSI-C quoting).
+fn push_byte_escape(out: &mut String, b: u8) {
+    match b {
+        0x1b => out.push_str("\\e"),
+        0x07 => out.push_str("\\a"),
+        0x08 => out.push_str("\\b"),
+        b'\t' => out.push_str("\\t"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        0x0b => out.push_str("\\v"),
+        0x0c => out.push_str("\\f"),
+        _ => {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
+/// Neutralises text from the server before it reaches a terminal (spec: QX-SEC-6):
+/// every control character (C0 — newline included —, DEL, C1) and every byte of an
+/// invalid UTF-8 sequence becomes a visible `$'…'` escape (`\e`, `\a`, `\r`,
+/// `\xHH`), as `ls --quoting-style=shell-escape` shows them; everything else is
+/// unchanged. Job *output* is never passed through this: it is the job's bytes.
+pub fn escape_text(bytes: &[u8]) -> String {
+    fn flush(out: &mut String, run: &mut String) {
+        if !run.is_empty() {
+            out.push_str("$'");
+            out.push_str(run);
+            out.push('\'');
+            run.clear();
+        }
+    }
+    let mut out = String::with_capacity(bytes.len());
+    // Escapes waiting to be closed into one `$'…'` group.
+    let mut run = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_control(c) {
+                let mut buf = [0u8; 4];
+                for &b in c.encode_utf8(&mut buf).as_bytes() {
+                    push_byte_escape(&mut run, b);
+                }
             } else {
-                let _ = write!(s, "\\x{b:02x}");
+                flush(&mut out, &mut run);
+                out.push(c);
             }
         }
-        s.push('\'');
-        return s;
+        for &b in chunk.invalid() {
+            push_byte_escape(&mut run, b);
+        }
+    }
+    flush(&mut out, &mut run);
+    out
+}
+
+/// [`escape_text`] of a string.
+pub fn escape_str(text: &str) -> String {
+    if text.chars().any(is_control) {
+        escape_text(text.as_bytes())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Quotes one argument for display the way a POSIX shell would need it; control
+/// characters and invalid UTF-8 use bash's `$'…'` form, so nothing reaches the
+/// terminal raw (spec: QX-SEC-6).
+fn shell_quote(arg: &[u8]) -> String {
+    let text = match std::str::from_utf8(arg) {
+        Ok(text) if !text.chars().any(is_control) => text,
+        _ => {
+            // bash's $'…' form shows every byte exactly.
+            let mut s = String::from("$'");
+            for chunk in arg.utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    if is_control(c) {
+                        let mut buf = [0u8; 4];
+                        for &b in c.encode_utf8(&mut buf).as_bytes() {
+                            push_byte_escape(&mut s, b);
+                        }
+                    } else if c == '\'' || c == '\\' {
+                        s.push('\\');
+                        s.push(c);
+                    } else {
+                        s.push(c);
+                    }
+                }
+                for &b in chunk.invalid() {
+                    push_byte_escape(&mut s, b);
+                }
+            }
+            s.push('\'');
+            return s;
+        }
     };
     let plain = !text.is_empty()
         && text
@@ -262,10 +347,10 @@ pub fn status_human(s: &JobStatus, now_ms: u64) -> String {
     };
     line("job", s.id.to_string());
     line("command", command_text(&s.argv));
-    line("owner", s.owner.clone());
+    line("owner", escape_str(&s.owner));
     line("state", state_text(&s.state));
     if let JobState::FailedToStart { message, .. } = &s.state {
-        line("reason", message.clone());
+        line("reason", escape_str(message));
     }
     line(
         "pid",
@@ -309,7 +394,7 @@ pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
         }
         rows.push([
             s.id.to_string(),
-            s.owner.clone(),
+            escape_str(&s.owner),
             state_text(&s.state),
             format_timestamp(s.started_at_ms),
             format_duration(run_time(s, now_ms)),
@@ -556,6 +641,15 @@ pub enum EventJson {
         /// Its final status.
         status: Box<JobJson>,
     },
+    /// The job could not start (`run` only; then no other event comes).
+    FailedToStart {
+        /// Why: `not_found`, `permission_denied`, … (as `spawn_failure` of a status).
+        spawn_failure: String,
+        /// The server's details.
+        message: String,
+        /// The exit status `qexec run` exits with (127, 126 or 255).
+        exit: u8,
+    },
 }
 
 impl EventJson {
@@ -630,5 +724,19 @@ mod tests {
         let argv = vec![b"sh".to_vec(), b"-c".to_vec(), b"echo 'hi'".to_vec()];
         assert_eq!(command_text(&argv), r#"sh -c 'echo '\''hi'\'''"#);
         assert_eq!(command_text(&[b"a\xff b".to_vec()]), r"$'a\xff b'");
+    }
+
+    #[test]
+    fn control_characters_are_shell_escaped() {
+        // spec: QX-SEC-6 — like `ls --quoting-style=shell-escape`.
+        let argv = vec![b"printf".to_vec(), b"\x1b[31mred\x07\rover".to_vec()];
+        assert_eq!(command_text(&argv), r"printf $'\e[31mred\a\rover'");
+        assert_eq!(command_text(&[b"it's\n".to_vec()]), r"$'it\'s\n'");
+        // C1 (U+009B, a one-character CSI) as its UTF-8 bytes.
+        assert_eq!(command_text(&["a\u{9b}b".into()]), r"$'a\xc2\x9bb'");
+        assert_eq!(escape_str("bob\x1b]0;pwned\x07"), r"bob$'\e']0;pwned$'\a'");
+        assert_eq!(escape_text(b"ok \xff\xfe end"), r"ok $'\xff\xfe' end");
+        assert_eq!(escape_str("plain text: ok"), "plain text: ok");
+        assert_eq!(escape_str("é ü"), "é ü");
     }
 }
