@@ -302,17 +302,17 @@ fn usage_line(e: &clap::Error) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    let usage = rendered
-        .lines()
-        .find_map(|l| l.strip_prefix("Usage: "))
-        .and_then(|u| {
-            let words: Vec<&str> = u
-                .split_whitespace()
-                .take_while(|w| !w.starts_with(['[', '<', '-']))
-                .collect();
-            (!words.is_empty()).then(|| words.join(" "))
-        })
-        .unwrap_or_else(|| "qexec".to_owned());
+    // The subcommand the user typed (its help has the examples), else the top level.
+    let command = <Cli as clap::CommandFactory>::command();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut usage = "qexec".to_owned();
+    if let Some(sub) = args
+        .iter()
+        .take_while(|a| *a != "--")
+        .find_map(|a| command.find_subcommand(a))
+    {
+        usage = format!("qexec {}", sub.get_name());
+    }
     format!("{first} (see `{usage} --help`)")
 }
 

@@ -1,0 +1,279 @@
+//! Issue 18 (the everyday CLI) and issue 14 item 10 (terminal injection): each bug a
+//! new user hit, reproduced with the `qexec` binary against an in-process qexecd.
+
+mod common;
+
+use std::process::{Output, Stdio};
+
+use common::{PipeReader, TestServer, WAIT, stderr, stdout, wait_child};
+use qexec_cli::render::{EventJson, JobJson, StartedJson};
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("qexec exited normally")
+}
+
+/// `qexec …` as the `users/<name>` identity of the test PKI.
+fn as_user(s: &TestServer, user: &str, args: &[&str]) -> Output {
+    let cert = s.dir().join(format!("users/{user}.pem"));
+    let key = s.dir().join(format!("users/{user}-key.pem"));
+    let mut all = vec![
+        "--cert".to_owned(),
+        cert.display().to_string(),
+        "--key".to_owned(),
+        key.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    s.run(&all)
+}
+
+/// Starts a job and returns its id.
+fn start(s: &TestServer, argv: &[&str]) -> String {
+    let mut args = vec!["--json", "start", "--"];
+    args.extend_from_slice(argv);
+    let out = s.run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    serde_json::from_str::<StartedJson>(&stdout(&out))
+        .expect("start --json")
+        .job
+}
+
+// Bug 1: `--memory 4096` used to start a job that died before exec with a bare 127.
+#[test]
+fn a_memory_limit_too_small_to_start_is_refused_up_front() {
+    // spec: QX-LIMIT-14
+    let s = TestServer::start();
+    for typed in ["4096", "512", "4095K"] {
+        let out = s.run(&["run", "--memory", typed, "--", "echo", "hello"]);
+        assert_eq!(code(&out), 255, "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "qexec: --memory {typed} is below the minimum of 4 MiB: no program can start \
+                 with less memory (see --help)\n"
+            )
+        );
+        assert_eq!(stdout(&out), "");
+    }
+    // The minimum itself is accepted (isolation is off here; the limit is recorded).
+    let out = s.run(&["run", "--memory", "4M", "--", "echo", "hello"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\n");
+    // Nothing was started for the refused ones.
+    let list = s.run(&["--json", "list"]);
+    let jobs: Vec<JobJson> = serde_json::from_str(&stdout(&list)).unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+}
+
+// Bug 4: `--json run -- nosuchcmd` printed nothing on stdout; `start` exited 255.
+#[test]
+fn a_program_that_is_not_found_says_so_in_every_form() {
+    let s = TestServer::start();
+    let out = s.run(&["--json", "run", "--", "nosuchcmd"]);
+    assert_eq!(code(&out), 127, "{}", stderr(&out));
+    let events: Vec<EventJson> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    match events.as_slice() {
+        [
+            EventJson::FailedToStart {
+                spawn_failure,
+                message,
+                exit,
+            },
+        ] => {
+            assert_eq!(spawn_failure, "not_found");
+            assert!(message.contains("nosuchcmd"), "{message}");
+            assert_eq!(*exit, 127);
+        }
+        other => panic!("expected one failed_to_start event, got {other:?}"),
+    }
+    // With --json the error on stderr is JSON too.
+    let err: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert_eq!(err["code"], "spawn_failed");
+
+    let out = s.run(&["start", "--", "nosuchcmd"]);
+    assert_eq!(code(&out), 127, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    // The server's advice is not followed by a second one.
+    let e = stderr(&out);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("qexec: the job could not start: program nosuchcmd not found in PATH ")
+            && e.ends_with(": install it, fix PATH, or give its full path\n"),
+        "{e}"
+    );
+}
+
+// Bug 6: errors named wire fields and spec ids; clap's own format for usage errors.
+#[test]
+fn errors_name_the_flags_the_user_typed() {
+    let s = TestServer::start();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["run", "-C", "etc", "--", "true"],
+            "qexec: -C etc is not an absolute path: give a path starting with / (see --help)\n",
+        ),
+        (
+            &["run", "--pids", "0", "--", "true"],
+            "qexec: --pids 0 must be at least 1 (see --help)\n",
+        ),
+        (
+            &["run", "--cpu", "0", "--", "true"],
+            "qexec: invalid value '0' for '--cpu <CPUS>': \"0\" CPUs is no CPU at all: give \
+             more than 0, e.g. 0.5 or 250m (see `qexec run --help`)\n",
+        ),
+        (
+            &["run", "--bogus", "--", "true"],
+            "qexec: unexpected argument '--bogus' found (see `qexec run --help`)\n",
+        ),
+        (
+            &["run", "-e", "=x", "--", "true"],
+            "qexec: --env \"=x\" has an empty name (see --help)\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = s.run(args);
+        assert_eq!(code(&out), 255, "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), expected, "{args:?}");
+        assert!(!stderr(&out).contains("QX-"), "{args:?}");
+    }
+    // With --json, a usage error is a JSON object on stderr.
+    let out = s.run(&["--json", "status", "nothex"]);
+    assert_eq!(code(&out), 255);
+    let err: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("nothex"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(err["code"], serde_json::Value::Null);
+}
+
+// Issue 14 item 10: ESC, BEL, CR in argv (and in anything else from the server) reach
+// the terminal escaped, like `ls --quoting-style=shell-escape`.
+#[test]
+fn status_and_list_escape_control_characters() {
+    // spec: QX-SEC-6
+    let s = TestServer::start();
+    let hostile = "x\x1b]0;pwned\x07\rX";
+    let id = start(&s, &["echo", hostile]);
+    assert_eq!(code(&s.run(&["logs", "-f", &id])), 0);
+    let escaped = r"echo $'x\e]0;pwned\a\rX'";
+
+    let status = s.run(&["status", &id]);
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    let text = stdout(&status);
+    assert!(text.contains(&format!("command   {escaped}\n")), "{text:?}");
+    let list = s.run(&["list"]);
+    assert_eq!(code(&list), 0, "{}", stderr(&list));
+    let table = stdout(&list);
+    assert!(table.contains(escaped), "{table:?}");
+    for out in [&text, &table] {
+        assert!(
+            !out.contains(['\x1b', '\x07', '\r']),
+            "raw control characters: {out:?}"
+        );
+    }
+    // JSON keeps the exact text (it is escaped by JSON itself).
+    let json = s.run(&["--json", "status", &id]);
+    let job: JobJson = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(job.argv, ["echo", hostile]);
+    // The job's own output is its bytes, unchanged.
+    let logs = s.run(&["logs", &id]);
+    assert_eq!(stdout(&logs), format!("{hostile}\n"));
+}
+
+// Bug 5: a `run` job stopped by someone else ended with 143 and no word of who.
+#[test]
+fn a_run_job_stopped_by_another_user_says_who() {
+    let s = TestServer::start();
+    let mut cmd = s.qexec();
+    cmd.args(["--json", "run", "--", "sleep", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = PipeReader::new(child.stdout.take().unwrap());
+    let mut err = PipeReader::new(child.stderr.take().unwrap());
+    out.wait_for("\"event\":\"started\"", WAIT);
+    let started = String::from_utf8_lossy(&out.seen).into_owned();
+    let first = started.lines().next().unwrap();
+    let EventJson::Started { job, .. } = serde_json::from_str(first).unwrap() else {
+        panic!("{first}")
+    };
+    let stop = as_user(&s, "admin", &["stop", "--grace", "1s", &job]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    let done = wait_child(child, WAIT);
+    assert_eq!(done.status.code(), Some(143));
+    // --json: the end event carries it.
+    out.read_to_end(WAIT);
+    assert!(
+        String::from_utf8_lossy(&out.seen).contains("\"stopped_by\":\"admin\""),
+        "{}",
+        String::from_utf8_lossy(&out.seen)
+    );
+    drop(err.read_to_end(WAIT));
+
+    // Human mode: one line on stderr.
+    let mut cmd = s.qexec();
+    cmd.args(["run", "--", "sh", "-c", "echo up; exec sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = PipeReader::new(child.stdout.take().unwrap());
+    let mut err = PipeReader::new(child.stderr.take().unwrap());
+    out.wait_for("up\n", WAIT);
+    let list = s.run(&["--json", "list", "--running"]);
+    let jobs: Vec<JobJson> = serde_json::from_str(&stdout(&list)).unwrap();
+    let job = &jobs
+        .iter()
+        .find(|j| j.argv[0] == "sh")
+        .expect("the run job")
+        .id;
+    let stop = as_user(&s, "admin", &["stop", "--grace", "1s", job]);
+    assert_eq!(code(&stop), 0, "{}", stderr(&stop));
+    let done = wait_child(child, WAIT);
+    assert_eq!(done.status.code(), Some(143));
+    assert_eq!(
+        err.read_to_end(WAIT),
+        format!("qexec: job {job} stopped by admin, SIGTERM\n")
+    );
+}
+
+// Bug 2: after Ctrl-C the client kept printing ~1 GB of backlog; the second Ctrl-C
+// spoke of a job stopped long ago.
+#[test]
+fn ctrl_c_skips_the_backlog_and_says_how_the_job_ended() {
+    let s = TestServer::start();
+    let mut cmd = s.qexec();
+    cmd.args(["run", "--", "yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().to_string();
+    let mut out = PipeReader::new(child.stdout.take().unwrap());
+    let mut err = PipeReader::new(child.stderr.take().unwrap());
+    // Output is flowing (the reader thread keeps draining the pipe).
+    out.wait_for("y\ny\ny\n", WAIT);
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let done = wait_child(child, WAIT);
+    assert_eq!(done.status.code(), Some(143));
+    let e = err.read_to_end(WAIT);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with("qexec: stopping job ")
+            && lines[0].ends_with("; output not shown yet is skipped (Ctrl-C again to detach)"),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with("qexec: job ")
+            && lines[1].ends_with(" stopped (Ctrl-C): stopped by tester, SIGTERM"),
+        "{e}"
+    );
+}
