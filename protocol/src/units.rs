@@ -43,7 +43,7 @@ pub enum UnitError {
         max: u64,
     },
     /// A well-formed CPU amount of zero (a job with no CPU could never run).
-    #[error("{text:?} CPUs is no CPU at all: give more than 0, e.g. 0.5 or 250m")]
+    #[error("{text:?} CPUs is no CPU at all: expected more than 0, e.g. 0.5 or 250m")]
     ZeroCpu {
         /// What was typed.
         text: String,

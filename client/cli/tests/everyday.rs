@@ -121,7 +121,7 @@ fn errors_name_the_flags_the_user_typed() {
         ),
         (
             &["run", "--cpu", "0", "--", "true"],
-            "qexec: invalid value '0' for '--cpu <CPUS>': \"0\" CPUs is no CPU at all: give \
+            "qexec: invalid value '0' for '--cpu <CPUS>': \"0\" CPUs is no CPU at all: expected \
              more than 0, e.g. 0.5 or 250m (see `qexec run --help`)\n",
         ),
         (
