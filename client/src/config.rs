@@ -6,6 +6,9 @@ use std::time::Duration;
 /// The default server address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7443";
 
+/// The port of an address given without one (`--addr build-01`).
+pub const DEFAULT_PORT: u16 = 7443;
+
 /// The default time to wait for the QUIC + TLS handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

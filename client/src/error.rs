@@ -73,7 +73,7 @@ pub enum ClientError {
     },
     /// `--addr` is not `HOST:PORT`.
     #[error(
-        "invalid server address {addr:?}: expected HOST:PORT, e.g. 127.0.0.1:7443 or [::1]:7443 (--addr / QEXEC_ADDR)"
+        "invalid server address {addr:?}: expected HOST or HOST:PORT, e.g. build-01, 127.0.0.1:7443 or [::1]:7443 (--addr / QEXEC_ADDR)"
     )]
     BadAddress {
         /// What was given.
@@ -102,6 +102,16 @@ pub enum ClientError {
         addr: String,
         /// How long we waited.
         after: Duration,
+    },
+    /// Nothing listens on the server's UDP port: the host answered ICMP "port
+    /// unreachable".
+    #[error(
+        "cannot reach qexecd at {addr}: nothing listens on that UDP port (the host answered \
+         port unreachable): is qexecd running, and on this port? (--addr / QEXEC_ADDR)"
+    )]
+    Refused {
+        /// Server address.
+        addr: String,
     },
     /// The server's certificate failed verification.
     #[error("{}", server_cert_message(problem, ca, name))]
@@ -264,7 +274,10 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         matches!(
             self,
-            Self::ConnectionLost { .. } | Self::ShuttingDown { .. } | Self::Unreachable { .. }
+            Self::ConnectionLost { .. }
+                | Self::ShuttingDown { .. }
+                | Self::Unreachable { .. }
+                | Self::Refused { .. }
         )
     }
 }

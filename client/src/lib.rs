@@ -46,7 +46,9 @@ mod tls;
 pub mod units;
 
 pub use client::{Client, StartedJob};
-pub use config::{ClientConfig, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT, default_config_dir};
+pub use config::{
+    ClientConfig, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, default_config_dir,
+};
 pub use error::{ClientError, CredentialKind};
 pub use output::{OutputEvent, OutputSubscription};
 pub use qexec_tls::ServerCertProblem;

@@ -277,3 +277,27 @@ fn ctrl_c_skips_the_backlog_and_says_how_the_job_ended() {
         "{e}"
     );
 }
+
+// Bug 9: a server that is down cost the whole connect timeout.
+#[test]
+fn a_closed_port_fails_at_once_not_after_the_connect_timeout() {
+    let s = TestServer::start();
+    // A port nothing listens on (bound, then released).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // A connect timeout longer than the test's bound: only the ICMP answer ends it.
+    let out = s.run(&["--addr", &addr, "--connect-timeout", "1h", "list"]);
+    assert_eq!(code(&out), 255);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "qexec: cannot reach qexecd at {addr}: nothing listens on that UDP port (the host \
+             answered port unreachable): is qexecd running, and on this port? (--addr / \
+             QEXEC_ADDR)\n"
+        )
+    );
+}
