@@ -12,10 +12,14 @@ use qexec_protocol::{JobState, JobStatus, OutputStream, StopReason, Termination}
 use super::render::{EventJson, JobJson, json_line, signal_name, spawn_failure_name, state_text};
 use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, note, spawn_exit};
 use qexec_client::units::format_duration;
-use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, StdinWriter};
+use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, OutputSubscription, StdinWriter};
+use qexec_protocol::JobId;
 
 pub(super) const HELP: &str = "\
-The job is stopped when qexec goes away (connection lost, qexec killed).
+The job is stopped when qexec goes away. A lost connection (suspended laptop,
+Ctrl-Z, network blip) is not going away: qexecd keeps the job for its grace period
+(default 60s) and qexec reconnects and continues the output from the byte it had
+reached; local stdin (-i) is then no longer forwarded and the job's stdin is closed.
 
 Ctrl-C: the first stops the remote job (SIGTERM, the server's grace period, SIGKILL)
 and skips the output not shown yet; when the job has ended qexec prints one line
@@ -188,12 +192,52 @@ fn report_end(json: bool, status: &JobStatus, asked_stop: bool) -> Result<(), Cl
     Ok(())
 }
 
+/// How many connection attempts a `run` makes in a row to take its job back.
+const MAX_RECONNECTS: u32 = 5;
+
+/// What went wrong with the connection, without advice (we are about to retry).
+fn lost(e: &ClientError) -> String {
+    match e {
+        ClientError::ShuttingDown { addr } => format!("qexecd at {addr} is shutting down"),
+        ClientError::Unreachable { addr, .. } => format!("cannot reach qexecd at {addr}"),
+        other => other.to_string(),
+    }
+}
+
+/// A new connection attached to `job` from `position`; this `Attach` also takes the
+/// job over on the server (spec: QX-STREAM-21).
+async fn reconnect(
+    conn: &ConnArgs,
+    job: JobId,
+    position: u64,
+) -> Result<(qexec_client::Client, OutputSubscription), CliError> {
+    let mut failures = 0;
+    loop {
+        let attempt = async {
+            let client = conn.connect().await?;
+            let sub = client.attach(job, position).await.map_err(CliError::from)?;
+            Ok::<_, CliError>((client, sub))
+        }
+        .await;
+        match attempt {
+            Ok(pair) => return Ok(pair),
+            Err(CliError::Client(e)) if e.is_connection_lost() && failures + 1 < MAX_RECONNECTS => {
+                failures += 1;
+                // Product back-off between reconnection attempts (not a test wait).
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(failures)))
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8, CliError> {
     let req = args.limits.request(&args.command, args.stdin)?;
     // Listen for Ctrl-C before anything runs remotely, so it is never lost.
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|source| CliError::Runtime { source })?;
-    let client = Arc::new(conn.connect().await?);
+    let mut client = Arc::new(conn.connect().await?);
     let mut started = match client.run(req).await {
         Ok(s) => s,
         Err(ClientError::Spawn { failure, message }) => {
@@ -226,8 +270,10 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
         reason: "no output stream for a followed start".into(),
     })?);
     // Owned here; aborted below whatever way the loop ends.
-    let stdin_task = started.stdin.take().map(|w| tokio::spawn(forward_stdin(w)));
+    let mut stdin_task = started.stdin.take().map(|w| tokio::spawn(forward_stdin(w)));
     let mut stop_task: Option<StopTask> = None;
+    // The output position of the last reconnection, if any.
+    let mut reconnected_at: Option<u64> = None;
 
     let result = loop {
         tokio::select! {
@@ -260,6 +306,30 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                     addr: client.addr().to_owned(),
                     reason: format!("job {job}: output ended without a final status"),
                 })),
+                Err(e) if e.is_connection_lost() => {
+                    // The server keeps a `run` job through a grace period after a lost
+                    // connection (spec: QX-STREAM-21): take it back from where we were.
+                    let position = output.as_ref().map_or(0, OutputSubscription::position);
+                    // Once per outage: not again while no byte came in between.
+                    if reconnected_at != Some(position) {
+                        note(&format!(
+                            "{}; reconnecting to job {job} from byte {position}",
+                            lost(&e)
+                        ));
+                    }
+                    reconnected_at = Some(position);
+                    if let Some(t) = stdin_task.take() {
+                        t.abort();
+                        note(&"local stdin is no longer forwarded: the job's stdin is closed");
+                    }
+                    match reconnect(conn, job, position).await {
+                        Ok((c, sub)) => {
+                            client = Arc::new(c);
+                            output = Some(sub);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
                 Err(e) => break Err(e.into()),
             },
             status = stopped(&mut stop_task) => {

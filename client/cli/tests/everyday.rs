@@ -301,3 +301,35 @@ fn a_closed_port_fails_at_once_not_after_the_connect_timeout() {
         )
     );
 }
+
+// Bug 3: a suspended or briefly disconnected `run` lost its job ("stopped (detached)").
+// The connection here idles out on both sides while the job is silent (the server's
+// idle timeout is far below the client's keep-alive interval): a lost connection, not
+// a close. The server keeps the job (grace period), `run` reconnects, takes it over
+// and continues from the byte it had reached. (With `detach_grace` 0 this fails: the
+// job is stopped `Detached`, exit 143.)
+#[test]
+fn run_survives_a_lost_connection_and_resumes_from_its_offset() {
+    // spec: QX-STREAM-21
+    let s = TestServer::start_with(|c| {
+        c.idle_timeout = std::time::Duration::from_millis(300);
+        c.keep_alive = std::time::Duration::from_secs(60);
+    });
+    let out = s.run(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        // Silent for longer than the idle timeout: the connection is lost meanwhile.
+        "echo one; sleep 3; echo two",
+    ]);
+    let e = stderr(&out);
+    assert_eq!(code(&out), 0, "{e}");
+    assert_eq!(stdout(&out), "one\ntwo\n");
+    // Said once, though each new connection idles out again while the job is silent.
+    assert_eq!(e.matches("reconnecting").count(), 1, "{e}");
+    assert!(
+        e.contains("reconnecting to job ") && e.contains(" from byte 4"),
+        "{e}"
+    );
+}

@@ -127,6 +127,12 @@ struct Args {
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
+    /// How long a `qexec run` job outlives a lost connection (suspended laptop, network
+    /// blip), waiting for its client to reconnect; 0 stops it at once. A client that
+    /// closes its connection (or is stopped by Ctrl-C) is not waited for.
+    #[arg(long, env = "QEXECD_DETACH_GRACE", value_name = "DURATION", default_value = "60s",
+          value_parser = qexec_protocol::units::parse_duration)]
+    detach_grace: Duration,
     // Server-side job limits (spec: QX-LIMIT-*): a start asking above a
     // maximum is refused with InvalidArgument, never clamped; a default fills a limit
     // the request leaves unset. Sizes take K, M, G, T (powers of 1024).
@@ -266,6 +272,7 @@ impl Args {
         c.max_streams_per_connection = self.max_streams;
         c.max_subscriptions_per_connection = self.max_subscriptions;
         c.idle_timeout = Duration::from_secs(self.idle_timeout);
+        c.detach_grace = self.detach_grace;
         c.max_limits = Limits {
             cpu_millis: self.max_cpu,
             memory_bytes: self.max_memory,

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qexec_protocol::{ErrorCode, JobId, Limits, limits};
+use qexec_protocol::{ErrorCode, JobId, Limits, StopReason, limits};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -103,13 +103,21 @@ pub struct ServerConfig {
     /// `ManagerConfig::cgroup_subtree`). Default `qexec`; give every qexecd on one host
     /// its own.
     pub cgroup_subtree: String,
+    /// How long a `stop_on_detach` job outlives a connection that was lost (not closed
+    /// by its client): an `Attach` by the same identity within it takes the job over;
+    /// after it the job is stopped `Detached`. Zero: stopped at once. Default 60 s
+    /// (spec: QX-STREAM-21).
+    pub detach_grace: Duration,
 }
+
+/// Default of [`ServerConfig::detach_grace`] (spec: QX-STREAM-21).
+pub const DEFAULT_DETACH_GRACE: Duration = Duration::from_secs(60);
 
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
     /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections, 256 streams
     /// and 1024 subscriptions per connection, 10 s request timeout, 60 s idle
-    /// timeout, 15 s keep-alive, no default or maximum job limits.
+    /// timeout, 15 s keep-alive, 60 s detach grace, no default or maximum job limits.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
@@ -130,6 +138,7 @@ impl ServerConfig {
             max_limits: Limits::default(),
             sandbox: SandboxConfig::default(),
             cgroup_subtree: crate::job::cgroup::DEFAULT_SUBTREE.to_owned(),
+            detach_grace: DEFAULT_DETACH_GRACE,
         }
     }
 
@@ -254,9 +263,100 @@ pub(crate) struct Shared {
     pub(crate) job_watchers: Tasks,
     /// Set once shutdown began: new requests are refused, output streams reset.
     pub(crate) shutting_down: watch::Sender<bool>,
+    /// See [`ServerConfig::detach_grace`].
+    pub(crate) detach_grace: Duration,
+    /// `stop_on_detach` jobs in their grace period, waiting to be taken over.
+    pub(crate) detached: Detached,
+}
+
+/// `stop_on_detach` jobs whose connection was lost, in their grace period: the owner's
+/// name and where to hand the connection that attaches (spec: QX-STREAM-21).
+#[derive(Debug, Default)]
+pub(crate) struct Detached(
+    Mutex<
+        std::collections::HashMap<JobId, (String, tokio::sync::oneshot::Sender<quinn::Connection>)>,
+    >,
+);
+
+impl Detached {
+    /// Waits for the take-over of job `id` by `owner` (pending until it comes).
+    fn register(
+        &self,
+        id: JobId,
+        owner: &str,
+    ) -> tokio::sync::oneshot::Receiver<quinn::Connection> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(id, (owner.to_owned(), tx));
+        rx
+    }
+
+    fn remove(&self, id: JobId) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&id);
+    }
+
+    /// An `Attach` by `who` on `conn`: if job `id` is in its grace period and `who`
+    /// started it, `conn` now carries it.
+    pub(crate) fn take_over(&self, id: JobId, who: &str, conn: &quinn::Connection) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&id).is_some_and(|(owner, _)| owner == who)
+            && let Some((_, tx)) = map.remove(&id)
+        {
+            let _ = tx.send(conn.clone());
+        }
+    }
 }
 
 impl Shared {
+    /// A `stop_on_detach` job whose connection was lost: keeps it for the grace period,
+    /// hands it to the owner's next connection that attaches to it (and watches that
+    /// one the same way), else stops it `Detached`. `stdin` (the job's stdin, held
+    /// open so the job sees no EOF before a stop) is closed on a take-over: the
+    /// new connection cannot write to it. Runs on a task of its own, not on the
+    /// (ended) connection's. spec: QX-STREAM-21
+    pub(crate) fn keep_detached(
+        self: &Arc<Self>,
+        id: JobId,
+        owner: String,
+        mut stdin: Option<crate::job::JobStdin>,
+    ) {
+        let shared = self.clone();
+        self.job_watchers.spawn(async move {
+            loop {
+                let taken = shared.detached.register(id, &owner);
+                tracing::info!(job = %id, user = %owner, grace = ?shared.detach_grace,
+                    "client lost: keeping its job through the grace period");
+                let conn = tokio::select! {
+                    _ = shared.manager.wait(id) => None,
+                    c = taken => c.ok(),
+                    () = tokio::time::sleep(shared.detach_grace) => {
+                        tracing::info!(job = %id, user = %owner, "grace period over: stopping job");
+                        if let Err(e) = shared.manager.stop(id, None, StopReason::Detached).await {
+                            tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
+                        }
+                        None
+                    }
+                };
+                shared.detached.remove(id);
+                let Some(conn) = conn else { return };
+                tracing::info!(job = %id, user = %owner, "client is back: job taken over");
+                drop(stdin.take());
+                tokio::select! {
+                    _ = shared.manager.wait(id) => return,
+                    _ = conn.closed() => {}
+                }
+                if closed_by_client(&conn) || shared.detach_grace.is_zero() {
+                    tracing::info!(job = %id, user = %owner, "client detached: stopping job");
+                    if let Err(e) = shared.manager.stop(id, None, StopReason::Detached).await {
+                        tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
     /// Holds `slot` until job `id` has ended.
     pub(crate) fn watch_job(&self, id: JobId, slot: UserSlot) {
         let manager = self.manager.clone();
@@ -265,6 +365,15 @@ impl Shared {
             let _ = manager.wait(id).await;
         });
     }
+}
+
+/// True when the peer closed `conn` itself (CONNECTION_CLOSE from the client): it
+/// meant to go. A timeout, a reset or our own close is not that.
+pub(crate) fn closed_by_client(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(_))
+    )
 }
 
 /// A bound qexec server.
@@ -366,6 +475,8 @@ impl Server {
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,
+                detach_grace: config.detach_grace,
+                detached: Detached::default(),
             }),
             max_connections: config.max_connections,
         })

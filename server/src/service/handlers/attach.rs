@@ -43,13 +43,19 @@ pub(crate) fn handle(ctx: &ConnCtx, req: AttachRequest) -> Outcome {
         })
     });
     match subscription {
-        Ok(sub) => Outcome {
-            job: Some(req.job),
-            reply: Ok(Reply::Continue(
-                vec![ServerMessage::Attached { job: req.job }],
-                Continuation::Attach(sub),
-            )),
-        },
+        Ok(sub) => {
+            // spec: QX-STREAM-21 — the owner is back for a job in its grace period.
+            ctx.shared
+                .detached
+                .take_over(req.job, &ctx.identity.name, &ctx.conn);
+            Outcome {
+                job: Some(req.job),
+                reply: Ok(Reply::Continue(
+                    vec![ServerMessage::Attached { job: req.job }],
+                    Continuation::Attach(sub),
+                )),
+            }
+        }
         Err(r) => Outcome::refused(Some(req.job), r),
     }
 }
