@@ -62,6 +62,9 @@ fn tune(c: &mut ServerConfig) {
     c.request_timeout = REQUEST_TIMEOUT;
     c.idle_timeout = IDLE_TIMEOUT;
     c.keep_alive = Duration::from_secs(1);
+    // A cut connection is a lost one: its `run` job is stopped after this grace
+    // period (spec: QX-STREAM-21), kept short here.
+    c.detach_grace = Duration::from_millis(500);
     c.max_jobs = 4096;
     c.max_jobs_per_user = 4096;
 }
@@ -478,7 +481,7 @@ async fn client_killed_mid_stream_body() -> Result {
 }
 
 /// A `run`-style job (stop_on_detach, followed) whose connection drops: stopped with
-/// reason `Detached` (spec: QX-STREAM-17).
+/// reason `Detached` once the grace period is over (spec: QX-STREAM-17, QX-STREAM-21).
 #[test]
 fn dropped_connection_stops_run_job() -> Result {
     serial(dropped_connection_stops_run_job_body())
