@@ -54,3 +54,15 @@ pub const DEFAULT_MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Client-opened unidirectional streams a server allows: none, clients never open
 /// them (spec: QX-STREAM-3).
 pub const MAX_CLIENT_UNI_STREAMS: u32 = 0;
+
+/// Most entries a `ListQuery` page may ask for (spec: QX-LIMIT-14).
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// Fewest hexadecimal digits in a `ListQuery` id prefix (spec: QX-LIMIT-15).
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// Most hexadecimal digits in a `ListQuery` id prefix: a whole id (spec: QX-LIMIT-15).
+pub const MAX_ID_PREFIX: usize = 32;
+
+/// Most bytes in a `ListQuery` owner filter (spec: QX-LIMIT-16).
+pub const MAX_OWNER_BYTES: usize = 256;
