@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use qexec_protocol::{
-    AttachRequest, ClientMessage, ErrorCode, JobId, JobStatus, ListRequest, ServerMessage,
-    SignalRequest, StartRequest, StatusRequest, StopRequest,
+    AttachRequest, ClientMessage, ErrorCode, JobId, JobStatus, ListEntry, ListQuery, ListRequest,
+    ServerMessage, SignalRequest, StartRequest, StatusRequest, StopRequest,
 };
 
 use crate::config::{ClientConfig, DEFAULT_PORT};
@@ -535,6 +535,37 @@ impl Client {
         }
         control.complete();
         Ok(jobs)
+    }
+
+    /// One page of the jobs visible to us that `query` selects, in sequence-number
+    /// order, and the cursor of the next page (`None`: no more match). Pass the cursor
+    /// back as `query.cursor` for the next page (spec: QX-MSG-CTRL-9, QX-LIST-*). A
+    /// server older than this request answers `Unsupported` (spec: QX-VER-6).
+    pub async fn list_query(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<ListEntry>, Option<u64>), ClientError> {
+        let mut control = self.open().await?;
+        self.send_request(control.send(), &ClientMessage::ListQuery(query))
+            .await?;
+        let mut entries = Vec::new();
+        loop {
+            match self
+                .answer(control.reader(), "list", self.request_timeout)
+                .await?
+            {
+                ServerMessage::ListEntry(e) => entries.push(e),
+                ServerMessage::ListPageEnd { next } => {
+                    control.complete();
+                    return Ok((entries, next));
+                }
+                ServerMessage::Error(e) => {
+                    control.complete();
+                    return Err(self.ctx.server_error(e, None));
+                }
+                other => return Err(self.ctx.unexpected("list", &other)),
+            }
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// milliseconds (spec: QX-LIMIT-8).
 pub const MAX_GRACE_MS: u64 = MAX_TIMEOUT_MS;
 
-/// Smallest memory limit a job may ask for: 4 MiB (spec: QX-LIMIT-14).
+/// Smallest memory limit a job may ask for: 4 MiB (spec: QX-LIMIT-17).
 ///
 /// Below it a job cannot start: measured on cgroup v1 (Linux 6.x, an isolated job's
 /// init plus `echo`), 1152 KiB always ended in the OOM killer, 1280 KiB sometimes,
@@ -63,3 +63,15 @@ pub const DEFAULT_MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Client-opened unidirectional streams a server allows: none, clients never open
 /// them (spec: QX-STREAM-3).
 pub const MAX_CLIENT_UNI_STREAMS: u32 = 0;
+
+/// Most entries a `ListQuery` page may ask for (spec: QX-LIMIT-14).
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// Fewest hexadecimal digits in a `ListQuery` id prefix (spec: QX-LIMIT-15).
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// Most hexadecimal digits in a `ListQuery` id prefix: a whole id (spec: QX-LIMIT-15).
+pub const MAX_ID_PREFIX: usize = 32;
+
+/// Most bytes in a `ListQuery` owner filter (spec: QX-LIMIT-16).
+pub const MAX_OWNER_BYTES: usize = 256;

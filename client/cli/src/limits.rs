@@ -197,7 +197,7 @@ impl LimitArgs {
             follow: false,
             stop_on_detach: false,
         };
-        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13, QX-LIMIT-14),
+        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13, QX-LIMIT-17),
         // checked before connecting so a typo costs no round trip.
         qexec_protocol::validate_start(&req).map_err(|e| CliError::Usage {
             reason: self.explain_invalid(&e),
@@ -217,7 +217,7 @@ impl LimitArgs {
         match (e.field, e.rule) {
             (Field::Limit { name }, Rule::OutOfRange { min, .. }) => {
                 let (flag, text) = typed(name).unwrap_or(("a limit", String::new()));
-                if e.requirement == "QX-LIMIT-14" {
+                if e.requirement == "QX-LIMIT-17" {
                     let min = u64::try_from(min).unwrap_or(MIN_MEMORY_BYTES);
                     format!(
                         "{flag} {text} is below the minimum of {}: no program can start with \

@@ -41,7 +41,7 @@ fn start(s: &TestServer, argv: &[&str]) -> String {
 // Bug 1: `--memory 4096` used to start a job that died before exec with a bare 127.
 #[test]
 fn a_memory_limit_too_small_to_start_is_refused_up_front() {
-    // spec: QX-LIMIT-14
+    // spec: QX-LIMIT-17
     let s = TestServer::start();
     for typed in ["4096", "512", "4095K"] {
         let out = s.run(&["run", "--memory", typed, "--", "echo", "hello"]);

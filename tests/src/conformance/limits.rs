@@ -75,9 +75,9 @@ pub(super) fn checks() -> Vec<Check> {
             limit_13
         ),
         check!(
-            "QX-LIMIT-14",
+            "QX-LIMIT-17",
             "a memory limit below 4 MiB is answered InvalidArgument",
-            limit_14
+            limit_17
         ),
     ]
 }
@@ -381,8 +381,8 @@ async fn limit_13(config: &Config) -> Outcome {
     .await
 }
 
-async fn limit_14(config: &Config) -> Outcome {
-    // spec: QX-LIMIT-14
+async fn limit_17(config: &Config) -> Outcome {
+    // spec: QX-LIMIT-17
     let memory = |bytes| {
         with(move |r| {
             r.limits = Limits {
