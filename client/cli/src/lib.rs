@@ -6,6 +6,8 @@ mod certs;
 mod completions;
 #[cfg(feature = "demo")]
 mod demo;
+mod jobref;
+mod kill;
 mod limits;
 mod list;
 mod logs;
@@ -14,6 +16,9 @@ mod run;
 mod start;
 mod status;
 mod stop;
+mod wait;
+
+pub use jobref::ResolveError;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -24,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 
 use limits::LimitArgs;
 
-use qexec_protocol::SpawnFailure;
+use qexec_protocol::{JobId, SpawnFailure};
 
 use qexec_client::ClientError;
 use qexec_client::units::parse_duration;
@@ -116,6 +121,13 @@ impl ConnArgs {
     async fn connect(&self) -> Result<Client, CliError> {
         Ok(Client::connect(&self.config()).await?)
     }
+
+    /// Connects and resolves a job reference (short id, `@last`) on that connection.
+    async fn connect_for(&self, job: &jobref::JobRef) -> Result<(Client, JobId), CliError> {
+        let client = self.connect().await?;
+        let id = job.resolve(&client, &self.config().cert).await?;
+        Ok((client, id))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +141,12 @@ enum Command {
     /// Stop a job: SIGTERM, a grace period, then SIGKILL.
     #[command(after_help = stop::HELP)]
     Stop(stop::StopArgs),
+    /// Send a signal to a job's main process (default SIGTERM).
+    #[command(after_help = kill::HELP)]
+    Kill(kill::KillArgs),
+    /// Wait for jobs to end; exit with the status of the last one.
+    #[command(after_help = wait::HELP)]
+    Wait(wait::WaitArgs),
     /// Show a job's status.
     #[command(after_help = status::HELP)]
     Status(status::StatusArgs),
@@ -169,6 +187,9 @@ pub enum CliError {
         /// The server's maximum (or its whole message when it has no number).
         max: String,
     },
+    /// A job reference matched no job, or several.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// A PKI operation failed.
     #[error(transparent)]
     Pki(#[from] qexec_tls::PkiError),
@@ -380,6 +401,8 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Run(args) => run::run(&conn, json, args).await,
         Command::Start(args) => start::start(&conn, json, args).await,
         Command::Stop(args) => stop::stop(&conn, json, args).await,
+        Command::Kill(args) => kill::kill(&conn, json, args).await,
+        Command::Wait(args) => wait::wait(&conn, json, args).await,
         Command::Status(args) => status::status(&conn, json, args).await,
         Command::Logs(args) => logs::logs(&conn, json, args).await,
         Command::List(args) => list::list(&conn, json, args).await,

@@ -380,25 +380,54 @@ pub fn status_human(s: &JobStatus, now_ms: u64) -> String {
     out
 }
 
-/// The human `qexec list` table.
+/// Width the `qexec list` table fits in (the command column is cut to fit).
+pub const LIST_WIDTH: usize = 80;
+
+/// Fewest hex digits of a job id `qexec list` shows.
+pub const SHORT_ID_DIGITS: usize = 8;
+
+/// The shortest prefixes (at least [`SHORT_ID_DIGITS`] digits) that tell the ids
+/// apart, in the order given.
+pub fn short_ids(ids: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    ids.iter()
+        .map(|id| {
+            let i = sorted.binary_search(&id.as_str()).unwrap_or(0);
+            let before = i.checked_sub(1).map_or(0, |j| common(sorted[j], id));
+            let after = sorted.get(i + 1).map_or(0, |n| common(n, id));
+            let len = (before.max(after) + 1).clamp(SHORT_ID_DIGITS, id.len());
+            id[..len].to_owned()
+        })
+        .collect()
+}
+
+/// Start time in the list: `MM-DD HH:MM` (UTC).
+fn short_time(ms: u64) -> String {
+    let full = format_timestamp(ms); // 2026-11-28 19:00:00 UTC
+    full.get(5..16).unwrap_or(&full).to_owned()
+}
+
+/// The human `qexec list` table: short ids (unique prefixes, as `qexec status` takes
+/// them), one row per job in the order given, at most [`LIST_WIDTH`] columns (the
+/// command is cut with `…`). Server text is escaped (spec: QX-SEC-6).
 pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
     if jobs.is_empty() {
         return "no jobs\n".to_owned();
     }
+    let ids = short_ids(&jobs.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
     let header = ["ID", "OWNER", "STATE", "STARTED", "TIME", "COMMAND"].map(str::to_owned);
     let mut rows = vec![header];
-    for s in jobs {
-        let mut command = command_text(&s.argv);
-        if command.chars().count() > 60 {
-            command = command.chars().take(59).collect::<String>() + "…";
-        }
+    for (s, id) in jobs.iter().zip(ids) {
         rows.push([
-            s.id.to_string(),
+            id,
             escape_str(&s.owner),
             state_text(&s.state),
-            format_timestamp(s.started_at_ms),
+            short_time(s.started_at_ms),
             format_duration(run_time(s, now_ms)),
-            command,
+            command_text(&s.argv),
         ]);
     }
     let mut widths = [0usize; 6];
@@ -407,12 +436,19 @@ pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let used: usize = widths[..5].iter().map(|w| w + 2).sum();
+    let command_width = LIST_WIDTH.saturating_sub(used).max(16);
     let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i + 1 == row.len() {
-                line.push_str(cell);
+                if cell.chars().count() > command_width {
+                    line.extend(cell.chars().take(command_width - 1));
+                    line.push('…');
+                } else {
+                    line.push_str(cell);
+                }
             } else {
                 let pad = widths[i] - cell.chars().count();
                 line.push_str(cell);
@@ -438,8 +474,9 @@ pub fn colour_state(text: &str) -> String {
     ];
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.split_inclusive('\n') {
+        let hex_digits = line.bytes().take_while(u8::is_ascii_hexdigit).count();
         let is_row = line.starts_with("state ")
-            || (line.len() > 32 && line.as_bytes()[..32].iter().all(u8::is_ascii_hexdigit));
+            || (hex_digits >= SHORT_ID_DIGITS && line[hex_digits..].starts_with("  "));
         let found = is_row
             .then(|| {
                 PHRASES
@@ -635,6 +672,9 @@ pub enum EventJson {
         data: String,
         /// The bytes as hex, only when they are not UTF-8.
         data_hex: Option<String>,
+        /// When qexec received them, ms since the epoch (only with `--timestamps`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts_ms: Option<u64>,
     },
     /// The job ended.
     End {
@@ -665,6 +705,27 @@ impl EventJson {
             offset,
             data,
             data_hex,
+            ts_ms: None,
+        }
+    }
+
+    /// The same event with its receive time (`--timestamps`).
+    pub fn stamped(self, now_ms: u64) -> Self {
+        match self {
+            Self::Output {
+                stream,
+                offset,
+                data,
+                data_hex,
+                ..
+            } => Self::Output {
+                stream,
+                offset,
+                data,
+                data_hex,
+                ts_ms: Some(now_ms),
+            },
+            other => other,
         }
     }
 }
@@ -724,6 +785,22 @@ mod tests {
         let argv = vec![b"sh".to_vec(), b"-c".to_vec(), b"echo 'hi'".to_vec()];
         assert_eq!(command_text(&argv), r#"sh -c 'echo '\''hi'\'''"#);
         assert_eq!(command_text(&[b"a\xff b".to_vec()]), r"$'a\xff b'");
+    }
+
+    #[test]
+    fn short_ids_are_unique_prefixes_of_at_least_8_digits() {
+        let ids: Vec<String> = [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789ab0000ffffffffffffffff",
+            "fedcba98765432100000000000000000",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            short_ids(&ids),
+            ["0123456789abc", "0123456789ab0", "fedcba98"]
+        );
+        assert_eq!(short_ids(&ids[2..]), ["fedcba98"]);
     }
 
     #[test]

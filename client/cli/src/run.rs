@@ -46,6 +46,10 @@ pub(super) struct RunArgs {
     /// /dev/null).
     #[arg(short = 'i', long = "stdin")]
     stdin: bool,
+    /// With --json: add `ts_ms` (when qexec received the chunk, ms since the epoch) to
+    /// every output event.
+    #[arg(long)]
+    timestamps: bool,
     /// The program and its arguments, after `--`. Executed directly, no shell.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub(super) command: Vec<OsString>,
@@ -234,6 +238,12 @@ async fn reconnect(
 
 pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8, CliError> {
     let req = args.limits.request(&args.command, args.stdin)?;
+    if args.timestamps && !json {
+        return Err(CliError::Usage {
+            reason: "--timestamps needs --json (without it, output bytes are passed as they are)"
+                .into(),
+        });
+    }
     // Listen for Ctrl-C before anything runs remotely, so it is never lost.
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|source| CliError::Runtime { source })?;
@@ -281,7 +291,11 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                 if output.is_some() => match event {
                 Ok(Some(OutputEvent::Data { stream, offset, data })) => {
                     let written = if json {
-                        super::print_out(&json_line(&EventJson::output(stream, offset, &data)))
+                        let mut e = EventJson::output(stream, offset, &data);
+                        if args.timestamps {
+                            e = e.stamped(super::now_ms());
+                        }
+                        super::print_out(&json_line(&e))
                             .map_err(|e| match e {
                                 CliError::Output { source, .. } => source,
                                 other => std::io::Error::other(other.to_string()),

@@ -225,6 +225,20 @@ pub fn cert_validity(
 }
 
 #[cfg(feature = "pki")]
+/// The identity (name, role) in the first certificate of the PEM file `path`, e.g.
+/// the client's own certificate.
+pub fn identity_of_cert_file(path: &Path) -> Result<crate::Identity, PkiError> {
+    let pem = read_pem_file(path)?;
+    let bad = |reason: String| PkiError::BadPem {
+        path: path.to_owned(),
+        what: "client certificate",
+        reason,
+    };
+    let der = crate::issue::first_cert_der(&pem).map_err(bad)?;
+    crate::Identity::from_cert_der(&der).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(feature = "pki")]
 pub(crate) fn read_pem_file(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|source| PkiError::Io {
         action: "read",
