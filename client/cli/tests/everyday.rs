@@ -333,3 +333,210 @@ fn run_survives_a_lost_connection_and_resumes_from_its_offset() {
         "{e}"
     );
 }
+
+/// Starts a job as `users/<user>` and returns its id.
+fn start_as(s: &TestServer, user: &str, argv: &[&str]) -> String {
+    let mut args = vec!["--json", "start", "--"];
+    args.extend_from_slice(argv);
+    let out = as_user(s, user, &args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    serde_json::from_str::<StartedJson>(&stdout(&out))
+        .expect("start --json")
+        .job
+}
+
+// Short ids: any unique prefix of 4+ hex digits among the jobs the caller can see;
+// another user's job never matches; ambiguity lists the candidates; `@last`.
+#[test]
+fn jobs_are_named_by_unique_prefix_or_at_last() {
+    let s = TestServer::start();
+    // Enough jobs of alice that two share their first 4 digits (16^4 = 65536 prefixes:
+    // with 400 ids a shared one is all but certain; the test finds it rather than
+    // assuming it).
+    let mut alice = Vec::new();
+    for _ in 0..400 {
+        alice.push(start_as(&s, "alice", &["true"]));
+    }
+    let last = alice.last().unwrap().clone();
+    let bob = start_as(&s, "bob", &["sleep", "600"]);
+
+    // A unique prefix: status shows the job.
+    let mine = &alice[0];
+    let unique = (4..=32)
+        .map(|n| &mine[..n])
+        .find(|p| {
+            alice
+                .iter()
+                .chain([&bob])
+                .filter(|id| id.starts_with(p))
+                .count()
+                == 1
+        })
+        .unwrap();
+    let out = as_user(&s, "alice", &["status", unique]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(&format!("job       {mine}\n")));
+
+    // Another user's job never matches, even by its full prefix; admin sees it.
+    let out = as_user(&s, "alice", &["status", &bob[..12]]);
+    assert_eq!(code(&out), 255);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "qexec: no job id starts with {} (among the jobs this certificate's identity can \
+             see): check it with `qexec list`\n",
+            &bob[..12]
+        )
+    );
+    let out = as_user(&s, "admin", &["status", &bob[..12]]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Ambiguous: the candidates are named.
+    let mut by4: std::collections::HashMap<&str, Vec<&String>> = Default::default();
+    for id in &alice {
+        by4.entry(&id[..4]).or_default().push(id);
+    }
+    if let Some((prefix, ids)) = by4.iter().find(|(_, ids)| ids.len() > 1) {
+        let out = as_user(&s, "alice", &["status", prefix]);
+        assert_eq!(code(&out), 255);
+        let e = stderr(&out);
+        assert!(
+            e.starts_with(&format!(
+                "qexec: job id prefix {prefix} is ambiguous: it matches "
+            )),
+            "{e}"
+        );
+        for id in ids {
+            assert!(e.contains(id.as_str()), "{e}");
+        }
+    }
+
+    // @last is the caller's newest job, not anyone's.
+    let out = as_user(&s, "alice", &["status", "@last"]);
+    assert!(
+        stdout(&out).starts_with(&format!("job       {last}\n")),
+        "{}",
+        stdout(&out)
+    );
+    let out = as_user(&s, "admin", &["status", "@last"]);
+    assert_eq!(code(&out), 255);
+    assert!(
+        stderr(&out).contains("@last: admin has started no job"),
+        "{}",
+        stderr(&out)
+    );
+    let out = as_user(&s, "bob", &["stop", "--grace", "0s", "@last"]);
+    assert_eq!(
+        stdout(&out),
+        format!("job {bob}: stopped by bob, SIGKILL\n")
+    );
+}
+
+#[test]
+fn wait_exits_with_the_jobs_status_and_kill_signals_it() {
+    let s = TestServer::start();
+    let seven = start(&s, &["sh", "-c", "exit 7"]);
+    let out = s.run(&["wait", &seven[..10]]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+
+    // A running job: kill -s TERM, then wait gives 128+15.
+    let sleeper = start(&s, &["sleep", "600"]);
+    let out = s.run(&["kill", "-s", "term", "@last"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("job {sleeper}: sent SIGTERM; ")),
+        "{}",
+        stdout(&out)
+    );
+    let out = s.run(&["--json", "wait", &seven, &sleeper]);
+    assert_eq!(code(&out), 143, "{}", stderr(&out));
+    let ends: Vec<JobJson> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ends.len(), 2);
+    assert_eq!(ends[0].exit_code, Some(7));
+    assert_eq!(ends[1].signal, Some(15));
+
+    let out = s.run(&["kill", "-s", "NOPE", "@last"]);
+    assert_eq!(code(&out), 255);
+    assert!(
+        stderr(&out).contains("unknown signal \"NOPE\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn logs_tail_and_timestamps() {
+    let s = TestServer::start();
+    // One stream only: the order of stdout and stderr in the combined output is the
+    // order the server captured them in.
+    let id = start(&s, &["sh", "-c", "seq 1 5000; printf last"]);
+    assert_eq!(code(&s.run(&["wait", &id])), 0);
+    let out = s.run(&["logs", "--tail", "3", &id]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A last line without its newline counts.
+    assert_eq!(stdout(&out), "4999\n5000\nlast");
+    let out = s.run(&["logs", "-n", "0", &id]);
+    assert_eq!((stdout(&out).as_str(), code(&out)), ("", 0));
+    // More lines than there are: everything.
+    let out = s.run(&["logs", "--tail", "100000", &id]);
+    assert_eq!(stdout(&out).lines().count(), 5001);
+
+    let out = s.run(&["--json", "logs", "--timestamps", "--tail", "1", &id]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<EventJson> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventJson::Output { ts_ms: Some(t), .. } if *t > 0)),
+        "{events:?}"
+    );
+    let out = s.run(&["logs", "--timestamps", &id]);
+    assert_eq!(code(&out), 255);
+    assert!(stderr(&out).contains("--timestamps needs --json"));
+}
+
+#[test]
+fn list_is_newest_first_and_filters() {
+    let s = TestServer::start();
+    let old = start_as(&s, "alice", &["true"]);
+    assert_eq!(code(&s.run(&["wait", &old])), 0);
+    let running = start_as(&s, "bob", &["sleep", "600"]);
+    let long = "x".repeat(200);
+    let newest = start_as(&s, "alice", &["echo", &long]);
+    assert_eq!(code(&s.run(&["wait", &newest])), 0);
+
+    let out = s.run(&["list"]);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[1].starts_with(&newest[..8]), "{table}");
+    assert!(rows[3].starts_with(&old[..8]), "{table}");
+    assert!(rows.iter().all(|r| r.chars().count() <= 80), "{table}");
+    assert!(rows[1].ends_with('…'), "{table}");
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "list"];
+        all.extend_from_slice(args);
+        let out = s.run(&all);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_str::<Vec<JobJson>>(&stdout(&out))
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect()
+    };
+    assert_eq!(ids(&[]), [newest.clone(), running.clone(), old.clone()]);
+    assert_eq!(ids(&["--state", "running"]), [running.clone()]);
+    assert_eq!(ids(&["--running"]), [running.clone()]);
+    assert_eq!(ids(&["--state", "ended"]), [newest.clone(), old.clone()]);
+    assert_eq!(ids(&["--user", "alice"]), [newest.clone(), old.clone()]);
+    assert_eq!(ids(&["--limit", "1"]), [newest.clone()]);
+    assert_eq!(ids(&["--state", "failed"]), Vec::<String>::new());
+}
