@@ -47,7 +47,8 @@ pub mod units;
 
 pub use client::{Client, StartedJob};
 pub use config::{
-    ClientConfig, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, default_config_dir,
+    CONFIG_FILE, ClientConfig, ConfigError, ConfigFile, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PORT, Profile, default_config_dir,
 };
 pub use error::{ClientError, CredentialKind};
 pub use output::{OutputEvent, OutputSubscription};

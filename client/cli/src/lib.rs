@@ -34,7 +34,7 @@ use qexec_protocol::{JobId, SpawnFailure};
 use qexec_client::ClientError;
 use qexec_client::units::parse_duration;
 use qexec_client::{Client, default_config_dir};
-use qexec_client::{ClientConfig, DEFAULT_ADDR};
+use qexec_client::{ClientConfig, ConfigError, ConfigFile, DEFAULT_ADDR};
 
 /// Exit status of qexec's own failures (connection, TLS, usage, server errors), as
 /// ssh uses 255. A job's own codes pass through `run` unchanged.
@@ -87,9 +87,20 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Connection")]
 struct ConnArgs {
-    /// qexecd address, HOST:PORT ([V6]:PORT for IPv6).
-    #[arg(long, env = "QEXEC_ADDR", default_value = DEFAULT_ADDR, global = true)]
-    addr: String,
+    /// A named server of config.toml in the config dir (its address, CA, certificate
+    /// and key; the flags below override it) [default: the file's `default`]. Give it
+    /// before the command: `qexec -s build list`.
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "QEXEC_SERVER",
+        value_name = "NAME"
+    )]
+    server: Option<String>,
+    /// qexecd address, HOST or HOST:PORT ([V6]:PORT for IPv6); port 7443 unless given
+    /// [default: 127.0.0.1:7443].
+    #[arg(long, env = "QEXEC_ADDR", global = true)]
+    addr: Option<String>,
     /// CA certificate the server's certificate must be signed by [default: ca.pem in
     /// the config dir, $QEXEC_CONFIG_DIR or ~/.config/qexec].
     #[arg(long, env = "QEXEC_CA", global = true)]
@@ -106,26 +117,48 @@ struct ConnArgs {
 }
 
 impl ConnArgs {
-    fn config(&self) -> ClientConfig {
-        let base = ClientConfig::from_pki_dir(&default_config_dir());
-        ClientConfig {
-            addr: self.addr.clone(),
-            ca: self.ca.clone().unwrap_or(base.ca),
-            cert: self.cert.clone().unwrap_or(base.cert),
-            key: self.key.clone().unwrap_or(base.key),
+    /// The settings: a flag (or its variable) first, then the named server of
+    /// config.toml, then the defaults.
+    fn config(&self) -> Result<ClientConfig, CliError> {
+        let dir = default_config_dir();
+        let base = ClientConfig::from_pki_dir(&dir);
+        let profile = match ConfigFile::load(&dir)? {
+            Some(file) => file.profile(self.server.as_deref(), &dir)?,
+            None => match &self.server {
+                Some(name) => {
+                    return Err(ConfigError::UnknownServer {
+                        name: name.clone(),
+                        path: dir.join(qexec_client::CONFIG_FILE),
+                        known: Vec::new(),
+                    }
+                    .into());
+                }
+                None => None,
+            },
+        }
+        .unwrap_or_default();
+        Ok(ClientConfig {
+            addr: self
+                .addr
+                .clone()
+                .or(profile.addr)
+                .unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
+            ca: self.ca.clone().or(profile.ca).unwrap_or(base.ca),
+            cert: self.cert.clone().or(profile.cert).unwrap_or(base.cert),
+            key: self.key.clone().or(profile.key).unwrap_or(base.key),
             connect_timeout: self.connect_timeout,
             request_timeout: base.request_timeout,
-        }
+        })
     }
 
     async fn connect(&self) -> Result<Client, CliError> {
-        Ok(Client::connect(&self.config()).await?)
+        Ok(Client::connect(&self.config()?).await?)
     }
 
     /// Connects and resolves a job reference (short id, `@last`) on that connection.
     async fn connect_for(&self, job: &jobref::JobRef) -> Result<(Client, JobId), CliError> {
         let client = self.connect().await?;
-        let id = job.resolve(&client, &self.config().cert).await?;
+        let id = job.resolve(&client, &self.config()?.cert).await?;
         Ok((client, id))
     }
 }
@@ -190,6 +223,9 @@ pub enum CliError {
     /// A job reference matched no job, or several.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// config.toml could not be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A PKI operation failed.
     #[error(transparent)]
     Pki(#[from] qexec_tls::PkiError),

@@ -41,10 +41,16 @@ pub(crate) struct LimitArgs {
     /// Stop the job after this long: 500ms, 30s, 2m, 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Set an environment variable of the job (repeatable). The job gets only these,
-    /// plus a default PATH from the server.
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    /// Set an environment variable of the job (repeatable); NAME alone passes the local
+    /// value of NAME. The job gets only these (and --env-file's), plus a default PATH
+    /// from the server.
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Read environment variables from a file: one NAME=VALUE (or NAME, for the local
+    /// value) per line; blank lines and lines starting with # are skipped. -e wins
+    /// over the file for the same name.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
     /// Working directory of the job (default: /).
     #[arg(short = 'C', long, value_name = "DIR")]
     cwd: Option<PathBuf>,
@@ -87,6 +93,30 @@ impl std::str::FromStr for Human<u32> {
             text: s.to_owned(),
         })
     }
+}
+
+/// One `NAME=VALUE` (or `NAME`: its local value) of `-e` or `--env-file`; `what`
+/// names it in messages.
+fn env_entry(text: &[u8], what: &str) -> Result<(Vec<u8>, Vec<u8>), CliError> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let usage = |reason: String| CliError::Usage { reason };
+    let (name, value) = match text.iter().position(|b| *b == b'=') {
+        Some(at) => (text[..at].to_vec(), text[at + 1..].to_vec()),
+        None => {
+            let name = std::ffi::OsStr::from_bytes(text);
+            let value = std::env::var_os(name).ok_or_else(|| {
+                usage(format!(
+                    "{what}: {} is not set here (give NAME=VALUE to set it)",
+                    name.to_string_lossy()
+                ))
+            })?;
+            (text.to_vec(), value.into_vec())
+        }
+    };
+    if name.is_empty() {
+        return Err(usage(format!("{what} has an empty name")));
+    }
+    Ok((name, value))
 }
 
 impl LimitArgs {
@@ -172,17 +202,29 @@ impl LimitArgs {
         stdin: bool,
     ) -> Result<StartRequest, CliError> {
         use std::os::unix::ffi::{OsStrExt, OsStringExt};
-        let mut env = Vec::new();
-        for e in &self.env {
-            let (name, value) = e.split_once('=').ok_or_else(|| CliError::Usage {
-                reason: format!("--env {e:?} is not NAME=VALUE"),
+        let mut env: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut set = |(name, value): (Vec<u8>, Vec<u8>)| {
+            // One entry per name, the last given wins (a program's getenv would
+            // otherwise see the first).
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        };
+        if let Some(file) = &self.env_file {
+            let text = std::fs::read(file).map_err(|e| CliError::Usage {
+                reason: format!("--env-file {}: {e}", file.display()),
             })?;
-            if name.is_empty() {
-                return Err(CliError::Usage {
-                    reason: format!("--env {e:?} has an empty name"),
-                });
+            for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let trimmed = line.trim_ascii_start();
+                if trimmed.is_empty() || trimmed.starts_with(b"#") {
+                    continue;
+                }
+                let what = format!("--env-file {} line {}", file.display(), i + 1);
+                set(env_entry(line, &what)?);
             }
-            env.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        }
+        for e in &self.env {
+            set(env_entry(e.as_bytes(), &format!("--env {e:?}"))?);
         }
         let timeout_ms = self
             .timeout

@@ -47,7 +47,7 @@ async fn ended(client: &Client, job: JobId) -> Result<JobStatus, CliError> {
 
 pub(super) async fn wait(conn: &ConnArgs, json: bool, args: WaitArgs) -> Result<u8, CliError> {
     let client = conn.connect().await?;
-    let cert = conn.config().cert;
+    let cert = conn.config()?.cert;
     let mut code = 0;
     for job in &args.jobs {
         let id = job.resolve(&client, &cert).await?;

@@ -540,3 +540,91 @@ fn list_is_newest_first_and_filters() {
     assert_eq!(ids(&["--limit", "1"]), [newest.clone()]);
     assert_eq!(ids(&["--state", "failed"]), Vec::<String>::new());
 }
+
+// Named servers in $QEXEC_CONFIG_DIR/config.toml, chosen with -s / QEXEC_SERVER.
+#[test]
+fn named_servers_from_config_toml() {
+    let s = TestServer::start();
+    std::fs::write(
+        s.dir().join("config.toml"),
+        format!(
+            "[servers.here]\naddr = \"{}\"\n\n[servers.alice]\naddr = \"{}\"\ncert = \
+             \"users/alice.pem\"\nkey = \"users/alice-key.pem\"\n",
+            s.addr, s.addr
+        ),
+    )
+    .unwrap();
+    let qexec = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = s.qexec();
+        cmd.env_remove("QEXEC_ADDR").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        common::output_within(cmd, WAIT)
+    };
+    let out = qexec(&[], &["-s", "here", "run", "--", "echo", "hi"]);
+    assert_eq!(
+        (code(&out), stdout(&out).as_str()),
+        (0, "hi\n"),
+        "{}",
+        stderr(&out)
+    );
+    // The profile's certificate is used: the job is alice's.
+    let out = qexec(
+        &[("QEXEC_SERVER", "alice")],
+        &["--json", "start", "--", "true"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = qexec(&[("QEXEC_SERVER", "alice")], &["--json", "status", "@last"]);
+    let job: JobJson = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(job.owner, "alice");
+    // A flag wins over the profile: --addr of a closed port fails.
+    let out = qexec(&[], &["-s", "here", "--addr", "127.0.0.1:1", "list"]);
+    assert_eq!(code(&out), 255);
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    // An unknown name is one clear line.
+    let out = qexec(&[], &["-s", "nope", "list"]);
+    assert_eq!(code(&out), 255);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "qexec: no server named \"nope\" in {} (it has alice, here): add a \
+             [servers.nope] table, or fix the name (-s / QEXEC_SERVER)\n",
+            s.dir().join("config.toml").display()
+        )
+    );
+}
+
+// `-e NAME` passes the local value; `--env-file`; -e wins over the file.
+#[test]
+fn environment_from_local_values_and_files() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.env");
+    std::fs::write(&file, "# comment\n\nA=from file\nB=file\nLOCAL_ONE\n").unwrap();
+    let mut cmd = s.qexec();
+    cmd.env("LOCAL_ONE", "local value").args([
+        "run",
+        "--env-file",
+        file.to_str().unwrap(),
+        "-e",
+        "B=flag",
+        "-e",
+        "LOCAL_ONE",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$A|$B|$LOCAL_ONE\"; env | grep -c '^B='",
+    ]);
+    let out = common::output_within(cmd, WAIT);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from file|flag|local value\n1\n");
+
+    let out = s.run(&["run", "-e", "QEXEC_TEST_SURELY_UNSET", "--", "true"]);
+    assert_eq!(code(&out), 255);
+    assert_eq!(
+        stderr(&out),
+        "qexec: --env \"QEXEC_TEST_SURELY_UNSET\": QEXEC_TEST_SURELY_UNSET is not set here \
+         (give NAME=VALUE to set it) (see --help)\n"
+    );
+}
