@@ -11,6 +11,7 @@ mod kill;
 mod limits;
 mod list;
 mod logs;
+mod man;
 pub mod render;
 mod run;
 mod start;
@@ -195,6 +196,9 @@ enum Command {
     /// Print a shell completion script.
     #[command(after_help = completions::HELP)]
     Completions(completions::CompletionsArgs),
+    /// Write the manual pages (qexec.1, qexec-run.1, …) to a directory.
+    #[command(after_help = man::HELP)]
+    Man(man::ManArgs),
     /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
     #[cfg(feature = "demo")]
     #[command(after_help = demo::HELP)]
@@ -444,6 +448,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => man::man(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(args).await,
     }

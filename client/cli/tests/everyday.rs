@@ -628,3 +628,63 @@ fn environment_from_local_values_and_files() {
          (give NAME=VALUE to set it) (see --help)\n"
     );
 }
+
+// `qexec certs issue-server` reissues only the server certificate.
+#[test]
+fn certs_issue_server_keeps_the_ca_and_clients() {
+    let s = TestServer::start();
+    let pki = common::make_pki();
+    let dir = pki.path();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (ca, client, server) = (read("ca.pem"), read("client.pem"), read("server.pem"));
+    let out = s.run(&[
+        "certs",
+        "issue-server",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--san",
+        "build-01.example.org",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(
+            "issued a new server certificate (names localhost, 127.0.0.1, ::1, \
+             build-01.example.org)\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(read("ca.pem"), ca);
+    assert_eq!(read("client.pem"), client);
+    assert_ne!(read("server.pem"), server);
+    // Without a CA there: one clear line.
+    let empty = tempfile::tempdir().unwrap();
+    let out = s.run(&[
+        "certs",
+        "issue-server",
+        "--dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 255);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+// `qexec man --out DIR`: pages made from the clap definitions.
+#[test]
+fn man_pages_are_written() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = s.run(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for page in [
+        "qexec.1",
+        "qexec-run.1",
+        "qexec-kill.1",
+        "qexec-certs-issue-server.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    let run = std::fs::read_to_string(dir.path().join("qexec-run.1")).unwrap();
+    assert!(run.contains("timestamps"), "{run}");
+}
