@@ -49,6 +49,8 @@ const EXIT_HELP: &str = "\
 Exit status:
   qexec run      the job's exit code; 128+N if the job was killed by signal N;
                  127 if the program was not found, 126 if it could not be executed
+  qexec start    0; 127 or 126 as for run
+  qexec wait     as qexec run would exit, for the last job given
   other commands 0 on success
   255            a failure of qexec itself: usage, connection, TLS, or an error
                  answer from the server (one line on stderr says what and how to fix it)";
@@ -62,7 +64,11 @@ Examples:
   qexec run --cpu 0.5 --memory 256M --timeout 30s -- make -j4
   ID=$(qexec start -- sleep 60)            start in the background
   qexec logs -f $ID                        follow its output
-  qexec status $ID; qexec stop $ID --grace 2s; qexec list";
+  qexec status 3f2a; qexec wait @last      a unique id prefix; your newest job
+  qexec -s build list                      a named server of config.toml
+  qexec status $ID; qexec stop $ID --grace 2s; qexec list
+
+Jobs: the id, a unique prefix of 4+ hex digits, or @last.";
 
 /// qexec: run commands on remote Linux machines, fast (QUIC + mutual TLS).
 #[derive(Debug, Parser)]
