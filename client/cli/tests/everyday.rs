@@ -533,11 +533,11 @@ fn list_is_newest_first_and_filters() {
             .collect()
     };
     assert_eq!(ids(&[]), [newest.clone(), running.clone(), old.clone()]);
-    assert_eq!(ids(&["--state", "running"]), [running.clone()]);
-    assert_eq!(ids(&["--running"]), [running.clone()]);
+    assert_eq!(ids(&["--state", "running"]), std::slice::from_ref(&running));
+    assert_eq!(ids(&["--running"]), std::slice::from_ref(&running));
     assert_eq!(ids(&["--state", "ended"]), [newest.clone(), old.clone()]);
     assert_eq!(ids(&["--user", "alice"]), [newest.clone(), old.clone()]);
-    assert_eq!(ids(&["--limit", "1"]), [newest.clone()]);
+    assert_eq!(ids(&["--limit", "1"]), std::slice::from_ref(&newest));
     assert_eq!(ids(&["--state", "failed"]), Vec::<String>::new());
 }
 
