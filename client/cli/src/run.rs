@@ -208,8 +208,8 @@ fn lost(e: &ClientError) -> String {
     }
 }
 
-/// A new connection attached to `job` from `position`; this `Attach` also takes the
-/// job over on the server (spec: QX-STREAM-21).
+/// A new connection attached to `job` from `position`; while it follows the job the
+/// server keeps it (spec: QX-STREAM-21).
 async fn reconnect(
     conn: &ConnArgs,
     job: JobId,

@@ -104,9 +104,9 @@ pub struct ServerConfig {
     /// its own.
     pub cgroup_subtree: String,
     /// How long a `stop_on_detach` job outlives a connection that was lost (not closed
-    /// by its client): an `Attach` by the same identity within it takes the job over;
-    /// after it the job is stopped `Detached`. Zero: stopped at once. Default 60 s
-    /// (spec: QX-STREAM-21).
+    /// by its client) while its owner follows it nowhere: an `Attach` by the same
+    /// identity keeps it; after the grace period without one the job is stopped
+    /// `Detached`. Zero: stopped at once. Default 60 s (spec: QX-STREAM-21).
     pub detach_grace: Duration,
 }
 
@@ -265,56 +265,78 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: watch::Sender<bool>,
     /// See [`ServerConfig::detach_grace`].
     pub(crate) detach_grace: Duration,
-    /// `stop_on_detach` jobs in their grace period, waiting to be taken over.
-    pub(crate) detached: Detached,
+    /// Who follows which job (for the detach grace period).
+    pub(crate) follows: Follows,
 }
 
-/// `stop_on_detach` jobs whose connection was lost, in their grace period: the owner's
-/// name and where to hand the connection that attaches (spec: QX-STREAM-21).
-#[derive(Debug, Default)]
-pub(crate) struct Detached(
-    Mutex<
-        std::collections::HashMap<JobId, (String, tokio::sync::oneshot::Sender<quinn::Connection>)>,
-    >,
-);
+/// How many output subscriptions (`Attach`) each identity holds on each job, and a
+/// counter bumped on every change: a `stop_on_detach` job in its grace period is kept
+/// while its owner follows it anywhere (spec: QX-STREAM-21).
+#[derive(Debug)]
+pub(crate) struct Follows {
+    counts: Mutex<std::collections::HashMap<(JobId, String), usize>>,
+    changed: watch::Sender<u64>,
+}
 
-impl Detached {
-    /// Waits for the take-over of job `id` by `owner` (pending until it comes).
-    fn register(
-        &self,
-        id: JobId,
-        owner: &str,
-    ) -> tokio::sync::oneshot::Receiver<quinn::Connection> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(id, (owner.to_owned(), tx));
-        rx
-    }
-
-    fn remove(&self, id: JobId) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&id);
-    }
-
-    /// An `Attach` by `who` on `conn`: if job `id` is in its grace period and `who`
-    /// started it, `conn` now carries it.
-    pub(crate) fn take_over(&self, id: JobId, who: &str, conn: &quinn::Connection) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&id).is_some_and(|(owner, _)| owner == who)
-            && let Some((_, tx)) = map.remove(&id)
-        {
-            let _ = tx.send(conn.clone());
+impl Default for Follows {
+    fn default() -> Self {
+        Self {
+            counts: Mutex::default(),
+            changed: watch::channel(0).0,
         }
     }
 }
 
+impl Follows {
+    fn add(&self, key: (JobId, String), delta: isize) {
+        {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(key.clone()).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                counts.remove(&key);
+            }
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Subscriptions `who` holds on `job` now.
+    fn count(&self, job: JobId, who: &str) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&(job, who.to_owned())).copied().unwrap_or(0)
+    }
+}
+
+/// One subscription of `who` on `job`, counted while alive.
+#[derive(Debug)]
+pub(crate) struct Following {
+    shared: Arc<Shared>,
+    key: (JobId, String),
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.shared.follows.add(self.key.clone(), -1);
+    }
+}
+
 impl Shared {
-    /// A `stop_on_detach` job whose connection was lost: keeps it for the grace period,
-    /// hands it to the owner's next connection that attaches to it (and watches that
-    /// one the same way), else stops it `Detached`. `stdin` (the job's stdin, held
-    /// open so the job sees no EOF before a stop) is closed on a take-over: the
-    /// new connection cannot write to it. Runs on a task of its own, not on the
-    /// (ended) connection's. spec: QX-STREAM-21
+    /// Counts a subscription of `who` on `job` until the returned guard is dropped.
+    pub(crate) fn following(self: &Arc<Self>, job: JobId, who: &str) -> Following {
+        let key = (job, who.to_owned());
+        self.follows.add(key.clone(), 1);
+        Following {
+            shared: self.clone(),
+            key,
+        }
+    }
+
+    /// A `stop_on_detach` job whose connection was lost: kept while its owner follows
+    /// it on any connection (`qexec run` reconnects and attaches from its offset), and
+    /// stopped `Detached` once nobody of its owner has followed it for the grace
+    /// period. `stdin` (held open so the job sees no EOF before a stop) is closed when
+    /// the owner follows it again: no connection can write to it any more. Runs on a
+    /// task of its own, not on the (ended) connection's. spec: QX-STREAM-21
     pub(crate) fn keep_detached(
         self: &Arc<Self>,
         id: JobId,
@@ -323,35 +345,39 @@ impl Shared {
     ) {
         let shared = self.clone();
         self.job_watchers.spawn(async move {
+            let mut changes = shared.follows.changed.subscribe();
             loop {
-                let taken = shared.detached.register(id, &owner);
-                tracing::info!(job = %id, user = %owner, grace = ?shared.detach_grace,
-                    "client lost: keeping its job through the grace period");
-                let conn = tokio::select! {
-                    _ = shared.manager.wait(id) => None,
-                    c = taken => c.ok(),
-                    () = tokio::time::sleep(shared.detach_grace) => {
-                        tracing::info!(job = %id, user = %owner, "grace period over: stopping job");
-                        if let Err(e) = shared.manager.stop(id, None, StopReason::Detached).await {
-                            tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
-                        }
-                        None
+                // Followed by its owner somewhere: kept.
+                while shared.follows.count(id, &owner) > 0 {
+                    drop(stdin.take());
+                    tokio::select! {
+                        _ = shared.manager.wait(id) => return,
+                        r = changes.changed() => if r.is_err() { return },
                     }
-                };
-                shared.detached.remove(id);
-                let Some(conn) = conn else { return };
-                tracing::info!(job = %id, user = %owner, "client is back: job taken over");
-                drop(stdin.take());
-                tokio::select! {
-                    _ = shared.manager.wait(id) => return,
-                    _ = conn.closed() => {}
                 }
-                if closed_by_client(&conn) || shared.detach_grace.is_zero() {
-                    tracing::info!(job = %id, user = %owner, "client detached: stopping job");
-                    if let Err(e) = shared.manager.stop(id, None, StopReason::Detached).await {
-                        tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
+                tracing::info!(job = %id, user = %owner, grace = ?shared.detach_grace,
+                    "client gone: keeping its job through the grace period");
+                let deadline = tokio::time::Instant::now() + shared.detach_grace;
+                loop {
+                    tokio::select! {
+                        _ = shared.manager.wait(id) => return,
+                        () = tokio::time::sleep_until(deadline) => {
+                            tracing::info!(job = %id, user = %owner, "grace period over: stopping job");
+                            if let Err(e) = shared.manager.stop(id, None, StopReason::Detached).await {
+                                tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
+                            }
+                            return;
+                        }
+                        r = changes.changed() => {
+                            if r.is_err() {
+                                return;
+                            }
+                            if shared.follows.count(id, &owner) > 0 {
+                                tracing::info!(job = %id, user = %owner, "its owner follows the job again");
+                                break;
+                            }
+                        }
                     }
-                    return;
                 }
             }
         });
@@ -476,7 +502,7 @@ impl Server {
                 job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,
                 detach_grace: config.detach_grace,
-                detached: Detached::default(),
+                follows: Follows::default(),
             }),
             max_connections: config.max_connections,
         })

@@ -22,6 +22,9 @@ pub(crate) struct Subscription {
 impl Subscription {
     /// Streams the output on its own stream until `End` or cancellation.
     pub(crate) async fn run(self, ctx: &ConnCtx, ctl: &Control) {
+        // spec: QX-STREAM-21 — a job in its detach grace period is kept while its owner
+        // follows it.
+        let _following = ctx.shared.following(self.job, &ctx.identity.name);
         output::pump(ctx, ctl.id, self.job, self.from, self.follower).await;
         drop(self.permit);
     }
@@ -43,19 +46,13 @@ pub(crate) fn handle(ctx: &ConnCtx, req: AttachRequest) -> Outcome {
         })
     });
     match subscription {
-        Ok(sub) => {
-            // spec: QX-STREAM-21 — the owner is back for a job in its grace period.
-            ctx.shared
-                .detached
-                .take_over(req.job, &ctx.identity.name, &ctx.conn);
-            Outcome {
-                job: Some(req.job),
-                reply: Ok(Reply::Continue(
-                    vec![ServerMessage::Attached { job: req.job }],
-                    Continuation::Attach(sub),
-                )),
-            }
-        }
+        Ok(sub) => Outcome {
+            job: Some(req.job),
+            reply: Ok(Reply::Continue(
+                vec![ServerMessage::Attached { job: req.job }],
+                Continuation::Attach(sub),
+            )),
+        },
         Err(r) => Outcome::refused(Some(req.job), r),
     }
 }
