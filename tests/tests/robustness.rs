@@ -492,7 +492,13 @@ async fn dropped_connection_stops_run_job_body() -> Result {
     let server = server().await?;
     let relay = Relay::start(server.addr).await?;
     let doomed = Peer::user(&config(&server, relay.addr)).await?;
-    let direct = Peer::user(&config(&server, server.addr)).await?;
+    // Watched by the viewer: a follower with the owner's identity would keep the job
+    // alive past the grace period (spec: QX-STREAM-21).
+    let auditor = server
+        .identity("auditor")
+        .expect("default identity")
+        .clone();
+    let direct = Peer::connect(&config(&server, server.addr), &auditor).await?;
     let mut req = start_req(&[b"sh", b"-c", b"echo started; exec sleep 300"], true);
     req.stop_on_detach = true;
     req.timeout_ms = None;
