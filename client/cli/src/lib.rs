@@ -118,7 +118,8 @@ struct ConnArgs {
     /// Our client private key [default: client-key.pem in the config dir].
     #[arg(long, env = "QEXEC_KEY", global = true)]
     key: Option<PathBuf>,
-    /// How long to wait for qexecd to answer the handshake, e.g. 5s.
+    /// How long to wait for qexecd to answer the handshake, e.g. 5s (a host that
+    /// answers "port unreachable" fails at once).
     #[arg(long, env = "QEXEC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     connect_timeout: Duration,
 }
