@@ -14,11 +14,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use qexec_protocol::{
-    AttachRequest, ClientMessage, ErrorCode, JobId, JobStatus, ListRequest, ServerMessage,
-    SignalRequest, StartRequest, StatusRequest, StopRequest,
+    AttachRequest, ClientMessage, ErrorCode, JobId, JobStatus, ListEntry, ListQuery, ListRequest,
+    ServerMessage, SignalRequest, StartRequest, StatusRequest, StopRequest,
 };
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, DEFAULT_PORT};
 use crate::context::Context;
 use crate::error::ClientError;
 use crate::output::OutputSubscription;
@@ -119,9 +119,18 @@ impl Drop for Client {
     }
 }
 
-/// Splits `HOST:PORT` (or `[V6]:PORT`) into the host and port.
+/// Splits `HOST:PORT` (or `[V6]:PORT`) into the host and port; a bare `HOST`,
+/// `[V6]` or IPv6 address gets the default port 7443.
 fn split_addr(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
+    if let Some(v6) = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        return (!v6.is_empty()).then_some((v6, DEFAULT_PORT));
+    }
+    if addr.parse::<Ipv6Addr>().is_ok() {
+        return Some((addr, DEFAULT_PORT));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return (!addr.is_empty()).then_some((addr, DEFAULT_PORT));
+    };
     let port = port.parse().ok()?;
     let host = match host.strip_prefix('[') {
         Some(h) => h.strip_suffix(']')?,
@@ -129,6 +138,27 @@ fn split_addr(addr: &str) -> Option<(&str, u16)> {
         None => host,
     };
     (!host.is_empty()).then_some((host, port))
+}
+
+/// Resolves as soon as the host answers a datagram to `remote` with ICMP "port
+/// unreachable" (nothing listens there), which QUIC itself never reports; pending
+/// otherwise. Runs beside the handshake, so a down server costs a round trip instead
+/// of the whole connect timeout; its one-byte datagram is dropped by any QUIC server
+/// (shorter than any QUIC packet).
+async fn port_unreachable(local: SocketAddr, remote: SocketAddr) {
+    let probe = async {
+        let socket = tokio::net::UdpSocket::bind(local).await.ok()?;
+        socket.connect(remote).await.ok()?;
+        socket.send(&[0]).await.ok()?;
+        let mut buf = [0u8; 1];
+        match socket.recv(&mut buf).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    };
+    if probe.await.is_none() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Client {
@@ -205,15 +235,26 @@ impl Client {
                     reason: other.to_string(),
                 },
             })?;
-        let conn = match tokio::time::timeout(config.connect_timeout, connecting).await {
-            Err(_) => {
-                return Err(ClientError::Unreachable {
-                    addr: config.addr.clone(),
-                    after: config.connect_timeout,
-                });
+        let handshake = tokio::time::timeout(config.connect_timeout, connecting);
+        let conn = tokio::select! {
+            done = handshake => match done {
+                Err(_) => {
+                    return Err(ClientError::Unreachable {
+                        addr: config.addr.clone(),
+                        after: config.connect_timeout,
+                    });
+                }
+                Ok(Err(e)) => return Err(ctx.connection_error(&e)),
+                Ok(Ok(conn)) => conn,
+            },
+            () = port_unreachable(local, remote) => {
+                let addr = if remote.to_string() == config.addr {
+                    config.addr.clone()
+                } else {
+                    format!("{} ({remote})", config.addr)
+                };
+                return Err(ClientError::Refused { addr });
             }
-            Ok(Err(e)) => return Err(ctx.connection_error(&e)),
-            Ok(Ok(conn)) => conn,
         };
 
         let routes = Routes::default();
@@ -495,6 +536,37 @@ impl Client {
         control.complete();
         Ok(jobs)
     }
+
+    /// One page of the jobs visible to us that `query` selects, in sequence-number
+    /// order, and the cursor of the next page (`None`: no more match). Pass the cursor
+    /// back as `query.cursor` for the next page (spec: QX-MSG-CTRL-9, QX-LIST-*). A
+    /// server older than this request answers `Unsupported` (spec: QX-VER-6).
+    pub async fn list_query(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<ListEntry>, Option<u64>), ClientError> {
+        let mut control = self.open().await?;
+        self.send_request(control.send(), &ClientMessage::ListQuery(query))
+            .await?;
+        let mut entries = Vec::new();
+        loop {
+            match self
+                .answer(control.reader(), "list", self.request_timeout)
+                .await?
+            {
+                ServerMessage::ListEntry(e) => entries.push(e),
+                ServerMessage::ListPageEnd { next } => {
+                    control.complete();
+                    return Ok((entries, next));
+                }
+                ServerMessage::Error(e) => {
+                    control.complete();
+                    return Err(self.ctx.server_error(e, None));
+                }
+                other => return Err(self.ctx.unexpected("list", &other)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -506,8 +578,14 @@ mod tests {
         assert_eq!(split_addr("127.0.0.1:7443"), Some(("127.0.0.1", 7443)));
         assert_eq!(split_addr("[::1]:7443"), Some(("::1", 7443)));
         assert_eq!(split_addr("example.org:1"), Some(("example.org", 1)));
-        assert_eq!(split_addr("::1:7443"), None);
-        assert_eq!(split_addr("host"), None);
+        // Without a port: 7443.
+        assert_eq!(split_addr("host"), Some(("host", 7443)));
+        assert_eq!(split_addr("10.0.0.5"), Some(("10.0.0.5", 7443)));
+        assert_eq!(split_addr("[::1]"), Some(("::1", 7443)));
+        assert_eq!(split_addr("::1"), Some(("::1", 7443)));
+        assert_eq!(split_addr("fe80::1:7443"), Some(("fe80::1:7443", 7443)));
+        assert_eq!(split_addr("[]"), None);
+        assert_eq!(split_addr(""), None);
         assert_eq!(split_addr(":7443"), None);
         assert_eq!(split_addr("host:99999"), None);
     }

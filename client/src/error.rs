@@ -73,7 +73,7 @@ pub enum ClientError {
     },
     /// `--addr` is not `HOST:PORT`.
     #[error(
-        "invalid server address {addr:?}: expected HOST:PORT, e.g. 127.0.0.1:7443 or [::1]:7443 (--addr / QEXEC_ADDR)"
+        "invalid server address {addr:?}: expected HOST or HOST:PORT, e.g. build-01, 127.0.0.1:7443 or [::1]:7443 (--addr / QEXEC_ADDR)"
     )]
     BadAddress {
         /// What was given.
@@ -102,6 +102,16 @@ pub enum ClientError {
         addr: String,
         /// How long we waited.
         after: Duration,
+    },
+    /// Nothing listens on the server's UDP port: the host answered ICMP "port
+    /// unreachable".
+    #[error(
+        "cannot reach qexecd at {addr}: nothing listens on that UDP port (the host answered \
+         port unreachable): is qexecd running, and on this port? (--addr / QEXEC_ADDR)"
+    )]
+    Refused {
+        /// Server address.
+        addr: String,
     },
     /// The server's certificate failed verification.
     #[error("{}", server_cert_message(problem, ca, name))]
@@ -214,10 +224,10 @@ fn server_cert_message(problem: &ServerCertProblem, ca: &std::path::Path, name: 
             "server certificate is not signed by the CA in {ca}: use the CA of this server (--ca / QEXEC_CA)"
         ),
         ServerCertProblem::WrongName => format!(
-            "server certificate is not valid for {name}: connect with a name in its SANs, or reissue it with `qexec certs init --san {name}`"
+            "server certificate is not valid for {name}: connect with a name in its SANs, or reissue it with `qexec certs issue-server --san {name}` on the server host"
         ),
         ServerCertProblem::Expired => format!(
-            "server certificate has expired or is not yet valid (checked against the CA in {ca}): reissue it with `qexec certs init --force`, or check the clock"
+            "server certificate has expired or is not yet valid (checked against the CA in {ca}): reissue it with `qexec certs issue-server` on the server host, or check the clock"
         ),
         ServerCertProblem::Other(reason) => format!(
             "server certificate was refused ({reason}) when checked against the CA in {ca} (--ca / QEXEC_CA)"
@@ -235,7 +245,18 @@ fn spawn_message(failure: SpawnFailure, message: &str) -> String {
         SpawnFailure::TooManyJobs => "wait for jobs to finish and try again",
         _ => "see the server log",
     };
-    format!("the job could not start: {message}: {hint}")
+    // The server's message often carries its own advice ("…: install it, fix PATH,
+    // or give its full path"); never say it twice.
+    let advised = [
+        "install", "check", "fix", "try", "wait", "give", "use ", "ask ",
+    ]
+    .iter()
+    .any(|w| message.to_ascii_lowercase().contains(w));
+    if advised || message.is_empty() && failure == SpawnFailure::Other {
+        format!("the job could not start: {message}")
+    } else {
+        format!("the job could not start: {message}: {hint}")
+    }
 }
 
 impl ClientError {
@@ -253,7 +274,10 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         matches!(
             self,
-            Self::ConnectionLost { .. } | Self::ShuttingDown { .. } | Self::Unreachable { .. }
+            Self::ConnectionLost { .. }
+                | Self::ShuttingDown { .. }
+                | Self::Unreachable { .. }
+                | Self::Refused { .. }
         )
     }
 }

@@ -46,7 +46,10 @@ mod tls;
 pub mod units;
 
 pub use client::{Client, StartedJob};
-pub use config::{ClientConfig, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT, default_config_dir};
+pub use config::{
+    CONFIG_FILE, ClientConfig, ConfigError, ConfigFile, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_PORT, Profile, default_config_dir,
+};
 pub use error::{ClientError, CredentialKind};
 pub use output::{OutputEvent, OutputSubscription};
 pub use qexec_tls::ServerCertProblem;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{TestServer, WAIT};
 use qexec_client::{Client, OutputEvent, OutputSubscription};
-use qexec_protocol::{JobState, JobStatus, Limits, StartRequest, Termination};
+use qexec_protocol::{JobState, JobStatus, Limits, ListQuery, StartRequest, Termination};
 
 fn request(argv: &[&str]) -> StartRequest {
     StartRequest {
@@ -133,6 +133,32 @@ fn one_connection_carries_many_jobs_at_once() {
         }
         let listed = client.list(false).await.unwrap();
         assert_eq!(listed.len(), 16);
+
+        // The same jobs through ListQuery, newest first, pages of 5 (spec: QX-LIST-2).
+        let mut query = ListQuery {
+            newest_first: true,
+            ..ListQuery::all(5)
+        };
+        let mut paged = Vec::new();
+        loop {
+            let (entries, next) = client.list_query(query.clone()).await.unwrap();
+            assert!(entries.len() <= 5);
+            paged.extend(entries);
+            match next {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut oldest_first: Vec<_> = listed.iter().map(|s| s.id).collect();
+        oldest_first.reverse();
+        assert_eq!(
+            paged.iter().map(|e| e.status.id).collect::<Vec<_>>(),
+            oldest_first
+        );
+        assert!(paged.windows(2).all(|w| w[0].seq > w[1].seq));
+        // An invalid query is a typed server error.
+        let err = client.list_query(ListQuery::all(0)).await.unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     });
 }
 

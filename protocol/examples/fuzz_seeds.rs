@@ -7,8 +7,9 @@ use std::error::Error;
 use std::path::Path;
 
 use qexec_protocol::{
-    ClientMessage, ErrorCode, ErrorResponse, JobId, JobState, JobStatus, Limits, OutputFrame,
-    OutputStream, ResourceUsage, ServerMessage, StartRequest, StopReason, Termination, encode_into,
+    ClientMessage, ErrorCode, ErrorResponse, JobId, JobState, JobStatus, Limits, ListEntry,
+    ListQuery, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerMessage,
+    StartRequest, StopReason, Termination, encode_into,
 };
 use serde::Serialize;
 
@@ -113,7 +114,23 @@ fn main() -> Result<(), Box<dyn Error>> {
     ];
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let seeds: [(&str, &str, Vec<u8>); 7] = [
+    let query = ClientMessage::ListQuery(ListQuery {
+        state: ListStateFilter::Ended,
+        owner: Some("alice".into()),
+        since_ms: Some(1_764_000_000_000),
+        id_prefix: Some("0123".into()),
+        limit: 50,
+        cursor: Some(7),
+        newest_first: true,
+    });
+    let page = [
+        ServerMessage::ListEntry(ListEntry {
+            seq: 8,
+            status: exited.clone(),
+        }),
+        ServerMessage::ListPageEnd { next: Some(8) },
+    ];
+    let seeds: [(&str, &str, Vec<u8>); 9] = [
         ("frame_decoder", "seed-client", frames(0, &client)?),
         ("frame_decoder", "seed-server-list", frames(1, &server)?),
         ("frame_decoder", "seed-server-error", frames(1, &error)?),
@@ -125,6 +142,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             body(1, &ServerMessage::Status(exited))?,
         ),
         ("message_decoder", "seed-data", body(2, &output[1])?),
+        ("message_decoder", "seed-list-query", body(0, &query)?),
+        ("frame_decoder", "seed-server-list-page", frames(1, &page)?),
     ];
     for (target, name, bytes) in seeds {
         let dir = root.join(target);

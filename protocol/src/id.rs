@@ -22,6 +22,20 @@ impl JobId {
     pub const fn as_u128(&self) -> u128 {
         u128::from_be_bytes(self.0)
     }
+
+    /// Whether the id's text form starts with `prefix`, compared without regard to
+    /// case; a prefix that is not 0 to 32 hexadecimal digits matches nothing
+    /// (spec: QX-MSG-ID-2, QX-LIMIT-15).
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        if prefix.len() > 32 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        self.to_string()
+            .as_bytes()
+            .iter()
+            .zip(prefix.as_bytes())
+            .all(|(a, b)| *a == b.to_ascii_lowercase())
+    }
 }
 
 impl fmt::Display for JobId {
@@ -71,6 +85,19 @@ mod tests {
         assert_eq!(text, "0123456789abcdef0011223344556677");
         assert_eq!(text.parse::<JobId>().unwrap(), id);
         assert_eq!(text.to_uppercase().parse::<JobId>().unwrap(), id);
+    }
+
+    #[test]
+    fn prefixes_match_the_text_form() {
+        let id = JobId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert!(id.has_prefix(""));
+        assert!(id.has_prefix("0123"));
+        assert!(id.has_prefix("0123456789ABCDEF"));
+        assert!(id.has_prefix("0123456789abcdef0011223344556677"));
+        assert!(!id.has_prefix("0124"));
+        assert!(!id.has_prefix("0123456789abcdef00112233445566770"));
+        assert!(!id.has_prefix("01g3"));
+        assert!(!id.has_prefix("+123"));
     }
 
     #[test]

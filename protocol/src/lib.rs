@@ -27,17 +27,18 @@ pub use frame::{
 };
 pub use id::{JobId, ParseJobIdError};
 pub use message::{
-    AttachRequest, ClientMessage, ErrorResponse, JobState, JobStatus, Limits, ListRequest,
-    OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest, SpawnFailure,
-    StartRequest, StartedResponse, StatusRequest, StopReason, StopRequest, Termination,
+    AttachRequest, ClientMessage, ErrorResponse, JobState, JobStatus, Limits, ListEntry, ListQuery,
+    ListRequest, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerMessage,
+    SignalRequest, SpawnFailure, StartRequest, StartedResponse, StatusRequest, StopReason,
+    StopRequest, Termination,
 };
 pub use state::{
     ControlStreamState, OutputStreamState, ResponseState, StreamViolation, client_message_name,
     output_frame_name, server_message_name,
 };
 pub use validate::{
-    Field, InvalidRequest, Rule, command_bytes, validate_limits, validate_request, validate_signal,
-    validate_start, validate_stop,
+    Field, InvalidRequest, Rule, command_bytes, validate_limits, validate_list_query,
+    validate_request, validate_signal, validate_start, validate_stop,
 };
 
 /// ALPN protocol identifier; the digit is the major protocol version

@@ -41,6 +41,15 @@ pub const MAX_GRACE_MS: u64 = MAX_TIMEOUT_MS;
 /// (`stop_on_detach`) or stopped by a server shutdown (spec: QX-LIMIT-18).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
+/// Smallest memory limit a job may ask for: 4 MiB (spec: QX-LIMIT-17).
+///
+/// Below it a job cannot start: measured on cgroup v1 (Linux 6.x, an isolated job's
+/// init plus `echo`), 1152 KiB always ended in the OOM killer, 1280 KiB sometimes,
+/// 4096 bytes killed the init's dynamic loader before anything ran (a bare exit 127).
+/// cgroup v2 also charges kernel memory to the job, so the floor keeps about three
+/// times the measured need. One constant, used by the server's validation and the CLI.
+pub const MIN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Time a server allows from a control stream's opening until its request frame is
 /// complete; after it the server closes the stream with `Timeout`
 /// (spec: QX-LIMIT-9).
@@ -59,3 +68,15 @@ pub const DEFAULT_MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Client-opened unidirectional streams a server allows: none, clients never open
 /// them (spec: QX-STREAM-3).
 pub const MAX_CLIENT_UNI_STREAMS: u32 = 0;
+
+/// Most entries a `ListQuery` page may ask for (spec: QX-LIMIT-14).
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// Fewest hexadecimal digits in a `ListQuery` id prefix (spec: QX-LIMIT-15).
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// Most hexadecimal digits in a `ListQuery` id prefix: a whole id (spec: QX-LIMIT-15).
+pub const MAX_ID_PREFIX: usize = 32;
+
+/// Most bytes in a `ListQuery` owner filter (spec: QX-LIMIT-16).
+pub const MAX_OWNER_BYTES: usize = 256;

@@ -42,6 +42,9 @@ pub enum ClientMessage {
     StdinData(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Close the job's standard input (spec: QX-MSG-CTRL-8).
     StdinEof,
+    /// List jobs visible to the caller, filtered, one page at a time
+    /// (spec: QX-MSG-CTRL-9).
+    ListQuery(ListQuery),
 }
 
 /// Resource limits of a job. `None` means "the server's default" (spec: QX-MSG-TYPE-1).
@@ -119,6 +122,86 @@ pub struct ListRequest {
     pub running_only: bool,
 }
 
+/// Which jobs a [`ListQuery`] selects by state (spec: QX-MSG-TYPE-9).
+///
+/// A nested enum: it never gains variants within `qexec/1` (spec: QX-VER-4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ListStateFilter {
+    /// Every job.
+    #[default]
+    Any,
+    /// Jobs whose state is `Running`.
+    Running,
+    /// Jobs that ran and ended: state `Exited` or `Stopped`.
+    Ended,
+    /// Jobs whose program could not be started: state `FailedToStart`.
+    FailedToStart,
+}
+
+impl ListStateFilter {
+    /// Whether a job in `state` is selected.
+    pub fn selects(self, state: &JobState) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Running => matches!(state, JobState::Running),
+            Self::Ended => matches!(state, JobState::Exited { .. } | JobState::Stopped { .. }),
+            Self::FailedToStart => matches!(state, JobState::FailedToStart { .. }),
+        }
+    }
+}
+
+/// List jobs visible to the caller, filtered, one page at a time
+/// (spec: QX-MSG-CTRL-9).
+///
+/// Jobs are ordered by their sequence number ([`ListEntry::seq`]), the order in which
+/// the server created them. The answer is zero or more [`ServerMessage::ListEntry`]
+/// then [`ServerMessage::ListPageEnd`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only jobs in these states.
+    pub state: ListStateFilter,
+    /// Only jobs of this owner. A caller that may see only its own jobs (role `user`)
+    /// gets an empty page for any other owner.
+    pub owner: Option<String>,
+    /// Only jobs started at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Only jobs whose id's text form starts with these hexadecimal digits (4 to 32,
+    /// either case).
+    pub id_prefix: Option<String>,
+    /// At most this many entries in the page (1 to
+    /// [`MAX_LIST_LIMIT`](crate::limits::MAX_LIST_LIMIT)).
+    pub limit: u32,
+    /// Continue after this sequence number: the `next` of the previous page.
+    pub cursor: Option<u64>,
+    /// Newest (highest sequence number) first instead of oldest first.
+    pub newest_first: bool,
+}
+
+impl ListQuery {
+    /// A query for the first page of every visible job, oldest first, `limit` entries.
+    pub fn all(limit: u32) -> Self {
+        Self {
+            state: ListStateFilter::Any,
+            owner: None,
+            since_ms: None,
+            id_prefix: None,
+            limit,
+            cursor: None,
+            newest_first: false,
+        }
+    }
+}
+
+/// One job of a [`ListQuery`] page (spec: QX-MSG-SRV-7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// The job's sequence number: unique per server, assigned when the job is
+    /// created, increasing in creation order, never reused (spec: QX-LIST-1).
+    pub seq: u64,
+    /// The job's status.
+    pub status: JobStatus,
+}
+
 /// Subscribe to a job's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachRequest {
@@ -157,6 +240,15 @@ pub enum ServerMessage {
     },
     /// The request failed (spec: QX-MSG-SRV-6, QX-ERR-4).
     Error(ErrorResponse),
+    /// One job of a `ListQuery` page; zero or more precede `ListPageEnd`
+    /// (spec: QX-MSG-SRV-7).
+    ListEntry(ListEntry),
+    /// End of a `ListQuery` page (spec: QX-MSG-SRV-8).
+    ListPageEnd {
+        /// The cursor of the next page (the `seq` of this page's last entry), or
+        /// `None` when no more jobs match.
+        next: Option<u64>,
+    },
 }
 
 /// Answer to `Start`.

@@ -123,6 +123,7 @@ pub fn client_message_name(msg: &ClientMessage) -> &'static str {
         ClientMessage::Signal(_) => "Signal",
         ClientMessage::StdinData(_) => "StdinData",
         ClientMessage::StdinEof => "StdinEof",
+        ClientMessage::ListQuery(_) => "ListQuery",
     }
 }
 
@@ -135,6 +136,8 @@ pub fn server_message_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::ListEnd => "ListEnd",
         ServerMessage::Attached { .. } => "Attached",
         ServerMessage::Error(_) => "Error",
+        ServerMessage::ListEntry(_) => "ListEntry",
+        ServerMessage::ListPageEnd { .. } => "ListPageEnd",
     }
 }
 
@@ -258,6 +261,7 @@ enum Answer {
     Started,
     Status,
     List,
+    ListPage,
     Attached,
 }
 
@@ -282,6 +286,7 @@ impl ResponseState {
                 Answer::Status
             }
             ClientMessage::List(_) => Answer::List,
+            ClientMessage::ListQuery(_) => Answer::ListPage,
             ClientMessage::Attach(_) => Answer::Attached,
             ClientMessage::StdinData(_) | ClientMessage::StdinEof => return None,
         };
@@ -312,8 +317,10 @@ impl ResponseState {
                 | (Answer::Started, ServerMessage::Started(_))
                 | (Answer::Status, ServerMessage::Status(_))
                 | (Answer::List, ServerMessage::ListEnd)
+                | (Answer::ListPage, ServerMessage::ListPageEnd { .. })
                 | (Answer::Attached, ServerMessage::Attached { .. }) => Ok(true),
-                (Answer::List, ServerMessage::ListItem(_)) => Ok(false),
+                (Answer::List, ServerMessage::ListItem(_))
+                | (Answer::ListPage, ServerMessage::ListEntry(_)) => Ok(false),
                 _ => Err(StreamViolation::WrongResponse {
                     got,
                     request: self.request,
@@ -463,8 +470,8 @@ impl OutputStreamState {
 mod tests {
     use super::*;
     use crate::{
-        AttachRequest, ErrorResponse, JobState, JobStatus, Limits, ListRequest, ResourceUsage,
-        StartRequest, StartedResponse, StatusRequest,
+        AttachRequest, ErrorResponse, JobState, JobStatus, Limits, ListEntry, ListQuery,
+        ListRequest, ResourceUsage, StartRequest, StartedResponse, StatusRequest,
     };
 
     fn start(stdin: bool) -> ClientMessage {
@@ -621,6 +628,29 @@ mod tests {
         let status_req = ClientMessage::Status(StatusRequest { job: JOB });
         let list_req = ClientMessage::List(ListRequest::default());
         let attach_req = ClientMessage::Attach(AttachRequest { job: JOB, from: 0 });
+        let query_req = ClientMessage::ListQuery(ListQuery::all(10));
+        let entry = ServerMessage::ListEntry(ListEntry {
+            seq: 1,
+            status: status(JOB),
+        });
+        let page_end = ServerMessage::ListPageEnd { next: None };
+        // A page answer never mixes with the old List answer.
+        let mut s = ResponseState::for_request(&query_req).unwrap();
+        assert!(matches!(
+            s.on_frame(&item),
+            Err(StreamViolation::WrongResponse {
+                got: "ListItem",
+                request: "ListQuery"
+            })
+        ));
+        let mut s = ResponseState::for_request(&list_req).unwrap();
+        assert!(matches!(
+            s.on_frame(&page_end),
+            Err(StreamViolation::WrongResponse {
+                got: "ListPageEnd",
+                request: "List"
+            })
+        ));
         let ok: Vec<(&ClientMessage, Vec<&ServerMessage>)> = vec![
             (&status_req, vec![&st]),
             (&status_req, vec![&error]),
@@ -628,6 +658,9 @@ mod tests {
             (&list_req, vec![&item, &item, &ServerMessage::ListEnd]),
             (&list_req, vec![&item, &error]),
             (&attach_req, vec![&attached]),
+            (&query_req, vec![&page_end]),
+            (&query_req, vec![&entry, &entry, &page_end]),
+            (&query_req, vec![&entry, &error]),
         ];
         for (req, answers) in ok {
             let mut s = ResponseState::for_request(req).unwrap();

@@ -42,6 +42,12 @@ pub enum UnitError {
         /// The largest accepted value, in the field's unit.
         max: u64,
     },
+    /// A well-formed CPU amount of zero (a job with no CPU could never run).
+    #[error("{text:?} CPUs is no CPU at all: expected more than 0, e.g. 0.5 or 250m")]
+    ZeroCpu {
+        /// What was typed.
+        text: String,
+    },
 }
 
 /// Parses a decimal like `1.25` into (integer value × 10^scale), i.e. fixed point with
@@ -149,7 +155,9 @@ pub fn parse_cpu(text: &str) -> Result<u32, UnitError> {
         parse_fixed(t, 3).ok_or_else(err)?
     };
     if millis == 0 {
-        return Err(err());
+        return Err(UnitError::ZeroCpu {
+            text: text.to_owned(),
+        });
     }
     u32::try_from(millis).map_err(|_| UnitError::TooLarge {
         text: text.to_owned(),

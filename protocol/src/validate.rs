@@ -7,11 +7,13 @@
 use std::fmt;
 
 use crate::limits::{
-    MAX_ARGV, MAX_COMMAND_BYTES, MAX_ENV, MAX_GRACE_MS, MAX_SIGNAL, MAX_TIMEOUT_MS, MIN_ARGV,
+    MAX_ARGV, MAX_COMMAND_BYTES, MAX_ENV, MAX_GRACE_MS, MAX_ID_PREFIX, MAX_LIST_LIMIT,
+    MAX_OWNER_BYTES, MAX_SIGNAL, MAX_TIMEOUT_MS, MIN_ARGV, MIN_ID_PREFIX, MIN_MEMORY_BYTES,
     MIN_SIGNAL,
 };
 use crate::{
-    ClientMessage, ErrorCode, ErrorResponse, Limits, SignalRequest, StartRequest, StopRequest,
+    ClientMessage, ErrorCode, ErrorResponse, Limits, ListQuery, SignalRequest, StartRequest,
+    StopRequest,
 };
 
 /// Which part of a request broke a rule.
@@ -52,6 +54,12 @@ pub enum Field {
     GraceMs,
     /// `signal` of a signal request.
     Signal,
+    /// `limit` of a list query.
+    ListLimit,
+    /// `id_prefix` of a list query.
+    IdPrefix,
+    /// `owner` of a list query.
+    Owner,
 }
 
 impl fmt::Display for Field {
@@ -68,6 +76,9 @@ impl fmt::Display for Field {
             Self::Limit { name } => write!(f, "limits.{name}"),
             Self::GraceMs => f.write_str("grace_ms"),
             Self::Signal => f.write_str("signal"),
+            Self::ListLimit => f.write_str("limit"),
+            Self::IdPrefix => f.write_str("id_prefix"),
+            Self::Owner => f.write_str("owner"),
         }
     }
 }
@@ -100,6 +111,17 @@ pub enum Rule {
         /// Most allowed.
         max: usize,
     },
+    /// Not only hexadecimal digits.
+    NotHex,
+    /// Too few or too many characters.
+    Length {
+        /// Characters given.
+        actual: usize,
+        /// Fewest allowed.
+        min: usize,
+        /// Most allowed.
+        max: usize,
+    },
     /// A number outside its range.
     OutOfRange {
         /// Value given.
@@ -123,6 +145,10 @@ impl fmt::Display for Rule {
             Self::NotAbsolute => f.write_str("is not an absolute path (must start with '/')"),
             Self::TooManyBytes { actual, max } => {
                 write!(f, "has {actual} bytes, at most {max} are allowed")
+            }
+            Self::NotHex => f.write_str("is not only hexadecimal digits (0-9, a-f)"),
+            Self::Length { actual, min, max } => {
+                write!(f, "has {actual} characters, allowed are {min} to {max}")
             }
             Self::OutOfRange { actual, min, max } => {
                 write!(f, "is {actual}, allowed are {min} to {max}")
@@ -299,7 +325,9 @@ pub fn command_bytes(req: &StartRequest) -> usize {
 
 /// Checks that every limit present is at least 1: 0 would make the job unable to run
 /// (or, for some cgroup v1 files, mean "unlimited"), so it is refused rather than
-/// guessed at (spec: QX-LIMIT-13). Upper bounds are the server's own.
+/// guessed at (spec: QX-LIMIT-13); a memory limit is at least [`MIN_MEMORY_BYTES`],
+/// below which no program can start (spec: QX-LIMIT-17). Upper bounds are the
+/// server's own.
 pub fn validate_limits(limits: &Limits) -> Result<(), InvalidRequest> {
     let Limits {
         cpu_millis,
@@ -337,6 +365,18 @@ pub fn validate_limits(limits: &Limits) -> Result<(), InvalidRequest> {
             ));
         }
     }
+    // spec: QX-LIMIT-17
+    if let Some(m) = memory_bytes {
+        check_range(
+            Field::Limit {
+                name: "memory_bytes",
+            },
+            (*m).into(),
+            MIN_MEMORY_BYTES.into(),
+            u64::MAX.into(),
+            "QX-LIMIT-17",
+        )?;
+    }
     Ok(())
 }
 
@@ -366,6 +406,53 @@ pub fn validate_signal(req: &SignalRequest) -> Result<(), InvalidRequest> {
     )
 }
 
+/// Checks a `ListQuery`: `limit` is 1 to [`MAX_LIST_LIMIT`] (spec: QX-LIMIT-14),
+/// `id_prefix` is [`MIN_ID_PREFIX`] to [`MAX_ID_PREFIX`] hexadecimal digits
+/// (spec: QX-LIMIT-15), `owner` is 1 to [`MAX_OWNER_BYTES`] bytes (spec: QX-LIMIT-16);
+/// checked in that order.
+pub fn validate_list_query(req: &ListQuery) -> Result<(), InvalidRequest> {
+    check_range(
+        Field::ListLimit,
+        req.limit.into(),
+        1,
+        MAX_LIST_LIMIT.into(),
+        "QX-LIMIT-14",
+    )?;
+    if let Some(prefix) = &req.id_prefix {
+        let n = prefix.chars().count();
+        if !(MIN_ID_PREFIX..=MAX_ID_PREFIX).contains(&n) {
+            return Err(invalid(
+                Field::IdPrefix,
+                Rule::Length {
+                    actual: n,
+                    min: MIN_ID_PREFIX,
+                    max: MAX_ID_PREFIX,
+                },
+                "QX-LIMIT-15",
+            ));
+        }
+        if !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(Field::IdPrefix, Rule::NotHex, "QX-LIMIT-15"));
+        }
+    }
+    if let Some(owner) = &req.owner {
+        if owner.is_empty() {
+            return Err(invalid(Field::Owner, Rule::Empty, "QX-LIMIT-16"));
+        }
+        if owner.len() > MAX_OWNER_BYTES {
+            return Err(invalid(
+                Field::Owner,
+                Rule::TooManyBytes {
+                    actual: owner.len(),
+                    max: MAX_OWNER_BYTES,
+                },
+                "QX-LIMIT-16",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the contents of any request frame. `Status`, `List` and `Attach` have no
 /// field a limit applies to; `StdinData`/`StdinEof` are not requests and are checked
 /// by [`ControlStreamState`](crate::ControlStreamState) instead.
@@ -374,6 +461,7 @@ pub fn validate_request(msg: &ClientMessage) -> Result<(), InvalidRequest> {
         ClientMessage::Start(r) => validate_start(r),
         ClientMessage::Stop(r) => validate_stop(r),
         ClientMessage::Signal(r) => validate_signal(r),
+        ClientMessage::ListQuery(r) => validate_list_query(r),
         ClientMessage::Status(_)
         | ClientMessage::List(_)
         | ClientMessage::Attach(_)
@@ -405,6 +493,96 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::InvalidArgument);
         assert_eq!(e.to_response().code, ErrorCode::InvalidArgument);
         (e.field, e.rule, e.requirement)
+    }
+
+    #[test]
+    fn list_queries_are_checked_in_order() {
+        let ok = ListQuery::all(1);
+        validate_list_query(&ok).unwrap();
+        validate_list_query(&ListQuery::all(MAX_LIST_LIMIT)).unwrap();
+        assert_eq!(
+            rule_of(validate_list_query(&ListQuery::all(0))),
+            (
+                Field::ListLimit,
+                Rule::OutOfRange {
+                    actual: 0,
+                    min: 1,
+                    max: 1000
+                },
+                "QX-LIMIT-14"
+            )
+        );
+        assert_eq!(
+            rule_of(validate_list_query(&ListQuery::all(MAX_LIST_LIMIT + 1))).0,
+            Field::ListLimit
+        );
+        let with_prefix = |p: &str| ListQuery {
+            id_prefix: Some(p.to_owned()),
+            ..ListQuery::all(10)
+        };
+        validate_list_query(&with_prefix("abcd")).unwrap();
+        validate_list_query(&with_prefix("ABCD0123")).unwrap();
+        validate_list_query(&with_prefix(&"f".repeat(32))).unwrap();
+        assert_eq!(
+            rule_of(validate_list_query(&with_prefix("abc"))),
+            (
+                Field::IdPrefix,
+                Rule::Length {
+                    actual: 3,
+                    min: 4,
+                    max: 32
+                },
+                "QX-LIMIT-15"
+            )
+        );
+        assert_eq!(
+            rule_of(validate_list_query(&with_prefix(&"0".repeat(33)))).1,
+            Rule::Length {
+                actual: 33,
+                min: 4,
+                max: 32
+            }
+        );
+        assert_eq!(
+            rule_of(validate_list_query(&with_prefix("abcg"))).1,
+            Rule::NotHex
+        );
+        // Four characters but not four ASCII bytes: still not hex.
+        assert_eq!(
+            rule_of(validate_list_query(&with_prefix("abcé"))).1,
+            Rule::NotHex
+        );
+        let with_owner = |o: String| ListQuery {
+            owner: Some(o),
+            ..ListQuery::all(10)
+        };
+        validate_list_query(&with_owner("a".repeat(MAX_OWNER_BYTES))).unwrap();
+        assert_eq!(
+            rule_of(validate_list_query(&with_owner(String::new()))),
+            (Field::Owner, Rule::Empty, "QX-LIMIT-16")
+        );
+        assert_eq!(
+            rule_of(validate_list_query(&with_owner(
+                "a".repeat(MAX_OWNER_BYTES + 1)
+            )))
+            .1,
+            Rule::TooManyBytes {
+                actual: MAX_OWNER_BYTES + 1,
+                max: MAX_OWNER_BYTES
+            }
+        );
+        // The limit is checked first.
+        let mut all_bad = with_prefix("x");
+        all_bad.limit = 0;
+        all_bad.owner = Some(String::new());
+        assert_eq!(rule_of(validate_list_query(&all_bad)).0, Field::ListLimit);
+        assert_eq!(
+            rule_of(validate_request(&ClientMessage::ListQuery(with_prefix(
+                "zz"
+            ))))
+            .0,
+            Field::IdPrefix
+        );
     }
 
     #[test]
@@ -545,12 +723,45 @@ mod tests {
             assert_eq!((field, req), (Field::TimeoutMs, "QX-LIMIT-7"));
         }
         r.timeout_ms = None;
-        r.limits.memory_bytes = Some(1);
+        r.limits.memory_bytes = Some(MIN_MEMORY_BYTES);
         r.limits.pids = Some(u32::MAX);
         validate_start(&r).unwrap();
         r.limits.pids = Some(0);
         let (field, _, req) = rule_of(validate_start(&r));
         assert_eq!((field, req), (Field::Limit { name: "pids" }, "QX-LIMIT-13"));
+    }
+
+    #[test]
+    fn memory_below_the_minimum_is_refused() {
+        // spec: QX-LIMIT-17 — the boundary itself is allowed, one byte less is not.
+        let mut r = start(&[b"echo", b"hello"]);
+        r.limits.memory_bytes = Some(MIN_MEMORY_BYTES);
+        validate_start(&r).unwrap();
+        for bad in [MIN_MEMORY_BYTES - 1, 4096, 1] {
+            r.limits.memory_bytes = Some(bad);
+            let (field, rule, req) = rule_of(validate_start(&r));
+            assert_eq!(
+                (field, req),
+                (
+                    Field::Limit {
+                        name: "memory_bytes"
+                    },
+                    "QX-LIMIT-17"
+                )
+            );
+            assert_eq!(
+                rule,
+                Rule::OutOfRange {
+                    actual: bad.into(),
+                    min: MIN_MEMORY_BYTES.into(),
+                    max: u64::MAX.into()
+                }
+            );
+        }
+        // 0 stays the QX-LIMIT-13 refusal.
+        r.limits.memory_bytes = Some(0);
+        let (_, _, req) = rule_of(validate_start(&r));
+        assert_eq!(req, "QX-LIMIT-13");
     }
 
     #[test]

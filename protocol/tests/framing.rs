@@ -7,9 +7,10 @@ use proptest::prelude::*;
 use qexec_protocol::frame::{self, Decoder};
 use qexec_protocol::{
     AttachRequest, ClientMessage, EncodeError, ErrorCode, ErrorResponse, FrameError, JobId,
-    JobState, JobStatus, Limits, ListRequest, MAX_FRAME_LEN, MAX_PREFIX_LEN, OutputFrame,
-    OutputStream, ResourceUsage, ServerMessage, SignalRequest, SpawnFailure, StartRequest,
-    StartedResponse, StatusRequest, StopReason, StopRequest, Termination, fuzzing,
+    JobState, JobStatus, Limits, ListEntry, ListQuery, ListRequest, ListStateFilter, MAX_FRAME_LEN,
+    MAX_PREFIX_LEN, OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest,
+    SpawnFailure, StartRequest, StartedResponse, StatusRequest, StopReason, StopRequest,
+    Termination, fuzzing,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -100,8 +101,38 @@ fn client_message() -> BoxedStrategy<ClientMessage> {
             .prop_map(|(job, signal)| ClientMessage::Signal(SignalRequest { job, signal })),
         bytes(300).prop_map(ClientMessage::StdinData),
         Just(ClientMessage::StdinEof),
+        list_query().prop_map(ClientMessage::ListQuery),
     ]
     .boxed()
+}
+
+fn list_query() -> BoxedStrategy<ListQuery> {
+    (
+        prop_oneof![
+            Just(ListStateFilter::Any),
+            Just(ListStateFilter::Running),
+            Just(ListStateFilter::Ended),
+            Just(ListStateFilter::FailedToStart),
+        ],
+        proptest::option::of(".{0,12}"),
+        any::<Option<u64>>(),
+        proptest::option::of("[0-9a-fA-F]{0,34}"),
+        any::<u32>(),
+        any::<Option<u64>>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(state, owner, since_ms, id_prefix, limit, cursor, newest_first)| ListQuery {
+                state,
+                owner,
+                since_ms,
+                id_prefix,
+                limit,
+                cursor,
+                newest_first,
+            },
+        )
+        .boxed()
 }
 
 fn termination() -> impl Strategy<Value = Termination> {
@@ -206,6 +237,9 @@ fn server_message() -> BoxedStrategy<ServerMessage> {
         job_status().prop_map(ServerMessage::ListItem),
         Just(ServerMessage::ListEnd),
         job_id().prop_map(|job| ServerMessage::Attached { job }),
+        (any::<u64>(), job_status())
+            .prop_map(|(seq, status)| ServerMessage::ListEntry(ListEntry { seq, status })),
+        any::<Option<u64>>().prop_map(|next| ServerMessage::ListPageEnd { next }),
         (
             error_code(),
             ".{0,40}",

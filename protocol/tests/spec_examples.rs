@@ -2,8 +2,8 @@
 //! (spec: QX-MSG-ENC-1, QX-MSG-ENC-2, QX-FRAME-1).
 
 use qexec_protocol::{
-    ClientMessage, ErrorCode, ErrorResponse, JobId, ListRequest, OutputFrame, OutputStream,
-    ServerMessage, SignalRequest, StatusRequest, encode,
+    ClientMessage, ErrorCode, ErrorResponse, JobId, ListQuery, ListRequest, ListStateFilter,
+    OutputFrame, OutputStream, ServerMessage, SignalRequest, StatusRequest, encode,
 };
 
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
@@ -17,6 +17,20 @@ fn client_examples() {
     assert_eq!(
         encode(&ClientMessage::List(ListRequest { running_only: true })).unwrap(),
         [0x02, 0x03, 0x01]
+    );
+    // ListQuery is ClientMessage index 8, ListStateFilter::Running index 1.
+    assert_eq!(
+        encode(&ClientMessage::ListQuery(ListQuery {
+            state: ListStateFilter::Running,
+            id_prefix: Some("abcd".into()),
+            limit: 10,
+            newest_first: true,
+            ..ListQuery::all(10)
+        }))
+        .unwrap(),
+        [
+            0x0d, 0x08, 0x01, 0x00, 0x00, 0x01, 0x04, b'a', b'b', b'c', b'd', 0x0a, 0x00, 0x01
+        ]
     );
     let mut status = vec![0x11, 0x02];
     status.extend(JOB_BYTES);
@@ -47,6 +61,11 @@ fn server_and_output_examples() {
         }))
         .unwrap(),
         [0x06, 0x05, 0x05, 0x02, b'n', b'o', 0x00]
+    );
+    // ListPageEnd is ServerMessage index 7.
+    assert_eq!(
+        encode(&ServerMessage::ListPageEnd { next: Some(300) }).unwrap(),
+        [0x04, 0x07, 0x01, 0xac, 0x02]
     );
     assert_eq!(
         encode(&OutputFrame::Data {

@@ -145,6 +145,7 @@ requirements! {
     limit_11 => "QX-LIMIT-11",
     limit_12 => "QX-LIMIT-12",
     limit_13 => "QX-LIMIT-13",
+    limit_17 => "QX-LIMIT-17",
     err_6 => "QX-ERR-6",
     sec_3 => "QX-SEC-3",
     err_7 => "QX-ERR-7",

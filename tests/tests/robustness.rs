@@ -62,6 +62,9 @@ fn tune(c: &mut ServerConfig) {
     c.request_timeout = REQUEST_TIMEOUT;
     c.idle_timeout = IDLE_TIMEOUT;
     c.keep_alive = Duration::from_secs(1);
+    // A cut connection is a lost one: its `run` job is stopped after this grace
+    // period (spec: QX-STREAM-24), kept short here.
+    c.detach_grace = Duration::from_millis(500);
     c.max_jobs = 4096;
     c.max_jobs_per_user = 4096;
 }
@@ -478,7 +481,7 @@ async fn client_killed_mid_stream_body() -> Result {
 }
 
 /// A `run`-style job (stop_on_detach, followed) whose connection drops: stopped with
-/// reason `Detached` (spec: QX-STREAM-17).
+/// reason `Detached` once the grace period is over (spec: QX-STREAM-17, QX-STREAM-24).
 #[test]
 fn dropped_connection_stops_run_job() -> Result {
     serial(dropped_connection_stops_run_job_body())
@@ -489,7 +492,13 @@ async fn dropped_connection_stops_run_job_body() -> Result {
     let server = server().await?;
     let relay = Relay::start(server.addr).await?;
     let doomed = Peer::user(&config(&server, relay.addr)).await?;
-    let direct = Peer::user(&config(&server, server.addr)).await?;
+    // Watched by the viewer: a follower with the owner's identity would keep the job
+    // alive past the grace period (spec: QX-STREAM-24).
+    let auditor = server
+        .identity("auditor")
+        .expect("default identity")
+        .clone();
+    let direct = Peer::connect(&config(&server, server.addr), &auditor).await?;
     let mut req = start_req(&[b"sh", b"-c", b"echo started; exec sleep 300"], true);
     req.stop_on_detach = true;
     req.timeout_ms = None;

@@ -32,6 +32,16 @@ Examples:
   qexec certs issue carol --role user
   qexec --cert ~/.config/qexec/users/carol.pem --key ~/.config/qexec/users/carol-key.pem list";
 
+const ISSUE_SERVER_HELP: &str = "\
+Replaces server.pem and server-key.pem in the PKI directory with a new certificate
+signed by the CA there (SANs localhost, 127.0.0.1, ::1 plus every --san, a new key).
+The CA and every client certificate stay valid; restart qexecd to use it. For a
+server certificate that expired or lacks the name clients dial.
+
+Examples:
+  qexec certs issue-server --san build-01.example.org --san 10.0.0.5
+  qexec certs issue-server --dir /etc/qexec --san build-01";
+
 /// `qexec certs …`.
 #[derive(Debug, Subcommand)]
 pub(super) enum CertsCommand {
@@ -63,6 +73,23 @@ pub(super) enum CertsCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Reissue only the server certificate (new names or validity), keeping the CA.
+    #[command(name = "issue-server", after_help = ISSUE_SERVER_HELP)]
+    IssueServer {
+        /// Extra DNS name or IP address for the server certificate (repeatable).
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// PKI directory holding the CA (default: the qexec config dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Serialize)]
+struct ServerIssuedJson {
+    server: PathBuf,
+    server_key: PathBuf,
+    sans: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -142,6 +169,28 @@ pub(super) fn certs(json: bool, cmd: CertsCommand) -> Result<u8, CliError> {
                     p.key.display(),
                     p.cert.display(),
                     p.key.display(),
+                )
+            };
+            super::print_out(&text)?;
+        }
+        CertsCommand::IssueServer { sans, dir } => {
+            let dir = dir.unwrap_or_else(pki::default_dir);
+            let p = pki::issue_server(&dir, &sans)?;
+            let mut all = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+            all.extend(sans);
+            let text = if json {
+                json_pretty(&ServerIssuedJson {
+                    server: p.server,
+                    server_key: p.server_key,
+                    sans: all,
+                })
+            } else {
+                format!(
+                    "issued a new server certificate (names {})\n  certificate  {}\n  \
+                     key          {}\nnext: restart qexecd; clients need no change\n",
+                    all.join(", "),
+                    p.server.display(),
+                    p.server_key.display(),
                 )
             };
             super::print_out(&text)?;

@@ -245,6 +245,12 @@ async fn limited(demo: &Demo, admin: &Client) -> Result<(), CliError> {
                 say(&format!("   {end}\n"))?;
             }
             let status = admin.status(job).await?;
+            if status.state.termination() != Some(qexec_protocol::Termination::Exited(0)) {
+                say(
+                    "   `Cannot fork` is the pids limit at work: 8 processes and threads at most,\n   \
+                     so the shell could not start all twelve sleeps (and exited 2)\n",
+                )?;
+            }
             show_status(&status_human(&status, super::now_ms()))?;
             if status.usage == ResourceUsage::default() {
                 say(

@@ -6,14 +6,20 @@ mod certs;
 mod completions;
 #[cfg(feature = "demo")]
 mod demo;
+mod jobref;
+mod kill;
 mod limits;
 mod list;
 mod logs;
+mod man;
 pub mod render;
 mod run;
 mod start;
 mod status;
 mod stop;
+mod wait;
+
+pub use jobref::ResolveError;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -24,12 +30,12 @@ use clap::{Args, Parser, Subcommand};
 
 use limits::LimitArgs;
 
-use qexec_protocol::SpawnFailure;
+use qexec_protocol::{JobId, SpawnFailure};
 
 use qexec_client::ClientError;
 use qexec_client::units::parse_duration;
 use qexec_client::{Client, default_config_dir};
-use qexec_client::{ClientConfig, DEFAULT_ADDR};
+use qexec_client::{ClientConfig, ConfigError, ConfigFile, DEFAULT_ADDR};
 
 /// Exit status of qexec's own failures (connection, TLS, usage, server errors), as
 /// ssh uses 255. A job's own codes pass through `run` unchanged.
@@ -43,6 +49,8 @@ const EXIT_HELP: &str = "\
 Exit status:
   qexec run      the job's exit code; 128+N if the job was killed by signal N;
                  127 if the program was not found, 126 if it could not be executed
+  qexec start    0; 127 or 126 as for run
+  qexec wait     as qexec run would exit, for the last job given
   other commands 0 on success
   255            a failure of qexec itself: usage, connection, TLS, or an error
                  answer from the server (one line on stderr says what and how to fix it)";
@@ -56,7 +64,11 @@ Examples:
   qexec run --cpu 0.5 --memory 256M --timeout 30s -- make -j4
   ID=$(qexec start -- sleep 60)            start in the background
   qexec logs -f $ID                        follow its output
-  qexec status $ID; qexec stop $ID --grace 2s; qexec list";
+  qexec status 3f2a; qexec wait @last      a unique id prefix; your newest job
+  qexec -s build list                      a named server of config.toml
+  qexec status $ID; qexec stop $ID --grace 2s; qexec list
+
+Jobs: the id, a unique prefix of 4+ hex digits, or @last.";
 
 /// qexec: run commands on remote Linux machines, fast (QUIC + mutual TLS).
 #[derive(Debug, Parser)]
@@ -82,9 +94,20 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Connection")]
 struct ConnArgs {
-    /// qexecd address, HOST:PORT ([V6]:PORT for IPv6).
-    #[arg(long, env = "QEXEC_ADDR", default_value = DEFAULT_ADDR, global = true)]
-    addr: String,
+    /// A named server of config.toml in the config dir (its address, CA, certificate
+    /// and key; the flags below override it) [default: the file's `default`]. Give it
+    /// before the command: `qexec -s build list`.
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "QEXEC_SERVER",
+        value_name = "NAME"
+    )]
+    server: Option<String>,
+    /// qexecd address, HOST or HOST:PORT ([V6]:PORT for IPv6); port 7443 unless given
+    /// [default: 127.0.0.1:7443].
+    #[arg(long, env = "QEXEC_ADDR", global = true)]
+    addr: Option<String>,
     /// CA certificate the server's certificate must be signed by [default: ca.pem in
     /// the config dir, $QEXEC_CONFIG_DIR or ~/.config/qexec].
     #[arg(long, env = "QEXEC_CA", global = true)]
@@ -95,26 +118,56 @@ struct ConnArgs {
     /// Our client private key [default: client-key.pem in the config dir].
     #[arg(long, env = "QEXEC_KEY", global = true)]
     key: Option<PathBuf>,
-    /// How long to wait for qexecd to answer the handshake, e.g. 5s.
+    /// How long to wait for qexecd to answer the handshake, e.g. 5s (a host that
+    /// answers "port unreachable" fails at once).
     #[arg(long, env = "QEXEC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     connect_timeout: Duration,
 }
 
 impl ConnArgs {
-    fn config(&self) -> ClientConfig {
-        let base = ClientConfig::from_pki_dir(&default_config_dir());
-        ClientConfig {
-            addr: self.addr.clone(),
-            ca: self.ca.clone().unwrap_or(base.ca),
-            cert: self.cert.clone().unwrap_or(base.cert),
-            key: self.key.clone().unwrap_or(base.key),
+    /// The settings: a flag (or its variable) first, then the named server of
+    /// config.toml, then the defaults.
+    fn config(&self) -> Result<ClientConfig, CliError> {
+        let dir = default_config_dir();
+        let base = ClientConfig::from_pki_dir(&dir);
+        let profile = match ConfigFile::load(&dir)? {
+            Some(file) => file.profile(self.server.as_deref(), &dir)?,
+            None => match &self.server {
+                Some(name) => {
+                    return Err(ConfigError::UnknownServer {
+                        name: name.clone(),
+                        path: dir.join(qexec_client::CONFIG_FILE),
+                        known: Vec::new(),
+                    }
+                    .into());
+                }
+                None => None,
+            },
+        }
+        .unwrap_or_default();
+        Ok(ClientConfig {
+            addr: self
+                .addr
+                .clone()
+                .or(profile.addr)
+                .unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
+            ca: self.ca.clone().or(profile.ca).unwrap_or(base.ca),
+            cert: self.cert.clone().or(profile.cert).unwrap_or(base.cert),
+            key: self.key.clone().or(profile.key).unwrap_or(base.key),
             connect_timeout: self.connect_timeout,
             request_timeout: base.request_timeout,
-        }
+        })
     }
 
     async fn connect(&self) -> Result<Client, CliError> {
-        Ok(Client::connect(&self.config()).await?)
+        Ok(Client::connect(&self.config()?).await?)
+    }
+
+    /// Connects and resolves a job reference (short id, `@last`) on that connection.
+    async fn connect_for(&self, job: &jobref::JobRef) -> Result<(Client, JobId), CliError> {
+        let client = self.connect().await?;
+        let id = job.resolve(&client, &self.config()?.cert).await?;
+        Ok((client, id))
     }
 }
 
@@ -129,6 +182,12 @@ enum Command {
     /// Stop a job: SIGTERM, a grace period, then SIGKILL.
     #[command(after_help = stop::HELP)]
     Stop(stop::StopArgs),
+    /// Send a signal to a job's main process (default SIGTERM).
+    #[command(after_help = kill::HELP)]
+    Kill(kill::KillArgs),
+    /// Wait for jobs to end; exit with the status of the last one.
+    #[command(after_help = wait::HELP)]
+    Wait(wait::WaitArgs),
     /// Show a job's status.
     #[command(after_help = status::HELP)]
     Status(status::StatusArgs),
@@ -144,6 +203,9 @@ enum Command {
     /// Print a shell completion script.
     #[command(after_help = completions::HELP)]
     Completions(completions::CompletionsArgs),
+    /// Write the manual pages (qexec.1, qexec-run.1, …) to a directory.
+    #[command(after_help = man::HELP)]
+    Man(man::ManArgs),
     /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
     #[cfg(feature = "demo")]
     #[command(after_help = demo::HELP)]
@@ -169,6 +231,12 @@ pub enum CliError {
         /// The server's maximum (or its whole message when it has no number).
         max: String,
     },
+    /// A job reference matched no job, or several.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// config.toml could not be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A PKI operation failed.
     #[error(transparent)]
     Pki(#[from] qexec_tls::PkiError),
@@ -251,15 +319,69 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Prints an error as one line on stderr.
-fn report(e: &dyn std::fmt::Display) {
+/// Set once at start-up when `--json` was given: errors then go to stderr as JSON.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An error on stderr with `--json`: `{"error": "…", "code": "not_found"}` (one line;
+/// `code` is the server's error code when the server answered with one, else `null`).
+#[derive(serde::Serialize)]
+struct ErrorJson<'a> {
+    error: &'a str,
+    code: Option<String>,
+}
+
+/// Prints one line on stderr, `qexec: …`, with every control character of it escaped
+/// (server text may be in it; spec: QX-SEC-6).
+fn note(text: &dyn std::fmt::Display) {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let prefix = if colour {
         "\x1b[1;31mqexec:\x1b[0m"
     } else {
         "qexec:"
     };
-    eprintln!("{prefix} {e}");
+    eprintln!("{prefix} {}", render::escape_str(&text.to_string()));
+}
+
+/// Prints an error: one `qexec: …` line on stderr, or with `--json` one JSON object
+/// line on stderr.
+fn report(e: &dyn std::fmt::Display) {
+    report_with_code(e, None);
+}
+
+fn report_with_code(e: &dyn std::fmt::Display, code: Option<qexec_protocol::ErrorCode>) {
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        let text = e.to_string();
+        let line = render::json_line(&ErrorJson {
+            error: &text,
+            code: code.map(|c| c.name().to_owned()),
+        });
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    } else {
+        note(e);
+    }
+}
+
+/// A clap error as the documented one line: `qexec: unexpected argument '--x' found
+/// (see `qexec run --help`)`.
+fn usage_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // The subcommand the user typed (its help has the examples), else the top level.
+    let command = <Cli as clap::CommandFactory>::command();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut usage = "qexec".to_owned();
+    if let Some(sub) = args
+        .iter()
+        .take_while(|a| *a != "--")
+        .find_map(|a| command.find_subcommand(a))
+    {
+        usage = format!("qexec {}", sub.get_name());
+    }
+    format!("{first} (see `{usage} --help`)")
 }
 
 /// Runs the CLI with the process arguments and returns its exit status.
@@ -267,16 +389,20 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let usage_error = e.use_stderr();
-            // Printing help to a closed stdout is not worth a second error.
-            let _ = e.print();
-            return if usage_error {
-                ExitCode::from(EXIT_QEXEC_ERROR)
-            } else {
-                ExitCode::SUCCESS
-            };
+            if !e.use_stderr() {
+                // Help and version. Printing them to a closed stdout is not worth a
+                // second error.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if std::env::args_os().any(|a| a == "--json") {
+                JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            report(&usage_line(&e));
+            return ExitCode::from(EXIT_QEXEC_ERROR);
         }
     };
+    JSON_ERRORS.store(cli.json, std::sync::atomic::Ordering::Relaxed);
     // The CLI talks to one server at a time: one thread is plenty and starts fastest
     // (cold `qexec run` latency is a headline figure). The demo also hosts qexecd.
     #[cfg(feature = "demo")]
@@ -298,7 +424,11 @@ pub fn main() -> ExitCode {
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            report(&e);
+            let code = match &e {
+                CliError::Client(c) => c.code(),
+                _ => None,
+            };
+            report_with_code(&e, code);
             EXIT_QEXEC_ERROR
         }
     };
@@ -318,11 +448,14 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Run(args) => run::run(&conn, json, args).await,
         Command::Start(args) => start::start(&conn, json, args).await,
         Command::Stop(args) => stop::stop(&conn, json, args).await,
+        Command::Kill(args) => kill::kill(&conn, json, args).await,
+        Command::Wait(args) => wait::wait(&conn, json, args).await,
         Command::Status(args) => status::status(&conn, json, args).await,
         Command::Logs(args) => logs::logs(&conn, json, args).await,
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => man::man(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(args).await,
     }

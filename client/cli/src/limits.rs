@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use qexec_client::ClientError;
 use qexec_client::units::{UnitError, parse_cpu, parse_duration, parse_size};
-use qexec_protocol::{ErrorCode, Limits, StartRequest};
+use qexec_protocol::limits::MIN_MEMORY_BYTES;
+use qexec_protocol::{ErrorCode, Field, InvalidRequest, Limits, Rule, StartRequest};
 
 use crate::CliError;
 
@@ -40,10 +41,16 @@ pub(crate) struct LimitArgs {
     /// Stop the job after this long: 500ms, 30s, 2m, 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Set an environment variable of the job (repeatable). The job gets only these,
-    /// plus a default PATH from the server.
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    /// Set an environment variable of the job (repeatable); NAME alone passes the local
+    /// value of NAME. The job gets only these (and --env-file's), plus a default PATH
+    /// from the server.
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Read environment variables from a file: one NAME=VALUE (or NAME, for the local
+    /// value) per line; blank lines and lines starting with # are skipped. -e wins
+    /// over the file for the same name.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
     /// Working directory of the job (default: /).
     #[arg(short = 'C', long, value_name = "DIR")]
     cwd: Option<PathBuf>,
@@ -86,6 +93,30 @@ impl std::str::FromStr for Human<u32> {
             text: s.to_owned(),
         })
     }
+}
+
+/// One `NAME=VALUE` (or `NAME`: its local value) of `-e` or `--env-file`; `what`
+/// names it in messages.
+fn env_entry(text: &[u8], what: &str) -> Result<(Vec<u8>, Vec<u8>), CliError> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let usage = |reason: String| CliError::Usage { reason };
+    let (name, value) = match text.iter().position(|b| *b == b'=') {
+        Some(at) => (text[..at].to_vec(), text[at + 1..].to_vec()),
+        None => {
+            let name = std::ffi::OsStr::from_bytes(text);
+            let value = std::env::var_os(name).ok_or_else(|| {
+                usage(format!(
+                    "{what}: {} is not set here (give NAME=VALUE to set it)",
+                    name.to_string_lossy()
+                ))
+            })?;
+            (text.to_vec(), value.into_vec())
+        }
+    };
+    if name.is_empty() {
+        return Err(usage(format!("{what} has an empty name")));
+    }
+    Ok((name, value))
 }
 
 impl LimitArgs {
@@ -171,17 +202,29 @@ impl LimitArgs {
         stdin: bool,
     ) -> Result<StartRequest, CliError> {
         use std::os::unix::ffi::{OsStrExt, OsStringExt};
-        let mut env = Vec::new();
-        for e in &self.env {
-            let (name, value) = e.split_once('=').ok_or_else(|| CliError::Usage {
-                reason: format!("--env {e:?} is not NAME=VALUE"),
+        let mut env: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut set = |(name, value): (Vec<u8>, Vec<u8>)| {
+            // One entry per name, the last given wins (a program's getenv would
+            // otherwise see the first).
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        };
+        if let Some(file) = &self.env_file {
+            let text = std::fs::read(file).map_err(|e| CliError::Usage {
+                reason: format!("--env-file {}: {e}", file.display()),
             })?;
-            if name.is_empty() {
-                return Err(CliError::Usage {
-                    reason: format!("--env {e:?} has an empty name"),
-                });
+            for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let trimmed = line.trim_ascii_start();
+                if trimmed.is_empty() || trimmed.starts_with(b"#") {
+                    continue;
+                }
+                let what = format!("--env-file {} line {}", file.display(), i + 1);
+                set(env_entry(line, &what)?);
             }
-            env.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        }
+        for e in &self.env {
+            set(env_entry(e.as_bytes(), &format!("--env {e:?}"))?);
         }
         let timeout_ms = self
             .timeout
@@ -196,12 +239,69 @@ impl LimitArgs {
             follow: false,
             stop_on_detach: false,
         };
-        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13), checked before
-        // connecting so a typo costs no round trip.
+        // The protocol's own rules (spec: QX-LIMIT-2..7, QX-LIMIT-13, QX-LIMIT-17),
+        // checked before connecting so a typo costs no round trip.
         qexec_protocol::validate_start(&req).map_err(|e| CliError::Usage {
-            reason: e.to_string(),
+            reason: self.explain_invalid(&e),
         })?;
         Ok(req)
+    }
+
+    /// A request the protocol refuses, said with the flag the user typed (no wire
+    /// field names, no spec ids: those are for implementers).
+    fn explain_invalid(&self, e: &InvalidRequest) -> String {
+        let typed = |name: &str| -> Option<(&'static str, String)> {
+            self.given()
+                .into_iter()
+                .find(|g| g.words.first().is_some_and(|w| name.starts_with(w)))
+                .map(|g| (g.flag, g.text))
+        };
+        match (e.field, e.rule) {
+            (Field::Limit { name }, Rule::OutOfRange { min, .. }) => {
+                let (flag, text) = typed(name).unwrap_or(("a limit", String::new()));
+                if e.requirement == "QX-LIMIT-17" {
+                    let min = u64::try_from(min).unwrap_or(MIN_MEMORY_BYTES);
+                    format!(
+                        "{flag} {text} is below the minimum of {}: no program can start with \
+                         less memory",
+                        qexec_client::units::format_size(min)
+                    )
+                } else {
+                    format!("{flag} {text} must be at least {min}")
+                }
+            }
+            (Field::Cwd, Rule::NotAbsolute) => {
+                let cwd = self
+                    .cwd
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.display().to_string());
+                format!("-C {cwd} is not an absolute path: give a path starting with /")
+            }
+            (Field::Cwd, _) => "-C contains a NUL byte".to_owned(),
+            (Field::TimeoutMs, _) => format!(
+                "--timeout is above the maximum of {}",
+                qexec_client::units::format_duration(Duration::from_millis(
+                    qexec_protocol::limits::MAX_TIMEOUT_MS
+                ))
+            ),
+            (Field::EnvName { index } | Field::EnvValue { index }, rule) => {
+                let e = self.env.get(index).map_or("", String::as_str);
+                format!("-e {e:?} {rule}")
+            }
+            (Field::Argv, Rule::Count { max, .. }) => {
+                format!("the command has more than {max} arguments")
+            }
+            (Field::ArgvEntry { index }, Rule::ContainsNul) => {
+                format!("argument {index} of the command contains a NUL byte")
+            }
+            (Field::ArgvEntry { .. }, _) => "the program name is empty".to_owned(),
+            (Field::Env, Rule::Count { max, .. }) => format!("more than {max} -e variables"),
+            (Field::Command, Rule::TooManyBytes { actual, max }) => format!(
+                "the command, its -e variables and -C together are {actual} bytes, at most \
+                 {max} are allowed"
+            ),
+            (field, rule) => format!("{field} {rule}"),
+        }
     }
 
     /// Turns an `InvalidArgument` answer about one of our limits into a message that

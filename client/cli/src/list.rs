@@ -1,30 +1,114 @@
-//! `qexec list`: the jobs visible to us.
+//! `qexec list`: the jobs visible to us, newest first.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+use qexec_client::Client;
+use qexec_protocol::limits::MAX_LIST_LIMIT;
+use qexec_protocol::{ErrorCode, JobStatus, ListQuery, ListStateFilter};
 
 use super::render::{JobJson, json_pretty, list_human};
 use super::{CliError, ConnArgs};
 
 pub(super) const HELP: &str = "\
-Admins and viewers see every job; users see their own. Columns: ID, OWNER, STATE,
-STARTED (UTC), TIME (run time so far), COMMAND. With --json: an array of status objects.
+Admins and viewers see every job; users see their own. Newest first. Columns: ID (the
+shortest unique prefix, at least 8 hex digits; every command takes it), OWNER, STATE,
+STARTED (UTC, MM-DD HH:MM), TIME (run time so far), COMMAND (cut to fit 80 columns).
+With --json: an array of status objects (full ids).
 
 Examples:
   qexec list
-  qexec list --running
+  qexec list --state running
+  qexec list --user alice --limit 10
   qexec list --json | jq -r '.[] | select(.state == \"running\") | .id'";
+
+/// `--state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StateArg {
+    /// Still running.
+    Running,
+    /// Ran and ended (exited, or stopped).
+    Ended,
+    /// Could not start.
+    Failed,
+}
 
 /// Arguments of `qexec list`.
 #[derive(Debug, Args)]
 pub(super) struct ListArgs {
-    /// Only jobs that are still running.
-    #[arg(long)]
+    /// Only jobs that are still running (same as --state running).
+    #[arg(long, conflicts_with = "state")]
     running: bool,
+    /// Only jobs in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+    /// Only jobs of this user (the name in their certificate).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// At most N jobs, the newest; 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: u32,
+}
+
+/// The jobs `query` selects, newest first, at most `limit` (0: all), page by page;
+/// through the plain `List` (filtered here) for a server without `ListQuery`.
+async fn query_all(
+    client: &Client,
+    mut query: ListQuery,
+    limit: u32,
+) -> Result<Vec<JobStatus>, CliError> {
+    let mut jobs = Vec::new();
+    loop {
+        let want = if limit == 0 {
+            MAX_LIST_LIMIT
+        } else {
+            (limit - jobs.len() as u32).min(MAX_LIST_LIMIT)
+        };
+        query.limit = want;
+        match client.list_query(query.clone()).await {
+            Ok((page, next)) => {
+                jobs.extend(page.into_iter().map(|e| e.status));
+                let full = limit != 0 && jobs.len() as u32 >= limit;
+                match next {
+                    Some(cursor) if !full => query.cursor = Some(cursor),
+                    _ => return Ok(jobs),
+                }
+            }
+            Err(e) if e.code() == Some(ErrorCode::Unsupported) && query.cursor.is_none() => {
+                let mut all: Vec<JobStatus> = client
+                    .list(query.state == ListStateFilter::Running)
+                    .await?
+                    .into_iter()
+                    .filter(|s| {
+                        query.state.selects(&s.state)
+                            && query.owner.as_ref().is_none_or(|o| &s.owner == o)
+                    })
+                    .collect();
+                all.sort_by_key(|s| std::cmp::Reverse(s.started_at_ms));
+                if limit != 0 {
+                    all.truncate(limit as usize);
+                }
+                return Ok(all);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub(super) async fn list(conn: &ConnArgs, json: bool, args: ListArgs) -> Result<u8, CliError> {
+    let state = match (args.running, args.state) {
+        (true, _) | (false, Some(StateArg::Running)) => ListStateFilter::Running,
+        (false, Some(StateArg::Ended)) => ListStateFilter::Ended,
+        (false, Some(StateArg::Failed)) => ListStateFilter::FailedToStart,
+        (false, None) => ListStateFilter::Any,
+    };
+    let query = ListQuery {
+        state,
+        owner: args.user.clone(),
+        newest_first: true,
+        ..ListQuery::all(1)
+    };
     let client = conn.connect().await?;
-    let jobs = client.list(args.running).await?;
+    let jobs = query_all(&client, query, args.limit).await?;
     super::finish(&client).await;
     let text = if json {
         json_pretty(&jobs.iter().map(JobJson::from).collect::<Vec<_>>())

@@ -146,7 +146,7 @@ pub fn state_text(state: &JobState) -> String {
             termination,
         } => {
             let why = match reason {
-                StopReason::Requested { by } => format!("by {by}"),
+                StopReason::Requested { by } => format!("by {}", escape_str(by)),
                 other => format!("({})", stop_reason_name(other).replace('_', " ")),
             };
             format!("stopped {why}, {}", termination_text(*termination))
@@ -157,20 +157,105 @@ pub fn state_text(state: &JobState) -> String {
     }
 }
 
-/// Quotes one argument for display the way a POSIX shell would need it.
-fn shell_quote(arg: &[u8]) -> String {
-    let Ok(text) = std::str::from_utf8(arg) else {
-        // Not UTF-8: bash's $'…' form shows every byte exactly.
-        let mut s = String::from("$'");
-        for &b in arg {
-            if b == b' ' || (b.is_ascii_graphic() && b != b'\'' && b != b'\\') {
-                s.push(char::from(b));
+/// True for the characters a terminal may act on: C0 controls (newline and tab
+/// included), DEL and the C1 controls U+0080..U+009F.
+fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+/// Appends the `$'…'` escape of one byte (bash's ANSI-C quoting).
+fn push_byte_escape(out: &mut String, b: u8) {
+    match b {
+        0x1b => out.push_str("\\e"),
+        0x07 => out.push_str("\\a"),
+        0x08 => out.push_str("\\b"),
+        b'\t' => out.push_str("\\t"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        0x0b => out.push_str("\\v"),
+        0x0c => out.push_str("\\f"),
+        _ => {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
+/// Neutralises text from the server before it reaches a terminal (spec: QX-SEC-6):
+/// every control character (C0 — newline included —, DEL, C1) and every byte of an
+/// invalid UTF-8 sequence becomes a visible `$'…'` escape (`\e`, `\a`, `\r`,
+/// `\xHH`), as `ls --quoting-style=shell-escape` shows them; everything else is
+/// unchanged. Job *output* is never passed through this: it is the job's bytes.
+pub fn escape_text(bytes: &[u8]) -> String {
+    fn flush(out: &mut String, run: &mut String) {
+        if !run.is_empty() {
+            out.push_str("$'");
+            out.push_str(run);
+            out.push('\'');
+            run.clear();
+        }
+    }
+    let mut out = String::with_capacity(bytes.len());
+    // Escapes waiting to be closed into one `$'…'` group.
+    let mut run = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_control(c) {
+                let mut buf = [0u8; 4];
+                for &b in c.encode_utf8(&mut buf).as_bytes() {
+                    push_byte_escape(&mut run, b);
+                }
             } else {
-                let _ = write!(s, "\\x{b:02x}");
+                flush(&mut out, &mut run);
+                out.push(c);
             }
         }
-        s.push('\'');
-        return s;
+        for &b in chunk.invalid() {
+            push_byte_escape(&mut run, b);
+        }
+    }
+    flush(&mut out, &mut run);
+    out
+}
+
+/// [`escape_text`] of a string.
+pub fn escape_str(text: &str) -> String {
+    if text.chars().any(is_control) {
+        escape_text(text.as_bytes())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Quotes one argument for display the way a POSIX shell would need it; control
+/// characters and invalid UTF-8 use bash's `$'…'` form, so nothing reaches the
+/// terminal raw (spec: QX-SEC-6).
+fn shell_quote(arg: &[u8]) -> String {
+    let text = match std::str::from_utf8(arg) {
+        Ok(text) if !text.chars().any(is_control) => text,
+        _ => {
+            // bash's $'…' form shows every byte exactly.
+            let mut s = String::from("$'");
+            for chunk in arg.utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    if is_control(c) {
+                        let mut buf = [0u8; 4];
+                        for &b in c.encode_utf8(&mut buf).as_bytes() {
+                            push_byte_escape(&mut s, b);
+                        }
+                    } else if c == '\'' || c == '\\' {
+                        s.push('\\');
+                        s.push(c);
+                    } else {
+                        s.push(c);
+                    }
+                }
+                for &b in chunk.invalid() {
+                    push_byte_escape(&mut s, b);
+                }
+            }
+            s.push('\'');
+            return s;
+        }
     };
     let plain = !text.is_empty()
         && text
@@ -262,10 +347,10 @@ pub fn status_human(s: &JobStatus, now_ms: u64) -> String {
     };
     line("job", s.id.to_string());
     line("command", command_text(&s.argv));
-    line("owner", s.owner.clone());
+    line("owner", escape_str(&s.owner));
     line("state", state_text(&s.state));
     if let JobState::FailedToStart { message, .. } = &s.state {
-        line("reason", message.clone());
+        line("reason", escape_str(message));
     }
     line(
         "pid",
@@ -295,25 +380,54 @@ pub fn status_human(s: &JobStatus, now_ms: u64) -> String {
     out
 }
 
-/// The human `qexec list` table.
+/// Width the `qexec list` table fits in (the command column is cut to fit).
+pub const LIST_WIDTH: usize = 80;
+
+/// Fewest hex digits of a job id `qexec list` shows.
+pub const SHORT_ID_DIGITS: usize = 8;
+
+/// The shortest prefixes (at least [`SHORT_ID_DIGITS`] digits) that tell the ids
+/// apart, in the order given.
+pub fn short_ids(ids: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    ids.iter()
+        .map(|id| {
+            let i = sorted.binary_search(&id.as_str()).unwrap_or(0);
+            let before = i.checked_sub(1).map_or(0, |j| common(sorted[j], id));
+            let after = sorted.get(i + 1).map_or(0, |n| common(n, id));
+            let len = (before.max(after) + 1).clamp(SHORT_ID_DIGITS, id.len());
+            id[..len].to_owned()
+        })
+        .collect()
+}
+
+/// Start time in the list: `MM-DD HH:MM` (UTC).
+fn short_time(ms: u64) -> String {
+    let full = format_timestamp(ms); // 2026-11-28 19:00:00 UTC
+    full.get(5..16).unwrap_or(&full).to_owned()
+}
+
+/// The human `qexec list` table: short ids (unique prefixes, as `qexec status` takes
+/// them), one row per job in the order given, at most [`LIST_WIDTH`] columns (the
+/// command is cut with `…`). Server text is escaped (spec: QX-SEC-6).
 pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
     if jobs.is_empty() {
         return "no jobs\n".to_owned();
     }
+    let ids = short_ids(&jobs.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
     let header = ["ID", "OWNER", "STATE", "STARTED", "TIME", "COMMAND"].map(str::to_owned);
     let mut rows = vec![header];
-    for s in jobs {
-        let mut command = command_text(&s.argv);
-        if command.chars().count() > 60 {
-            command = command.chars().take(59).collect::<String>() + "…";
-        }
+    for (s, id) in jobs.iter().zip(ids) {
         rows.push([
-            s.id.to_string(),
-            s.owner.clone(),
+            id,
+            escape_str(&s.owner),
             state_text(&s.state),
-            format_timestamp(s.started_at_ms),
+            short_time(s.started_at_ms),
             format_duration(run_time(s, now_ms)),
-            command,
+            command_text(&s.argv),
         ]);
     }
     let mut widths = [0usize; 6];
@@ -322,12 +436,19 @@ pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let used: usize = widths[..5].iter().map(|w| w + 2).sum();
+    let command_width = LIST_WIDTH.saturating_sub(used).max(16);
     let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i + 1 == row.len() {
-                line.push_str(cell);
+                if cell.chars().count() > command_width {
+                    line.extend(cell.chars().take(command_width - 1));
+                    line.push('…');
+                } else {
+                    line.push_str(cell);
+                }
             } else {
                 let pad = widths[i] - cell.chars().count();
                 line.push_str(cell);
@@ -353,8 +474,9 @@ pub fn colour_state(text: &str) -> String {
     ];
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.split_inclusive('\n') {
+        let hex_digits = line.bytes().take_while(u8::is_ascii_hexdigit).count();
         let is_row = line.starts_with("state ")
-            || (line.len() > 32 && line.as_bytes()[..32].iter().all(u8::is_ascii_hexdigit));
+            || (hex_digits >= SHORT_ID_DIGITS && line[hex_digits..].starts_with("  "));
         let found = is_row
             .then(|| {
                 PHRASES
@@ -550,11 +672,23 @@ pub enum EventJson {
         data: String,
         /// The bytes as hex, only when they are not UTF-8.
         data_hex: Option<String>,
+        /// When qexec received them, ms since the epoch (only with `--timestamps`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts_ms: Option<u64>,
     },
     /// The job ended.
     End {
         /// Its final status.
         status: Box<JobJson>,
+    },
+    /// The job could not start (`run` only; then no other event comes).
+    FailedToStart {
+        /// Why: `not_found`, `permission_denied`, … (as `spawn_failure` of a status).
+        spawn_failure: String,
+        /// The server's details.
+        message: String,
+        /// The exit status `qexec run` exits with (127, 126 or 255).
+        exit: u8,
     },
 }
 
@@ -571,6 +705,27 @@ impl EventJson {
             offset,
             data,
             data_hex,
+            ts_ms: None,
+        }
+    }
+
+    /// The same event with its receive time (`--timestamps`).
+    pub fn stamped(self, now_ms: u64) -> Self {
+        match self {
+            Self::Output {
+                stream,
+                offset,
+                data,
+                data_hex,
+                ..
+            } => Self::Output {
+                stream,
+                offset,
+                data,
+                data_hex,
+                ts_ms: Some(now_ms),
+            },
+            other => other,
         }
     }
 }
@@ -630,5 +785,35 @@ mod tests {
         let argv = vec![b"sh".to_vec(), b"-c".to_vec(), b"echo 'hi'".to_vec()];
         assert_eq!(command_text(&argv), r#"sh -c 'echo '\''hi'\'''"#);
         assert_eq!(command_text(&[b"a\xff b".to_vec()]), r"$'a\xff b'");
+    }
+
+    #[test]
+    fn short_ids_are_unique_prefixes_of_at_least_8_digits() {
+        let ids: Vec<String> = [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789ab0000ffffffffffffffff",
+            "fedcba98765432100000000000000000",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            short_ids(&ids),
+            ["0123456789abc", "0123456789ab0", "fedcba98"]
+        );
+        assert_eq!(short_ids(&ids[2..]), ["fedcba98"]);
+    }
+
+    #[test]
+    fn control_characters_are_shell_escaped() {
+        // spec: QX-SEC-6 — like `ls --quoting-style=shell-escape`.
+        let argv = vec![b"printf".to_vec(), b"\x1b[31mred\x07\rover".to_vec()];
+        assert_eq!(command_text(&argv), r"printf $'\e[31mred\a\rover'");
+        assert_eq!(command_text(&[b"it's\n".to_vec()]), r"$'it\'s\n'");
+        // C1 (U+009B, a one-character CSI) as its UTF-8 bytes.
+        assert_eq!(command_text(&["a\u{9b}b".into()]), r"$'a\xc2\x9bb'");
+        assert_eq!(escape_str("bob\x1b]0;pwned\x07"), r"bob$'\e']0;pwned$'\a'");
+        assert_eq!(escape_text(b"ok \xff\xfe end"), r"ok $'\xff\xfe' end");
+        assert_eq!(escape_str("plain text: ok"), "plain text: ok");
+        assert_eq!(escape_str("é ü"), "é ü");
     }
 }

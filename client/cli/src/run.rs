@@ -9,18 +9,23 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use qexec_protocol::{JobState, JobStatus, OutputStream, StopReason, Termination};
 
-use super::render::{EventJson, JobJson, json_line, signal_name};
-use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, report, spawn_exit};
+use super::render::{EventJson, JobJson, json_line, signal_name, spawn_failure_name, state_text};
+use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, note, spawn_exit};
 use qexec_client::units::format_duration;
-use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, StdinWriter};
+use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, OutputSubscription, StdinWriter};
+use qexec_protocol::JobId;
 
 pub(super) const HELP: &str = "\
-The job is stopped when qexec goes away (connection lost, qexec killed).
+The job is stopped when qexec goes away. A lost connection (suspended laptop,
+Ctrl-Z, network blip) is not going away: qexecd keeps the job for its grace period
+(default 60s) and qexec reconnects and continues the output from the byte it had
+reached; local stdin (-i) is then no longer forwarded and the job's stdin is closed.
 
-Ctrl-C: the first stops the remote job (SIGTERM, the server's grace period, SIGKILL);
-qexec then exits with the job's status as usual (130 or 143 for most programs). A
-second Ctrl-C detaches at once: qexec prints the job id on stderr and exits 255 (the
-job is still being stopped by the server).
+Ctrl-C: the first stops the remote job (SIGTERM, the server's grace period, SIGKILL)
+and skips the output not shown yet; when the job has ended qexec prints one line
+saying how (`job ID stopped (Ctrl-C): stopped by NAME, SIGTERM`) and exits with the
+job's status as usual (130 or 143 for most programs). A second Ctrl-C before that
+detaches at once: qexec says the server is still stopping the job and exits 255.
 
 Exit status: the job's exit code; 128+N if it was killed by signal N; 127 if the program
 was not found, 126 if it could not be executed; 255 for a failure of qexec itself.
@@ -41,6 +46,10 @@ pub(super) struct RunArgs {
     /// /dev/null).
     #[arg(short = 'i', long = "stdin")]
     stdin: bool,
+    /// With --json: add `ts_ms` (when qexec received the chunk, ms since the epoch) to
+    /// every output event.
+    #[arg(long)]
+    timestamps: bool,
     /// The program and its arguments, after `--`. Executed directly, no shell.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub(super) command: Vec<OsString>,
@@ -62,8 +71,9 @@ pub(super) fn exit_status(status: &JobStatus) -> u8 {
     }
 }
 
-/// One line on stderr when the end of a job needs explaining beyond its code.
-fn end_note(status: &JobStatus) -> Option<String> {
+/// One line on stderr when the end of a job needs explaining beyond its code;
+/// `asked_stop` when our own Ctrl-C asked for the stop (then the line always comes).
+fn end_note(status: &JobStatus, asked_stop: bool) -> Option<String> {
     let id = status.id;
     let ran = format_duration(std::time::Duration::from_millis(
         status
@@ -81,7 +91,13 @@ fn end_note(status: &JobStatus) -> Option<String> {
                 "job {id} stopped: its output reached the server's cap (output truncated)"
             )),
             StopReason::Shutdown => Some(format!("job {id} stopped: qexecd shut down")),
-            StopReason::Detached | StopReason::Requested { .. } => None,
+            StopReason::Requested { .. } if asked_stop => Some(format!(
+                "job {id} stopped (Ctrl-C): {}",
+                state_text(&status.state)
+            )),
+            // Someone else (or `qexec stop`) stopped it: say who.
+            StopReason::Requested { .. } => Some(format!("job {id} {}", state_text(&status.state))),
+            StopReason::Detached => None,
         },
         JobState::Exited {
             termination: Termination::Signaled(9),
@@ -91,6 +107,10 @@ fn end_note(status: &JobStatus) -> Option<String> {
         JobState::Exited {
             termination: Termination::Signaled(sig),
         } => Some(format!("job {id} was killed by {}", signal_name(*sig))),
+        _ if asked_stop => Some(format!(
+            "job {id} ended before the stop (Ctrl-C): {}",
+            state_text(&status.state)
+        )),
         _ => None,
     }
 }
@@ -147,16 +167,102 @@ fn write_output(stream: OutputStream, data: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// What the first Ctrl-C leads to: the job's final status once the server stopped it.
+type StopTask = tokio::task::JoinHandle<Result<JobStatus, ClientError>>;
+
+/// Waits for the stop asked by the first Ctrl-C (pending forever when none was asked).
+async fn stopped(task: &mut Option<StopTask>) -> Result<JobStatus, CliError> {
+    match task {
+        Some(t) => match t.await {
+            Ok(r) => r.map_err(CliError::from),
+            Err(e) => Err(CliError::Runtime {
+                source: std::io::Error::other(e),
+            }),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Reports the end of a job: the `end` event with --json, else the note (if any).
+fn report_end(json: bool, status: &JobStatus, asked_stop: bool) -> Result<(), CliError> {
+    if json {
+        return super::print_out(&json_line(&EventJson::End {
+            status: Box::new(JobJson::from(status)),
+        }));
+    }
+    if let Some(line) = end_note(status, asked_stop) {
+        note(&line);
+    }
+    Ok(())
+}
+
+/// How many connection attempts a `run` makes in a row to take its job back.
+const MAX_RECONNECTS: u32 = 5;
+
+/// What went wrong with the connection, without advice (we are about to retry).
+fn lost(e: &ClientError) -> String {
+    match e {
+        ClientError::ShuttingDown { addr } => format!("qexecd at {addr} is shutting down"),
+        ClientError::Unreachable { addr, .. } => format!("cannot reach qexecd at {addr}"),
+        other => other.to_string(),
+    }
+}
+
+/// A new connection attached to `job` from `position`; while it follows the job the
+/// server keeps it (spec: QX-STREAM-24).
+async fn reconnect(
+    conn: &ConnArgs,
+    job: JobId,
+    position: u64,
+) -> Result<(qexec_client::Client, OutputSubscription), CliError> {
+    let mut failures = 0;
+    loop {
+        let attempt = async {
+            let client = conn.connect().await?;
+            let sub = client.attach(job, position).await.map_err(CliError::from)?;
+            Ok::<_, CliError>((client, sub))
+        }
+        .await;
+        match attempt {
+            Ok(pair) => return Ok(pair),
+            Err(CliError::Client(e)) if e.is_connection_lost() && failures + 1 < MAX_RECONNECTS => {
+                failures += 1;
+                // Product back-off between reconnection attempts (not a test wait).
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(failures)))
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8, CliError> {
     let req = args.limits.request(&args.command, args.stdin)?;
+    if args.timestamps && !json {
+        return Err(CliError::Usage {
+            reason: "--timestamps needs --json (without it, output bytes are passed as they are)"
+                .into(),
+        });
+    }
     // Listen for Ctrl-C before anything runs remotely, so it is never lost.
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|source| CliError::Runtime { source })?;
-    let client = Arc::new(conn.connect().await?);
+    let mut client = Arc::new(conn.connect().await?);
     let mut started = match client.run(req).await {
         Ok(s) => s,
-        Err(e @ ClientError::Spawn { failure, .. }) => {
-            report(&e);
+        Err(ClientError::Spawn { failure, message }) => {
+            // spec: QX-MSG-TYPE-5 — the job never ran; say so on stdout too with --json.
+            if json {
+                super::print_out(&json_line(&EventJson::FailedToStart {
+                    spawn_failure: spawn_failure_name(failure).to_owned(),
+                    message: message.clone(),
+                    exit: spawn_exit(failure),
+                }))?;
+            }
+            super::report_with_code(
+                &ClientError::Spawn { failure, message },
+                Some(qexec_protocol::ErrorCode::SpawnFailed),
+            );
             super::finish(&client).await;
             return Ok(spawn_exit(failure));
         }
@@ -169,21 +275,27 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
             pid: started.pid,
         }))?;
     }
-    let mut output = started.output.take().ok_or_else(|| ClientError::Protocol {
+    let mut output = Some(started.output.take().ok_or_else(|| ClientError::Protocol {
         addr: client.addr().to_owned(),
         reason: "no output stream for a followed start".into(),
-    })?;
+    })?);
     // Owned here; aborted below whatever way the loop ends.
-    let stdin_task = started.stdin.take().map(|w| tokio::spawn(forward_stdin(w)));
-    let mut stop_task = None;
-    let mut interrupts = 0;
+    let mut stdin_task = started.stdin.take().map(|w| tokio::spawn(forward_stdin(w)));
+    let mut stop_task: Option<StopTask> = None;
+    // The output position of the last reconnection, if any.
+    let mut reconnected_at: Option<u64> = None;
 
     let result = loop {
         tokio::select! {
-            event = output.next() => match event {
+            event = async { output.as_mut().expect("output is read until Ctrl-C").next().await },
+                if output.is_some() => match event {
                 Ok(Some(OutputEvent::Data { stream, offset, data })) => {
                     let written = if json {
-                        super::print_out(&json_line(&EventJson::output(stream, offset, &data)))
+                        let mut e = EventJson::output(stream, offset, &data);
+                        if args.timestamps {
+                            e = e.stamped(super::now_ms());
+                        }
+                        super::print_out(&json_line(&e))
                             .map_err(|e| match e {
                                 CliError::Output { source, .. } => source,
                                 other => std::io::Error::other(other.to_string()),
@@ -201,31 +313,63 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                     }
                 }
                 Ok(Some(OutputEvent::End(status))) => {
-                    if json {
-                        super::print_out(&json_line(&EventJson::End {
-                            status: Box::new(JobJson::from(&*status)),
-                        }))?;
-                    } else if let Some(note) = end_note(&status) {
-                        report(&note);
-                    }
+                    report_end(json, &status, false)?;
                     break Ok(exit_status(&status));
                 }
                 Ok(None) => break Err(CliError::Client(ClientError::Protocol {
                     addr: client.addr().to_owned(),
                     reason: format!("job {job}: output ended without a final status"),
                 })),
+                Err(e) if e.is_connection_lost() => {
+                    // The server keeps a `run` job through a grace period after a lost
+                    // connection (spec: QX-STREAM-24): take it back from where we were.
+                    let position = output.as_ref().map_or(0, OutputSubscription::position);
+                    // Once per outage: not again while no byte came in between.
+                    if reconnected_at != Some(position) {
+                        note(&format!(
+                            "{}; reconnecting to job {job} from byte {position}",
+                            lost(&e)
+                        ));
+                    }
+                    reconnected_at = Some(position);
+                    if let Some(t) = stdin_task.take() {
+                        t.abort();
+                        note(&"local stdin is no longer forwarded: the job's stdin is closed");
+                    }
+                    match reconnect(conn, job, position).await {
+                        Ok((c, sub)) => {
+                            client = Arc::new(c);
+                            output = Some(sub);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
                 Err(e) => break Err(e.into()),
             },
+            status = stopped(&mut stop_task) => {
+                // The first Ctrl-C's stop is done: its answer is the final status.
+                break match status {
+                    Ok(status) => {
+                        report_end(json, &status, true)?;
+                        Ok(exit_status(&status))
+                    }
+                    Err(e) => Err(e),
+                };
+            }
             _ = interrupt.recv() => {
-                interrupts += 1;
-                if interrupts == 1 {
-                    report(&format!("stopping job {job} (Ctrl-C again to detach)"));
+                if stop_task.is_none() {
+                    note(&format!(
+                        "stopping job {job}; output not shown yet is skipped (Ctrl-C again to detach)"
+                    ));
+                    // Skip the backlog: closing our end of the output stream tells the
+                    // server to stop sending it. The stop's answer is the final status.
+                    drop(output.take());
                     let c = client.clone();
-                    // The answer is not needed: the job's end arrives on the output stream.
                     stop_task = Some(tokio::spawn(async move { c.stop(job, None).await }));
                 } else {
-                    report(&format!(
-                        "detached from job {job}; the server is stopping it (see `qexec status {job}`)"
+                    note(&format!(
+                        "detached from job {job} while the server stops it (SIGTERM sent, \
+                         SIGKILL after its grace period): see `qexec status {job}`"
                     ));
                     break Ok(EXIT_QEXEC_ERROR);
                 }

@@ -5,10 +5,13 @@ use std::ffi::OsString;
 use clap::Args;
 
 use super::render::{StartedJson, json_line};
-use super::{CliError, ConnArgs, LimitArgs};
+use super::{CliError, ConnArgs, LimitArgs, spawn_exit};
+use qexec_client::ClientError;
 
 pub(super) const HELP: &str = "\
 Prints the job id (32 hex digits) on stdout; with --json, {\"job\": ID, \"pid\": PID}.
+Exit status: 0 when the job started; 127 if the program was not found, 126 if it
+could not be executed (as `run`); 255 for a failure of qexec itself.
 The job keeps running after qexec exits; see `qexec logs -f ID`, `qexec status ID`,
 `qexec stop ID`.
 
@@ -29,10 +32,16 @@ pub(super) struct StartArgs {
 pub(super) async fn start(conn: &ConnArgs, json: bool, args: StartArgs) -> Result<u8, CliError> {
     let req = args.limits.request(&args.command, false)?;
     let client = conn.connect().await?;
-    let started = client
-        .start(req)
-        .await
-        .map_err(|e| args.limits.explain(e))?;
+    let started = match client.start(req).await {
+        Ok(s) => s,
+        Err(e @ ClientError::Spawn { failure, .. }) => {
+            // The same codes as `run` (127 not found, 126 not executable).
+            super::report_with_code(&e, e.code());
+            super::finish(&client).await;
+            return Ok(spawn_exit(failure));
+        }
+        Err(e) => return Err(args.limits.explain(e)),
+    };
     let text = if json {
         json_line(&StartedJson {
             job: started.job.to_string(),

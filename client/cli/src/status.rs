@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use qexec_protocol::JobId;
+use crate::jobref::JobRef;
 
 use super::render::{JobJson, json_pretty, status_human};
 use super::{CliError, ConnArgs};
@@ -13,18 +13,20 @@ ended/ran or running, output, limits, usage). With --json: the job's status obje
 
 Examples:
   qexec status $ID
+  qexec status 3f2a                 # any unique prefix of 4+ hex digits
+  qexec status @last                # your newest job
   qexec status --json $ID | jq .exit_code";
 
 /// Arguments of `qexec status`.
 #[derive(Debug, Args)]
 pub(super) struct StatusArgs {
-    /// The job id (32 hex digits).
-    job: JobId,
+    /// The job: its id, a unique prefix (4+ hex digits) or @last.
+    job: JobRef,
 }
 
 pub(super) async fn status(conn: &ConnArgs, json: bool, args: StatusArgs) -> Result<u8, CliError> {
-    let client = conn.connect().await?;
-    let status = client.status(args.job).await?;
+    let (client, job) = conn.connect_for(&args.job).await?;
+    let status = client.status(job).await?;
     super::finish(&client).await;
     let text = if json {
         json_pretty(&JobJson::from(&status))

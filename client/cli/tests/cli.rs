@@ -164,6 +164,8 @@ fn normalise(text: &str, ids: &[(&str, &str)]) -> String {
     let mut text = text.to_owned();
     for (id, name) in ids {
         text = text.replace(id, name);
+        // `qexec list` shows short ids (unique prefixes of at least 8 digits).
+        text = text.replace(&id[..8], name);
     }
     let volatile = ["pid", "started", "ended", "ran", "running", "usage"];
     let stable = [

@@ -18,8 +18,9 @@ pub enum PkiError {
     },
     /// `init` found an existing CA.
     #[error(
-        "a CA already exists at {path}; refusing to overwrite it (use --force to replace \
-         the whole PKI, which invalidates every certificate it issued)"
+        "a CA already exists at {path}; refusing to overwrite it: to change or renew only \
+         the server certificate use `qexec certs issue-server --san NAME`; --force replaces \
+         the whole PKI, which invalidates every certificate it issued"
     )]
     CaExists {
         /// The existing CA file.

@@ -45,7 +45,9 @@ pub use issue::{
 pub use pem::{CertKeyPem, TlsSource};
 pub use store::{ClientPaths, PkiPaths, default_dir, local_user_name};
 #[cfg(feature = "pki")]
-pub use store::{init, issue_client, write_pki};
+pub use store::{
+    cert_validity, identity_of_cert_file, init, issue_client, issue_server, write_pki,
+};
 pub use transport::{
     CLIENT_CONNECTION_RECEIVE_WINDOW, CLIENT_MAX_OUTPUT_STREAMS, CLIENT_STREAM_RECEIVE_WINDOW,
     CONNECTION_RECEIVE_WINDOW, SEND_WINDOW, STREAM_RECEIVE_WINDOW, client_transport,

@@ -185,6 +185,60 @@ pub fn issue_client(dir: &Path, name: &str, role: Role) -> Result<ClientPaths, P
 }
 
 #[cfg(feature = "pki")]
+/// Reissues only the server certificate of the PKI in `dir` with the CA there: SANs
+/// `localhost`, `127.0.0.1`, `::1` plus `extra_sans`, a fresh key, a fresh validity
+/// period. Replaces `server.pem` and `server-key.pem`; the CA and every client
+/// certificate stay valid (unlike `init --force`).
+pub fn issue_server(dir: &Path, extra_sans: &[String]) -> Result<PkiPaths, PkiError> {
+    let paths = PkiPaths::new(dir);
+    let ca = Ca::load(dir)?;
+    let pair = ca.issue_server(extra_sans)?;
+    write_pair(&paths.server, &paths.server_key, &pair)?;
+    Ok(paths)
+}
+
+#[cfg(feature = "pki")]
+/// The validity period of the first certificate in the PEM file `path`:
+/// (not before, not after).
+pub fn cert_validity(
+    path: &Path,
+) -> Result<(std::time::SystemTime, std::time::SystemTime), PkiError> {
+    let pem = read_pem_file(path)?;
+    let bad = |reason: String| PkiError::BadPem {
+        path: path.to_owned(),
+        what: "certificate",
+        reason,
+    };
+    let der = crate::issue::first_cert_der(&pem).map_err(bad)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        let abs = std::time::Duration::from_secs(secs.unsigned_abs());
+        if secs >= 0 {
+            std::time::UNIX_EPOCH + abs
+        } else {
+            std::time::UNIX_EPOCH - abs
+        }
+    };
+    let v = cert.validity();
+    Ok((at(v.not_before), at(v.not_after)))
+}
+
+#[cfg(feature = "pki")]
+/// The identity (name, role) in the first certificate of the PEM file `path`, e.g.
+/// the client's own certificate.
+pub fn identity_of_cert_file(path: &Path) -> Result<crate::Identity, PkiError> {
+    let pem = read_pem_file(path)?;
+    let bad = |reason: String| PkiError::BadPem {
+        path: path.to_owned(),
+        what: "client certificate",
+        reason,
+    };
+    let der = crate::issue::first_cert_der(&pem).map_err(bad)?;
+    crate::Identity::from_cert_der(&der).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(feature = "pki")]
 pub(crate) fn read_pem_file(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|source| PkiError::Io {
         action: "read",

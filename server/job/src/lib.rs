@@ -133,6 +133,7 @@ pub mod testkit;
 pub use config::{Capabilities, JobSpec, ManagerConfig};
 pub use error::{JobError, ManagerError, StartError};
 pub use follow::{FollowEvent, Follower};
+pub use manager::query::{ListFilter, ListPage, MAX_PAGE_ARGV_BYTES};
 pub use manager::{JobManager, StartedJob};
 pub use sandbox::{
     DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, DEFAULT_UID_BASE, JobNetwork, SLOT_IDS, SandboxConfig,

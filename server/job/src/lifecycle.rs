@@ -40,6 +40,8 @@ struct Stop {
 pub(crate) struct Lifecycle {
     stop: Option<Stop>,
     exited: Option<Termination>,
+    /// The job died before its program ran (why).
+    never_ran: Option<String>,
 }
 
 impl Lifecycle {
@@ -108,6 +110,14 @@ impl Lifecycle {
         }
     }
 
+    /// The main process was reaped, but the job's program never ran (an isolated
+    /// job's init died first): reported `FailedToStart` (`Setup`) with `why`, not as
+    /// the init's bare exit code.
+    pub(crate) fn on_exit_before_program(&mut self, termination: Termination, why: String) {
+        self.on_exit(termination);
+        self.never_ran = Some(why);
+    }
+
     /// A stop is under way or happened.
     pub(crate) fn stopping(&self) -> bool {
         self.stop.is_some()
@@ -122,6 +132,12 @@ impl Lifecycle {
     /// spec: QX-MSG-TYPE-6 (`Exited`: ended without a stop by qexec, a client's `Signal`
     /// included, QX-MSG-CTRL-10; `Stopped`: qexec stopped it)
     pub(crate) fn state(&self) -> JobState {
+        if let (Some(_), Some(why)) = (self.exited, &self.never_ran) {
+            return JobState::FailedToStart {
+                failure: qexec_protocol::SpawnFailure::Setup,
+                message: why.clone(),
+            };
+        }
         match (self.exited, &self.stop) {
             (None, _) => JobState::Running,
             (Some(termination), None) => JobState::Exited { termination },
@@ -136,6 +152,19 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_whose_program_never_ran_failed_to_start() {
+        let mut l = Lifecycle::new();
+        l.on_exit_before_program(Termination::Exited(127), "init died".into());
+        assert_eq!(
+            l.state(),
+            JobState::FailedToStart {
+                failure: qexec_protocol::SpawnFailure::Setup,
+                message: "init died".into()
+            }
+        );
+    }
 
     fn by(who: &str) -> StopReason {
         StopReason::Requested { by: who.into() }

@@ -26,6 +26,7 @@ use qexec_tls as pki;
 /// ~/.config/qexec) and listens on 127.0.0.1:7443.
 #[derive(Debug, Parser)]
 #[command(
+    name = "qexecd",
     version,
     after_help = "Examples:\n  qexec certs init && qexecd\n  qexecd --listen [::1]:7443\n  \
                   qexecd --ca pki/ca.pem --cert pki/server.pem --key pki/server-key.pem\n  \
@@ -126,6 +127,12 @@ struct Args {
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
+    /// How long a `qexec run` job outlives a lost connection (suspended laptop, network
+    /// blip), waiting for its client to reconnect; 0 stops it at once. A client that
+    /// closes its connection (or is stopped by Ctrl-C) is not waited for.
+    #[arg(long, env = "QEXECD_DETACH_GRACE", value_name = "DURATION", default_value = "60s",
+          value_parser = qexec_protocol::units::parse_duration)]
+    detach_grace: Duration,
     // Server-side job limits (spec: QX-LIMIT-*): a start asking above a
     // maximum is refused with InvalidArgument, never clamped; a default fills a limit
     // the request leaves unset. Sizes take K, M, G, T (powers of 1024).
@@ -174,6 +181,55 @@ struct Args {
 }
 
 impl Args {
+    /// The CA, certificate and key qexecd will read, and the PKI directory they
+    /// default from.
+    fn pki_files(&self) -> (PathBuf, [(&'static str, PathBuf); 3]) {
+        let dir = self.pki_dir.clone().unwrap_or_else(pki::default_dir);
+        let paths = pki::PkiPaths::new(&dir);
+        let files = [
+            ("CA certificate", self.ca.clone().unwrap_or(paths.ca)),
+            (
+                "server certificate",
+                self.cert.clone().unwrap_or(paths.server),
+            ),
+            (
+                "server private key",
+                self.key.clone().unwrap_or(paths.server_key),
+            ),
+        ];
+        (dir, files)
+    }
+
+    /// Start-up checks with one clear line each: a missing PKI (the first start on a
+    /// new host) is refused with the command that makes one; a server certificate
+    /// outside its validity period is a warning (clients will refuse it).
+    fn check_pki(&self) -> Result<(), String> {
+        let (dir, files) = self.pki_files();
+        let missing: Vec<&(&str, PathBuf)> = files.iter().filter(|(_, p)| !p.exists()).collect();
+        if missing.len() == files.len() && self.ca.is_none() && self.cert.is_none() {
+            let init = match &self.pki_dir {
+                Some(d) => format!("qexec certs init --dir {}", d.display()),
+                None => "qexec certs init".to_owned(),
+            };
+            return Err(format!(
+                "no PKI in {}: run `{init}` first (as the user qexecd runs as), or point \
+                 --pki-dir at one",
+                dir.display()
+            ));
+        }
+        if let Some((what, path)) = missing.first() {
+            return Err(format!(
+                "no {what} at {}: run `qexec certs init`, or give the file with --pki-dir / \
+                 --ca / --cert / --key",
+                path.display()
+            ));
+        }
+        if let Some(warning) = validity_warning(&files[1].1, std::time::SystemTime::now()) {
+            tracing::warn!(cert = %files[1].1.display(), "{warning}");
+        }
+        Ok(())
+    }
+
     fn config(&self) -> anyhow::Result<ServerConfig> {
         let dir = self.pki_dir.clone().unwrap_or_else(pki::default_dir);
         let paths = pki::PkiPaths::new(&dir);
@@ -216,6 +272,7 @@ impl Args {
         c.max_streams_per_connection = self.max_streams;
         c.max_subscriptions_per_connection = self.max_subscriptions;
         c.idle_timeout = Duration::from_secs(self.idle_timeout);
+        c.detach_grace = self.detach_grace;
         c.max_limits = Limits {
             cpu_millis: self.max_cpu,
             memory_bytes: self.max_memory,
@@ -242,6 +299,27 @@ impl Args {
             );
         }
         Ok(c)
+    }
+}
+
+/// The warning for a server certificate outside its validity period at `now`, if any
+/// (an unreadable one is left to the TLS set-up, which says why).
+fn validity_warning(cert: &std::path::Path, now: std::time::SystemTime) -> Option<String> {
+    let (not_before, not_after) = pki::cert_validity(cert).ok()?;
+    if now > not_after {
+        Some(
+            "the server certificate has expired: clients will refuse it; reissue it with \
+             `qexec certs issue-server`"
+                .to_owned(),
+        )
+    } else if now < not_before {
+        Some(
+            "the server certificate is not valid yet: clients will refuse it; check the \
+             clock, or reissue it with `qexec certs issue-server`"
+                .to_owned(),
+        )
+    } else {
+        None
     }
 }
 
@@ -359,7 +437,18 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let server = Server::bind(args.config()?).await?;
+    // One line for a failure to start, not anyhow's report with its cause twice.
+    let fatal = |e: String| -> ! {
+        eprintln!("qexecd: {e}");
+        std::process::exit(1)
+    };
+    if let Err(e) = args.check_pki() {
+        fatal(e);
+    }
+    let config = args.config().unwrap_or_else(|e| fatal(format!("{e:#}")));
+    let server = Server::bind(config)
+        .await
+        .unwrap_or_else(|e| fatal(e.to_string()));
     let run = server.run();
     tokio::pin!(run);
     tokio::select! {
@@ -427,6 +516,58 @@ mod tests {
         let mut argv = vec!["qexecd", "--pki-dir", "/nonexistent/pki"];
         argv.extend_from_slice(args);
         Args::try_parse_from(argv)?.config()
+    }
+
+    #[test]
+    fn a_missing_pki_is_one_line_with_the_command_that_makes_one() {
+        let args = Args::try_parse_from(["qexecd", "--pki-dir", "/nonexistent/pki"]).unwrap();
+        assert_eq!(
+            args.check_pki().unwrap_err(),
+            "no PKI in /nonexistent/pki: run `qexec certs init --dir /nonexistent/pki` first \
+             (as the user qexecd runs as), or point --pki-dir at one"
+        );
+        let args = Args::try_parse_from([
+            "qexecd",
+            "--pki-dir",
+            "/nonexistent/pki",
+            "--ca",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap();
+        assert!(
+            args.check_pki()
+                .unwrap_err()
+                .starts_with("no CA certificate at /nonexistent/ca.pem: run `qexec certs init`"),
+        );
+    }
+
+    #[test]
+    fn a_server_certificate_outside_its_validity_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), &pki::InitOptions::default()).unwrap();
+        let cert = dir.path().join("server.pem");
+        let (not_before, not_after) = pki::cert_validity(&cert).unwrap();
+        let second = Duration::from_secs(1);
+        assert_eq!(validity_warning(&cert, not_before + second), None);
+        assert!(
+            validity_warning(&cert, not_after + second)
+                .unwrap()
+                .starts_with("the server certificate has expired")
+        );
+        assert!(
+            validity_warning(&cert, not_before - second)
+                .unwrap()
+                .starts_with("the server certificate is not valid yet")
+        );
+        let args =
+            Args::try_parse_from(["qexecd", "--pki-dir", dir.path().to_str().unwrap()]).unwrap();
+        args.check_pki().unwrap();
+    }
+
+    #[test]
+    fn version_names_qexecd() {
+        use clap::CommandFactory;
+        assert_eq!(Args::command().get_name(), "qexecd");
     }
 
     /// The seccomp filter is on unless `--no-seccomp` says otherwise.

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qexec_protocol::{ErrorCode, JobId, Limits, limits};
+use qexec_protocol::{ErrorCode, JobId, Limits, StopReason, limits};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -103,13 +103,21 @@ pub struct ServerConfig {
     /// `ManagerConfig::cgroup_subtree`). Default `qexec`; give every qexecd on one host
     /// its own.
     pub cgroup_subtree: String,
+    /// How long a `stop_on_detach` job outlives a connection that was lost (not closed
+    /// by its client) while its owner follows it nowhere: an `Attach` by the same
+    /// identity keeps it; after the grace period without one the job is stopped
+    /// `Detached`. Zero: stopped at once. Default 60 s (spec: QX-STREAM-24).
+    pub detach_grace: Duration,
 }
+
+/// Default of [`ServerConfig::detach_grace`] (spec: QX-STREAM-24).
+pub const DEFAULT_DETACH_GRACE: Duration = Duration::from_secs(60);
 
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
     /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections, 256 streams
     /// and 1024 subscriptions per connection, 10 s request timeout, 60 s idle
-    /// timeout, 15 s keep-alive, no default or maximum job limits.
+    /// timeout, 15 s keep-alive, 60 s detach grace, no default or maximum job limits.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
@@ -130,6 +138,7 @@ impl ServerConfig {
             max_limits: Limits::default(),
             sandbox: SandboxConfig::default(),
             cgroup_subtree: crate::job::cgroup::DEFAULT_SUBTREE.to_owned(),
+            detach_grace: DEFAULT_DETACH_GRACE,
         }
     }
 
@@ -254,9 +263,126 @@ pub(crate) struct Shared {
     pub(crate) job_watchers: Tasks,
     /// Set once shutdown began: new requests are refused, output streams reset.
     pub(crate) shutting_down: watch::Sender<bool>,
+    /// See [`ServerConfig::detach_grace`].
+    pub(crate) detach_grace: Duration,
+    /// Who follows which job (for the detach grace period).
+    pub(crate) follows: Follows,
+}
+
+/// How many output subscriptions (`Attach`) each identity holds on each job, and a
+/// counter bumped on every change: a `stop_on_detach` job in its grace period is kept
+/// while its owner follows it anywhere (spec: QX-STREAM-24).
+#[derive(Debug)]
+pub(crate) struct Follows {
+    counts: Mutex<std::collections::HashMap<(JobId, String), usize>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Follows {
+    fn default() -> Self {
+        Self {
+            counts: Mutex::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Follows {
+    fn add(&self, key: (JobId, String), delta: isize) {
+        {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(key.clone()).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                counts.remove(&key);
+            }
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Subscriptions `who` holds on `job` now.
+    fn count(&self, job: JobId, who: &str) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&(job, who.to_owned())).copied().unwrap_or(0)
+    }
+}
+
+/// One subscription of `who` on `job`, counted while alive.
+#[derive(Debug)]
+pub(crate) struct Following {
+    shared: Arc<Shared>,
+    key: (JobId, String),
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.shared.follows.add(self.key.clone(), -1);
+    }
 }
 
 impl Shared {
+    /// Counts a subscription of `who` on `job` until the returned guard is dropped.
+    pub(crate) fn following(self: &Arc<Self>, job: JobId, who: &str) -> Following {
+        let key = (job, who.to_owned());
+        self.follows.add(key.clone(), 1);
+        Following {
+            shared: self.clone(),
+            key,
+        }
+    }
+
+    /// A `stop_on_detach` job whose connection was lost: kept while its owner follows
+    /// it on any connection (`qexec run` reconnects and attaches from its offset), and
+    /// stopped `Detached` once nobody of its owner has followed it for the grace
+    /// period. `stdin` (held open so the job sees no EOF before a stop) is closed when
+    /// the owner follows it again: no connection can write to it any more. Runs on a
+    /// task of its own, not on the (ended) connection's. spec: QX-STREAM-24
+    pub(crate) fn keep_detached(
+        self: &Arc<Self>,
+        id: JobId,
+        owner: String,
+        mut stdin: Option<crate::job::JobStdin>,
+    ) {
+        let shared = self.clone();
+        self.job_watchers.spawn(async move {
+            let mut changes = shared.follows.changed.subscribe();
+            loop {
+                // Followed by its owner somewhere: kept.
+                while shared.follows.count(id, &owner) > 0 {
+                    drop(stdin.take());
+                    tokio::select! {
+                        _ = shared.manager.wait(id) => return,
+                        r = changes.changed() => if r.is_err() { return },
+                    }
+                }
+                tracing::info!(job = %id, user = %owner, grace = ?shared.detach_grace,
+                    "client gone: keeping its job through the grace period");
+                let deadline = tokio::time::Instant::now() + shared.detach_grace;
+                loop {
+                    tokio::select! {
+                        _ = shared.manager.wait(id) => return,
+                        () = tokio::time::sleep_until(deadline) => {
+                            tracing::info!(job = %id, user = %owner, "grace period over: stopping job");
+                            if let Err(e) = shared.manager.stop(id, None, StopReason::Detached).await {
+                                tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
+                            }
+                            return;
+                        }
+                        r = changes.changed() => {
+                            if r.is_err() {
+                                return;
+                            }
+                            if shared.follows.count(id, &owner) > 0 {
+                                tracing::info!(job = %id, user = %owner, "its owner follows the job again");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Holds `slot` until job `id` has ended.
     pub(crate) fn watch_job(&self, id: JobId, slot: UserSlot) {
         let manager = self.manager.clone();
@@ -265,6 +391,15 @@ impl Shared {
             let _ = manager.wait(id).await;
         });
     }
+}
+
+/// True when the peer closed `conn` itself (CONNECTION_CLOSE from the client): it
+/// meant to go. A timeout, a reset or our own close is not that.
+pub(crate) fn closed_by_client(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(_))
+    )
 }
 
 /// A bound qexec server.
@@ -366,6 +501,8 @@ impl Server {
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,
+                detach_grace: config.detach_grace,
+                follows: Follows::default(),
             }),
             max_connections: config.max_connections,
         })

@@ -73,7 +73,7 @@ pub fn op_of(msg: &ClientMessage) -> Result<Op, StreamFault> {
         ClientMessage::Start(_) => Op::Start,
         ClientMessage::Stop(_) => Op::Stop,
         ClientMessage::Status(_) => Op::Status,
-        ClientMessage::List(_) => Op::List,
+        ClientMessage::List(_) | ClientMessage::ListQuery(_) => Op::List,
         ClientMessage::Attach(_) => Op::Follow,
         ClientMessage::Signal(_) => Op::Signal,
         ClientMessage::StdinData(_) | ClientMessage::StdinEof => {
@@ -94,6 +94,7 @@ pub fn job_of(msg: &ClientMessage) -> Option<JobId> {
         ClientMessage::Signal(r) => Some(r.job),
         ClientMessage::Start(_)
         | ClientMessage::List(_)
+        | ClientMessage::ListQuery(_)
         | ClientMessage::StdinData(_)
         | ClientMessage::StdinEof => None,
     }
@@ -263,13 +264,13 @@ mod tests {
     // spec: QX-ERR-3
     #[test]
     fn frame_faults_carry_the_spec_codes() {
-        // Unknown message variant (discriminant 200, then 8 = first unknown one).
+        // Unknown message variant (discriminant 200, then 127: both past the last one).
         assert_eq!(
             decode_all(&[2, 0xc8, 0x01]).unwrap_err().code,
             ErrorCode::Unsupported
         );
         assert_eq!(
-            decode_all(&[1, 8]).unwrap_err().code,
+            decode_all(&[1, 0x7f]).unwrap_err().code,
             ErrorCode::Unsupported
         );
         // A known discriminant (Status = 2) with a truncated body.

@@ -408,9 +408,9 @@ async fn frame_6(config: &Config) -> Outcome {
 }
 
 async fn ver_3(config: &Config) -> Outcome {
-    // spec: QX-VER-3 — 8 is the first ClientMessage variant qexec/1 does not define;
-    // 200 is a two-byte varint index.
-    let first = fault(config, &[0x01, 0x08], End::Finish, ErrorCode::Unsupported).await;
+    // spec: QX-VER-3 — 127 is the largest one-byte index, far past the last
+    // ClientMessage variant qexec/1 defines; 200 is a two-byte varint index.
+    let first = fault(config, &[0x01, 0x7f], End::Finish, ErrorCode::Unsupported).await;
     let Outcome::Pass(a) = first else {
         return first;
     };

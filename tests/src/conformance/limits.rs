@@ -2,6 +2,7 @@
 
 use qexec_protocol::limits::{
     MAX_ARGV, MAX_COMMAND_BYTES, MAX_ENV, MAX_GRACE_MS, MAX_STDIN_CHUNK, MAX_TIMEOUT_MS,
+    MIN_MEMORY_BYTES,
 };
 use qexec_protocol::{
     ClientMessage, ErrorCode, JobId, Limits, ServerMessage, SignalRequest, StartRequest,
@@ -72,6 +73,11 @@ pub(super) fn checks() -> Vec<Check> {
             "QX-LIMIT-13",
             "a resource limit of 0 is answered InvalidArgument",
             limit_13
+        ),
+        check!(
+            "QX-LIMIT-17",
+            "a memory limit below 4 MiB is answered InvalidArgument",
+            limit_17
         ),
     ]
 }
@@ -370,6 +376,26 @@ async fn limit_13(config: &Config) -> Outcome {
                     }
                 }),
             ),
+        ],
+    )
+    .await
+}
+
+async fn limit_17(config: &Config) -> Outcome {
+    // spec: QX-LIMIT-17
+    let memory = |bytes| {
+        with(move |r| {
+            r.limits = Limits {
+                memory_bytes: Some(bytes),
+                ..Limits::default()
+            }
+        })
+    };
+    refused(
+        config,
+        vec![
+            ("memory 4096", memory(4096)),
+            ("memory 4 MiB - 1", memory(MIN_MEMORY_BYTES - 1)),
         ],
     )
     .await

@@ -400,7 +400,13 @@ fn limit_table(l: &Limits, max: &Limits) -> [(LimitKind, Option<u64>, Option<u64
             max.cpu_millis.map(u64::from),
             u64::from(MIN_CPU_MILLIS),
         ),
-        (LimitKind::Memory, l.memory_bytes, max.memory_bytes, 1),
+        // spec: QX-LIMIT-17 (below it no program can start: refused, not a bare 127)
+        (
+            LimitKind::Memory,
+            l.memory_bytes,
+            max.memory_bytes,
+            qexec_protocol::limits::MIN_MEMORY_BYTES,
+        ),
         (LimitKind::IoReadBps, l.io_read_bps, max.io_read_bps, 1),
         (LimitKind::IoWriteBps, l.io_write_bps, max.io_write_bps, 1),
         (LimitKind::IoReadIops, l.io_read_iops, max.io_read_iops, 1),

@@ -381,6 +381,19 @@ fn validation_refuses_above_max_and_below_min() {
             ..
         })
     ));
+    // spec: QX-LIMIT-17 — the job library refuses it too (one constant).
+    let tiny_memory = Limits {
+        memory_bytes: Some(4096),
+        ..Limits::default()
+    };
+    assert!(matches!(
+        cg.validate(&tiny_memory, &max),
+        Err(LimitError::BelowMin {
+            limit: LimitKind::Memory,
+            min: qexec_protocol::limits::MIN_MEMORY_BYTES,
+            ..
+        })
+    ));
     let zero_io = Limits {
         io_read_bps: Some(0),
         ..Limits::default()

@@ -38,7 +38,7 @@ pub(super) fn prepare_cgroups(config: &ManagerConfig) -> (Option<Cgroups>, Optio
     } else {
         tracing::warn!(
             subtree = %config.cgroup_subtree,
-            "another job manager uses this cgroup subtree; stale cgroups are not cleaned up (give each manager its own ManagerConfig::cgroup_subtree)"
+            "another qexecd uses this cgroup subtree; stale cgroups are not cleaned up (give each qexecd on this host its own --cgroup-subtree)"
         );
     }
     if let Some(l) = &lock

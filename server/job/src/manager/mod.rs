@@ -55,6 +55,7 @@
 
 mod cgroups;
 mod limits;
+pub(crate) mod query;
 mod start;
 mod supervisor;
 pub(crate) mod table;
@@ -65,6 +66,7 @@ use std::time::Duration;
 use qexec_protocol::{JobId, JobStatus, StopReason};
 use tokio::task::JoinSet;
 
+use self::query::{ListFilter, ListPage, collect_page};
 use self::table::Shared;
 use crate::output::LogReader;
 use crate::{
@@ -179,6 +181,22 @@ impl JobManager {
             .iter()
             .map(|j| j.status())
             .collect()
+    }
+
+    /// One page of the jobs `filter` selects, in sequence-number order
+    /// (spec: QX-MSG-CTRL-9, QX-LIST-1).
+    pub fn list_page(&self, filter: &ListFilter) -> ListPage {
+        let mut jobs: Vec<_> = self
+            .inner
+            .shared
+            .jobs()
+            .into_iter()
+            .filter(|j| filter.admits(j.seq, j.id, &j.owner, j.started_at_ms))
+            .collect();
+        if filter.newest_first {
+            jobs.reverse();
+        }
+        collect_page(filter, jobs.into_iter().map(|j| (j.seq, j.status())))
     }
 
     /// Follows the job's combined output from byte `from`.

@@ -371,9 +371,24 @@ impl Supervisor {
         let Some(handle) = &self.handle else {
             return;
         };
-        let reaped = lock(&handle.process).try_reap();
+        let reaped = {
+            let mut process = lock(&handle.process);
+            process
+                .try_reap()
+                .map(|t| t.map(|t| (t, process.init_failed())))
+        };
         match reaped {
-            Ok(Some(termination)) => self.on_main_exit(termination),
+            Ok(Some((termination, None))) => self.on_main_exit(termination),
+            Ok(Some((termination, Some(code)))) => {
+                // The job died before its program ran: say so, not a bare code.
+                let why = format!(
+                    "the job's init exited with code {code} before the program started (too \
+                     little memory for it to load? the server log may say more)"
+                );
+                tracing::warn!(job = %self.job.id, code, "a job's init died before its program ran");
+                self.life.on_exit_before_program(termination, why);
+                self.after_main_exit();
+            }
             Ok(None) => {}
             Err(e) => {
                 // Cannot happen unless someone else reaped our child; do not hang.
@@ -386,6 +401,11 @@ impl Supervisor {
 
     fn on_main_exit(&mut self, termination: Termination) {
         self.life.on_exit(termination);
+        self.after_main_exit();
+    }
+
+    /// What follows the main process's exit, however it ended.
+    fn after_main_exit(&mut self) {
         if self.oom_check.is_some() {
             self.check_oom();
             self.oom_check = None;

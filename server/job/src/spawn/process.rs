@@ -41,6 +41,10 @@ pub(crate) struct ChildProcess {
     /// How the job ended, once the first process has exited (it is then a zombie
     /// until dropped).
     exited: Option<Termination>,
+    /// Isolated only: the init exited by itself without reporting the target's status,
+    /// with this code — the job died before its program ran (the init's dynamic loader
+    /// without memory, bad arguments, a broken init).
+    init_failed: Option<i32>,
 }
 
 impl ChildProcess {
@@ -52,7 +56,15 @@ impl ChildProcess {
             pidfd,
             status,
             exited: None,
+            init_failed: None,
         }
+    }
+
+    /// When the job died before its program ran: the exit code of its init, which
+    /// ended by itself without reporting the program's status (isolated jobs only;
+    /// known once reaped).
+    pub(crate) fn init_failed(&self) -> Option<i32> {
+        self.init_failed
     }
 
     /// Closes the server's end of the init's status pipe, as the server's death would.
@@ -96,8 +108,10 @@ impl ChildProcess {
         Ok(t)
     }
 
-    /// The target's status from the status pipe, else the first process's own.
-    fn target_termination(&self, own: Termination) -> Termination {
+    /// The target's status from the status pipe, else the first process's own (and
+    /// an init that *exited* without a report is recorded in `init_failed`; killed,
+    /// it is our stop or the OOM killer).
+    fn target_termination(&mut self, own: Termination) -> Termination {
         let Some(status) = &self.status else {
             return own;
         };
@@ -105,7 +119,12 @@ impl ChildProcess {
         // A 4-byte pipe write is atomic: all or nothing. Non-blocking read end.
         match nix::unistd::read(status, &mut buf) {
             Ok(4) => termination_from_wait_status(i32::from_ne_bytes(buf)),
-            _ => own,
+            _ => {
+                if let Termination::Exited(code) = own {
+                    self.init_failed = Some(code);
+                }
+                own
+            }
         }
     }
 

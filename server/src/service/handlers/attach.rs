@@ -30,6 +30,9 @@ impl Subscription {
     /// (spec: QX-STREAM-15); what the client does with the control stream after the
     /// request no longer matters to it.
     pub(crate) async fn run(self, ctx: &ConnCtx, mut ctl: Control) {
+        // spec: QX-STREAM-24 — a job in its detach grace period is kept while its owner
+        // follows it.
+        let _following = ctx.shared.following(self.job, &ctx.identity.name);
         let request_stream = ctl.id;
         let control = async move {
             ctl.read_to_fin(ctx.shared.request_timeout).await;

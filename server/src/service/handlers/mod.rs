@@ -108,6 +108,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
             ClientMessage::Stop(r) => stop::handle(ctx, r).await,
             ClientMessage::Status(r) => status::handle(ctx, r),
             ClientMessage::List(r) => list::handle(ctx, r),
+            ClientMessage::ListQuery(r) => list::handle_query(ctx, r),
             ClientMessage::Attach(r) => attach::handle(ctx, r),
             ClientMessage::Signal(r) => signal::handle(ctx, r),
             ClientMessage::StdinData(_) | ClientMessage::StdinEof => {

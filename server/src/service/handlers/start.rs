@@ -193,11 +193,10 @@ impl Running {
                 (drain(&mut ctl).await, None)
             };
             if stop_on_detach {
-                detach_watch(ctx, id, end).await;
+                detach_watch(ctx, id, end, held_stdin).await;
+            } else {
+                drop(held_stdin);
             }
-            // Closed only now: on a detach, an EOF before the stop would let the job
-            // end by itself (`cat` exits 0) instead of being stopped (spec: QX-SRV-7).
-            drop(held_stdin);
         };
         let output = async {
             if let Some((permit, f)) = follower {
@@ -289,8 +288,11 @@ async fn stdin_phase(
 }
 
 /// `stop_on_detach`: stop the job if the control stream was reset or the connection
-/// is lost before the job ends.
-async fn detach_watch(ctx: &ConnCtx, id: JobId, end: InputEnd) {
+/// closed by the client before the job ends; a connection *lost* (idle timeout,
+/// stateless reset) gets the grace period instead (spec: QX-STREAM-24). `stdin` is
+/// held open until then: an EOF before the stop would let the job end by itself
+/// (`cat` exits 0) instead of being stopped (spec: QX-SRV-7).
+async fn detach_watch(ctx: &ConnCtx, id: JobId, end: InputEnd, stdin: Option<JobStdin>) {
     // spec: QX-SRV-7
     let detached = match end {
         InputEnd::Reset | InputEnd::Lost => true,
@@ -301,15 +303,24 @@ async fn detach_watch(ctx: &ConnCtx, id: JobId, end: InputEnd) {
             }
         }
     };
-    if detached {
-        tracing::info!(job = %id, user = %ctx.identity.name, "client detached: stopping job");
-        if let Err(e) = ctx
-            .shared
-            .manager
-            .stop(id, None, StopReason::Detached)
-            .await
-        {
-            tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
-        }
+    if !detached {
+        return;
     }
+    // A reset stream or a close by the client is meant; a lost connection may come back.
+    let meant = end == InputEnd::Reset || crate::service::closed_by_client(&ctx.conn);
+    if !meant && !ctx.shared.detach_grace.is_zero() {
+        ctx.shared
+            .keep_detached(id, ctx.identity.name.clone(), stdin);
+        return;
+    }
+    tracing::info!(job = %id, user = %ctx.identity.name, "client detached: stopping job");
+    if let Err(e) = ctx
+        .shared
+        .manager
+        .stop(id, None, StopReason::Detached)
+        .await
+    {
+        tracing::warn!(job = %id, error = %e, "stopping a detached job failed");
+    }
+    drop(stdin);
 }
