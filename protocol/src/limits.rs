@@ -54,3 +54,9 @@ pub const DEFAULT_MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Client-opened unidirectional streams a server allows: none, clients never open
 /// them (spec: QX-STREAM-3).
 pub const MAX_CLIENT_UNI_STREAMS: u32 = 0;
+
+/// Largest number of rows or columns of a job's terminal (spec: QX-TERM-4).
+pub const MAX_TERMINAL_CELLS: u16 = 4096;
+
+/// Longest terminal type name, `TerminalSpec::term` (spec: QX-TERM-4).
+pub const MAX_TERM_NAME: usize = 64;

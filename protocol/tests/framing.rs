@@ -9,7 +9,8 @@ use qexec_protocol::{
     AttachRequest, ClientMessage, EncodeError, ErrorCode, ErrorResponse, FrameError, JobId,
     JobState, JobStatus, Limits, ListRequest, MAX_FRAME_LEN, MAX_PREFIX_LEN, OutputFrame,
     OutputStream, ResourceUsage, ServerMessage, SignalRequest, SpawnFailure, StartRequest,
-    StartedResponse, StatusRequest, StopReason, StopRequest, Termination, fuzzing,
+    StartTerminalRequest, StartedResponse, StatusRequest, StopReason, StopRequest, TerminalSpec,
+    Termination, WindowSize, fuzzing,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -100,8 +101,24 @@ fn client_message() -> BoxedStrategy<ClientMessage> {
             .prop_map(|(job, signal)| ClientMessage::Signal(SignalRequest { job, signal })),
         bytes(300).prop_map(ClientMessage::StdinData),
         Just(ClientMessage::StdinEof),
+        (start_request(), ".{0,20}", window_size()).prop_map(|(start, term, size)| {
+            ClientMessage::StartTerminal(StartTerminalRequest {
+                start,
+                terminal: TerminalSpec { term, size },
+            })
+        }),
+        window_size().prop_map(ClientMessage::Resize),
     ]
     .boxed()
+}
+
+fn window_size() -> impl Strategy<Value = WindowSize> {
+    any::<(u16, u16, u16, u16)>().prop_map(|(rows, cols, width_px, height_px)| WindowSize {
+        rows,
+        cols,
+        width_px,
+        height_px,
+    })
 }
 
 fn termination() -> impl Strategy<Value = Termination> {

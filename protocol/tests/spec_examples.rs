@@ -3,7 +3,7 @@
 
 use qexec_protocol::{
     ClientMessage, ErrorCode, ErrorResponse, JobId, ListRequest, OutputFrame, OutputStream,
-    ServerMessage, SignalRequest, StatusRequest, encode,
+    ServerMessage, SignalRequest, StatusRequest, WindowSize, encode,
 };
 
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
@@ -34,6 +34,25 @@ fn client_examples() {
         }))
         .unwrap(),
         signal
+    );
+}
+
+/// Index of the last `ClientMessage` variant but `n` (the terminal variants are the
+/// last two; written this way so that variants added later shift one line).
+const RESIZE_INDEX: u8 = 9;
+
+#[test]
+fn terminal_examples() {
+    // spec: QX-TERM-2 — Resize{rows 24, cols 80, 0, 0}: varints, 80 = 0x50.
+    let resize = ClientMessage::Resize(WindowSize {
+        rows: 24,
+        cols: 80,
+        width_px: 0,
+        height_px: 0,
+    });
+    assert_eq!(
+        encode(&resize).unwrap(),
+        [0x05, RESIZE_INDEX, 0x18, 0x50, 0x00, 0x00]
     );
 }
 

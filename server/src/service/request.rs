@@ -263,13 +263,14 @@ mod tests {
     // spec: QX-ERR-3
     #[test]
     fn frame_faults_carry_the_spec_codes() {
-        // Unknown message variant (discriminant 200, then 8 = first unknown one).
+        // Unknown message variant (discriminant 200, then 0x7f, one byte, far past the
+        // last one).
         assert_eq!(
             decode_all(&[2, 0xc8, 0x01]).unwrap_err().code,
             ErrorCode::Unsupported
         );
         assert_eq!(
-            decode_all(&[1, 8]).unwrap_err().code,
+            decode_all(&[1, 0x7f]).unwrap_err().code,
             ErrorCode::Unsupported
         );
         // A known discriminant (Status = 2) with a truncated body.

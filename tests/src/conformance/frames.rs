@@ -407,10 +407,20 @@ async fn frame_6(config: &Config) -> Outcome {
     .await
 }
 
+/// The first `ClientMessage` variant index this revision of qexec/1 does not define
+/// (the last defined one is `Resize`, 9).
+const FIRST_UNKNOWN_CLIENT_VARIANT: u8 = 10;
+
 async fn ver_3(config: &Config) -> Outcome {
-    // spec: QX-VER-3 — 8 is the first ClientMessage variant qexec/1 does not define;
+    // spec: QX-VER-3 — the first ClientMessage variant qexec/1 does not define;
     // 200 is a two-byte varint index.
-    let first = fault(config, &[0x01, 0x08], End::Finish, ErrorCode::Unsupported).await;
+    let first = fault(
+        config,
+        &[0x01, FIRST_UNKNOWN_CLIENT_VARIANT],
+        End::Finish,
+        ErrorCode::Unsupported,
+    )
+    .await;
     let Outcome::Pass(a) = first else {
         return first;
     };
@@ -422,7 +432,9 @@ async fn ver_3(config: &Config) -> Outcome {
     )
     .await
     {
-        Outcome::Pass(b) => Outcome::pass(format!("variant 8: {a}; variant 200: {b}")),
+        Outcome::Pass(b) => Outcome::pass(format!(
+            "variant {FIRST_UNKNOWN_CLIENT_VARIANT}: {a}; variant 200: {b}"
+        )),
         Outcome::Fail(why) => Outcome::fail(format!("variant 200: {why}")),
         other => other,
     }
