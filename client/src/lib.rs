@@ -45,7 +45,7 @@ mod stream;
 mod tls;
 pub mod units;
 
-pub use client::{Client, StartedJob};
+pub use client::{Client, StartedJob, TerminalJob, TerminalWriter, clamp_window_size};
 pub use config::{ClientConfig, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT, default_config_dir};
 pub use error::{ClientError, CredentialKind};
 pub use output::{OutputEvent, OutputSubscription};

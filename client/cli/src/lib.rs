@@ -14,6 +14,7 @@ mod run;
 mod start;
 mod status;
 mod stop;
+mod tty;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -22,6 +22,10 @@ qexec then exits with the job's status as usual (130 or 143 for most programs). 
 second Ctrl-C detaches at once: qexec prints the job id on stderr and exits 255 (the
 job is still being stopped by the server).
 
+-t runs the job on a remote terminal (this one in raw mode): keys such as Ctrl-C go to
+the remote program, window size changes follow, and `~.` after Enter disconnects (the
+job is stopped), as in ssh.
+
 Exit status: the job's exit code; 128+N if it was killed by signal N; 127 if the program
 was not found, 126 if it could not be executed; 255 for a failure of qexec itself.
 With --json, stdout carries JSON Lines: a `started` event, `output` events, an `end` event.
@@ -29,6 +33,7 @@ With --json, stdout carries JSON Lines: a `started` event, `output` events, an `
 Examples:
   qexec run -- uname -a
   echo hi | qexec run -i -- cat
+  qexec run -it -- bash
   qexec run --cpu 0.5 --memory 256M --pids 64 --timeout 30s -- ./fuzz-one input.bin
   qexec run -e RUST_LOG=debug -C /srv/app -- ./server --check";
 
@@ -41,6 +46,10 @@ pub(super) struct RunArgs {
     /// /dev/null).
     #[arg(short = 'i', long = "stdin")]
     stdin: bool,
+    /// Run the job on a remote terminal (interactive programs: shells, editors, REPLs).
+    /// Needs a terminal on stdin; `~.` at the start of a line disconnects.
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
     /// The program and its arguments, after `--`. Executed directly, no shell.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub(super) command: Vec<OsString>,
@@ -63,7 +72,7 @@ pub(super) fn exit_status(status: &JobStatus) -> u8 {
 }
 
 /// One line on stderr when the end of a job needs explaining beyond its code.
-fn end_note(status: &JobStatus) -> Option<String> {
+pub(super) fn end_note(status: &JobStatus) -> Option<String> {
     let id = status.id;
     let ran = format_duration(std::time::Duration::from_millis(
         status
@@ -148,6 +157,9 @@ fn write_output(stream: OutputStream, data: &[u8]) -> std::io::Result<()> {
 }
 
 pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8, CliError> {
+    if args.tty {
+        return super::tty::run(conn, json, &args.limits, &args.command).await;
+    }
     let req = args.limits.request(&args.command, args.stdin)?;
     // Listen for Ctrl-C before anything runs remotely, so it is never lost.
     let mut interrupt =
