@@ -492,7 +492,7 @@ async fn err_3(config: &Config) -> Outcome {
     // spec: QX-ERR-3 — the stream is left open, so the server must send both.
     with_peer(config, |peer| async move {
         let witness = peer.witness().await?;
-        let (mut send, mut recv) = peer.open(&[0x01, 0x09]).await?;
+        let (mut send, mut recv) = peer.open(&[0x01, FIRST_UNKNOWN_CLIENT_VARIANT]).await?;
         let seen = wire::closed(&mut send, &mut recv, peer.wait).await;
         let code = u64::from(ErrorCode::Unsupported.as_u32());
         if seen.reset != Some(code) || seen.stopped != Some(code) {

@@ -18,6 +18,7 @@ mod limits;
 mod messages;
 mod output_streams;
 mod streams;
+mod terminal;
 pub mod wire;
 
 use std::fmt;
@@ -143,6 +144,7 @@ pub fn checks() -> Vec<Check> {
     all.extend(messages::checks());
     all.extend(limits::checks());
     all.extend(auth::checks());
+    all.extend(terminal::checks());
     all
 }
 
