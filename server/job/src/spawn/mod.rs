@@ -38,6 +38,19 @@
 //!   orphan, and reports the target's exact wait status on a 4-byte **status pipe**
 //!   before exiting (an exiting ns-init makes the kernel kill everything left in the
 //!   namespace). The server keeps `/proc/self/exe` open (one descriptor) for that.
+//! - **Terminal jobs** (spec: QX-TERM-5, QX-SBX-26): the job's 0, 1 and 2 are the slave
+//!   of a new PTY, the target makes it its controlling terminal right after `setsid`
+//!   (`TIOCSCTTY`), and the server keeps the master: read like an output pipe (never
+//!   spliced; `EIO` once every slave is closed is its end), written with keystrokes
+//!   (the job's "stdin"), and used to set the window size ([`crate::JobTerminal`]).
+//!   Who opens the pair: without isolation, this parent, from the host's `/dev/ptmx`
+//!   ([`JobIo`]). With isolation, the **init**, after its namespaces and the sandbox's
+//!   mounts are set up, from the job's own devpts instance (`/dev/pts/ptmx`; the
+//!   host's `/dev/ptmx` with `--no-sandbox`), so the host's devpts never enters the
+//!   sandbox; it sends the master back over an `AF_UNIX` socket pair created here
+//!   (`SCM_RIGHTS`, [`crate::sys::pty`]) before it starts the target, and the parent
+//!   receives it once the error pipe reported the exec. Until then the init's own 0, 1
+//!   and 2 are `/dev/null`. The terminal's size travels on the init's command line.
 //! - **Privileges**: `no_new_privs` is always set, so nothing the job executes can gain
 //!   privileges through setuid binaries or file capabilities. Credentials are optional
 //!   here; with `None` the job keeps the server's uid/gid — the default the service

@@ -19,7 +19,9 @@
 //!    lifetime (each page the server rewrites then exists twice per running job), and
 //!    copying the page tables of a server with a large heap makes every spawn slow.
 //! 3. [`reexec_main`] creates a signalfd for every signal (all blocked, so nothing is
-//!    lost), starts the target vfork-style (through [`super::child::start_target`],
+//!    lost), sets up the sandbox when there is one, opens a terminal job's PTY in the
+//!    job's own devpts and sends its master to qexecd (`open_terminal`), starts the
+//!    target vfork-style (through [`super::child::start_target`],
 //!    which installs the seccomp filter of the parameter file last before `execve`;
 //!    exec errors travel on the job's error pipe), then closes every descriptor
 //!    except the status pipe and the signalfd — in particular its copies of the job's
