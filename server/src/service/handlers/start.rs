@@ -20,6 +20,7 @@ use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
 use crate::service::request::{Refusal, StreamFault, decide};
+use crate::service::{OUTPUT_PRIORITY, TERMINAL_OUTPUT_PRIORITY};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +199,7 @@ impl Running {
             follower,
         } = self;
         let request_stream = ctl.id;
+        let on_terminal = terminal.is_some();
         let input = async {
             let (end, held_stdin) = if let Some(terminal) = terminal {
                 terminal_phase(ctx, &mut ctl, writer, terminal).await
@@ -216,9 +218,14 @@ impl Running {
             // end by itself (`cat` exits 0) instead of being stopped (spec: QX-SRV-7).
             drop(held_stdin);
         };
+        let priority = if on_terminal {
+            TERMINAL_OUTPUT_PRIORITY
+        } else {
+            OUTPUT_PRIORITY
+        };
         let output = async {
             if let Some((permit, f)) = follower {
-                output::pump(ctx, request_stream, id, 0, f).await;
+                output::pump_at(ctx, request_stream, id, 0, f, priority).await;
                 drop(permit);
             }
         };
