@@ -156,3 +156,53 @@ fn unsupported(e: ClientError) -> ClientError {
         e => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_says_the_server_cannot_run_terminal_jobs() {
+        // spec: QX-TERM-9 — what an older server's reset of the stream becomes.
+        let reset = ClientError::Server {
+            code: ErrorCode::Unsupported,
+            message: "the server reset the stream".into(),
+        };
+        let e = unsupported(reset);
+        assert!(matches!(
+            e,
+            ClientError::Server {
+                code: ErrorCode::Unsupported,
+                ..
+            }
+        ));
+        assert!(
+            e.to_string().contains("does not support terminal jobs"),
+            "{e}"
+        );
+        // Other failures pass through unchanged.
+        let other = ClientError::Server {
+            code: ErrorCode::PermissionDenied,
+            message: "no".into(),
+        };
+        assert_eq!(
+            unsupported(other).to_string(),
+            "the server refused the request (permission_denied): no"
+        );
+    }
+
+    #[test]
+    fn window_sizes_are_clamped_to_the_protocol_range() {
+        let max = qexec_protocol::limits::MAX_TERMINAL_CELLS;
+        let s = |rows, cols| WindowSize {
+            rows,
+            cols,
+            width_px: 7,
+            height_px: 9,
+        };
+        assert_eq!(clamp(s(0, 0)), s(1, 1));
+        assert_eq!(clamp(s(24, 80)), s(24, 80));
+        assert_eq!(clamp(s(u16::MAX, max)), s(max, max));
+        assert_eq!(clamp(s(max + 1, 1)), s(max, 1));
+    }
+}
