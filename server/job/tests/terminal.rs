@@ -163,6 +163,7 @@ fn a_terminal_job_has_a_tty_on_0_1_2_of_the_requested_size_and_term() {
     each_setup("terminal basics", |m, setup| async move {
         let script = "for fd in 0 1 2; do test -t $fd && printf 'tty%s ' $fd; done; \
                       echo; stty size; echo TERM=$TERM; tty; echo pts: /dev/pts/*; \
+                      echo fds-begin; ls -l /proc/self/fd; echo fds-end; \
                       test \"$(ps -o sid= -p $$)\" -eq $$ && echo session-leader; exit 7";
         let (job, mut f) = start(&m, script).await?;
         ensure!(job.terminal.is_some() && job.stdin.is_some());
@@ -178,6 +179,25 @@ fn a_terminal_job_has_a_tty_on_0_1_2_of_the_requested_size_and_term() {
             ensure!(
                 out.contains("/dev/pts/0\r\npts: /dev/pts/0 /dev/pts/ptmx\r\n"),
                 "{out:?}"
+            );
+            // spec: QX-SBX-26 — a program of the job holds its own terminal and nothing
+            // else (no master, no socket, nothing of the host's devpts): `ls` shows 0, 1
+            // and 2 on /dev/pts/0 and its own directory descriptor.
+            let fds = out
+                .split("fds-begin\r\n")
+                .nth(1)
+                .and_then(|rest| rest.split("fds-end").next())
+                .context("the fd listing")?;
+            let targets: Vec<&str> = fds
+                .lines()
+                .filter_map(|l| l.split(" -> ").nth(1))
+                .map(str::trim_end)
+                .collect();
+            ensure!(
+                targets.len() == 4
+                    && targets[..3].iter().all(|t| *t == "/dev/pts/0")
+                    && targets[3].starts_with("/proc/"),
+                "{fds:?}"
             );
         } else {
             ensure!(out.contains("/dev/pts/"), "{out:?}");
