@@ -430,9 +430,9 @@ impl Client {
         job: JobId,
         grace: Option<Duration>,
     ) -> Result<JobStatus, ClientError> {
-        // The server answers when the job has ended: allow its grace period (the
-        // server's default is unknown here; a minute covers sane settings).
-        let limit = grace.unwrap_or(Duration::from_secs(60)) + self.request_timeout;
+        // The server answers when the job has ended: allow its grace period (spec:
+        // QX-LIMIT-14 fixes the default one).
+        let limit = grace.unwrap_or(qexec_protocol::limits::DEFAULT_GRACE) + self.request_timeout;
         let grace_ms = grace.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
         self.status_like(
             ClientMessage::Stop(StopRequest { job, grace_ms }),

@@ -36,6 +36,11 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// milliseconds (spec: QX-LIMIT-8).
 pub const MAX_GRACE_MS: u64 = MAX_TIMEOUT_MS;
 
+/// Grace period between SIGTERM and SIGKILL when a stop gives none: a `Stop` without
+/// `grace_ms`, a job past its `timeout_ms`, over the output cap, detached
+/// (`stop_on_detach`) or stopped by a server shutdown (spec: QX-LIMIT-14).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
 /// Time a server allows from a control stream's opening until its request frame is
 /// complete; after it the server closes the stream with `Timeout`
 /// (spec: QX-LIMIT-9).

@@ -10,7 +10,9 @@
 //!
 //! The declaration order of variants and fields below is the wire format: never
 //! reorder, remove or extend them; new messages go at the end of the three families
-//! (spec: QX-MSG-ENC-2, QX-VER-2, QX-VER-3, QX-VER-4). Control streams are QX-STREAM-1,
+//! (spec: QX-VER-2, QX-VER-3, QX-VER-4). The tables of spec/protocol.md §5 are the
+//! definition these types implement (spec: QX-MSG-ENC-2); `tests/spec_tables.rs`
+//! checks the two agree. Control streams are QX-STREAM-1,
 //! output streams QX-STREAM-2, and every stream carries whole frames (QX-STREAM-4).
 
 use serde::{Deserialize, Serialize};

@@ -21,8 +21,13 @@ fn code(c: ErrorCode) -> VarInt {
 
 /// Asserts the connection attempt is refused: either the handshake fails, or (TLS 1.3:
 /// the client finishes before the server checked its certificate) the connection is
-/// closed right after with a TLS alert.
-async fn assert_refused(server: &TestServer, tls: rustls::ClientConfig, what: &str, reason: &str) {
+/// closed right after with a TLS alert. Returns the QUIC error code (0x100 + alert).
+async fn assert_refused(
+    server: &TestServer,
+    tls: rustls::ClientConfig,
+    what: &str,
+    reason: &str,
+) -> u64 {
     let (_endpoint, connecting) = TestClient::connecting(server.addr, tls).unwrap();
     let err = match tokio::time::timeout(WAIT, connecting).await.unwrap() {
         Err(e) => e,
@@ -56,10 +61,14 @@ async fn assert_refused(server: &TestServer, tls: rustls::ClientConfig, what: &s
                 text.contains(reason),
                 "{what}: reason {text:?} lacks {reason:?}"
             );
+            v
         }
         other => panic!("{what}: unexpected error {other:?}"),
     }
 }
+
+/// QUIC's code for the TLS alert `certificate_unknown` (46): 0x100 + 46.
+const CERTIFICATE_UNKNOWN: u64 = 0x100 + 46;
 
 // spec: QX-TRANS (mutual TLS), spec/security.md "Identity"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,23 +124,26 @@ async fn handshake_refusals() -> Result {
     // A client certificate without a role (no OU), and one with an unknown role.
     let mut p = LeafParams::client("alice", Role::User);
     p.org_unit = None;
+    // spec: QX-TRANS-8 (refused in the handshake with certificate_unknown)
     let no_role = server.pki.ca.issue(&p)?;
-    assert_refused(
+    let alert = assert_refused(
         &server,
         server.client_tls(Some(&no_role))?,
         "no role",
         "BadRole",
     )
     .await;
+    assert_eq!(alert, CERTIFICATE_UNKNOWN, "no role");
     p.org_unit = Some("root".into());
     let bad_role = server.pki.ca.issue(&p)?;
-    assert_refused(
+    let alert = assert_refused(
         &server,
         server.client_tls(Some(&bad_role))?,
         "bad role",
         "BadRole { found: \"root\" }",
     )
     .await;
+    assert_eq!(alert, CERTIFICATE_UNKNOWN, "bad role");
 
     // Wrong ALPN, and none at all.
     let mut tls = server.client_tls(Some(server.identity("alice")?))?;
@@ -876,6 +888,42 @@ async fn subscription_limit() -> Result {
         );
         tokio::task::yield_now().await;
     }
+    server.stop().await
+}
+
+// spec: QX-SRV-1, QX-STREAM-21 — with the default limits, one connection reaches 1024
+// live subscriptions (far past its 256 control streams: a subscription holds no
+// control-stream credit), then `Attach` is answered `ResourceExhausted`, and other
+// requests on that connection are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_subscription_limit_is_reachable() -> Result {
+    let server = TestServer::start().await?;
+    let c = server.connect("alice").await?;
+    let job = c.start(&["/bin/sleep", "1000"], false).await?;
+    let attach = ClientMessage::Attach(AttachRequest { job, from: 0 });
+    let limit = ServerConfig::from_pki_dir(server.pki_dir()).max_subscriptions_per_connection;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..limit {
+        let conn = c.conn.clone();
+        let bytes = frame::encode(&attach)?;
+        tasks.spawn(async move {
+            // Bounded: a wedged connection gives no credit for a new control stream.
+            let (mut send, mut recv) = tokio::time::timeout(WAIT, conn.open_bi()).await??;
+            send.write_all(&bytes).await?;
+            send.finish()?;
+            read_all(&mut recv).await
+        });
+    }
+    while let Some(answer) = tasks.join_next().await {
+        assert!(
+            matches!(answer??.as_slice(), [ServerMessage::Attached { .. }]),
+            "every Attach up to the limit is accepted"
+        );
+    }
+    let over = tokio::time::timeout(WAIT, c.request(&attach)).await??;
+    assert_eq!(outcome(&over), Some(ErrorCode::ResourceExhausted));
+    let status = tokio::time::timeout(WAIT, c.status(job)).await??;
+    assert!(status.state.is_running());
     server.stop().await
 }
 

@@ -23,7 +23,9 @@ pub struct ManagerConfig {
     /// `StopReason::OutputLimit` and `output_truncated` is set.
     pub output_cap: u64,
     /// Grace period used when a stop does not give one (also for timeouts, the
-    /// output cap and shutdown).
+    /// output cap and shutdown). Default: the protocol's
+    /// [`DEFAULT_GRACE`](qexec_protocol::limits::DEFAULT_GRACE), 5 s; a server that
+    /// speaks qexec/1 keeps it (spec: QX-LIMIT-14).
     pub default_grace: Duration,
     /// Limits applied when a request leaves one unset.
     pub default_limits: Limits,
@@ -87,7 +89,8 @@ impl ManagerConfig {
             state_dir: state_dir.into(),
             max_running_jobs: 1024,
             output_cap: 8 << 30,
-            default_grace: Duration::from_secs(5),
+            // spec: QX-LIMIT-14
+            default_grace: qexec_protocol::limits::DEFAULT_GRACE,
             default_limits: Limits::default(),
             max_limits: Limits::default(),
             retain_finished: 1000,

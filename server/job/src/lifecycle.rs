@@ -119,7 +119,8 @@ impl Lifecycle {
     }
 
     /// The job's state as reported.
-    /// spec: QX-MSG-TYPE-6 (`Exited`: ended by itself; `Stopped`: qexec stopped it)
+    /// spec: QX-MSG-TYPE-6 (`Exited`: ended without a stop by qexec, a client's `Signal`
+    /// included, QX-MSG-CTRL-9; `Stopped`: qexec stopped it)
     pub(crate) fn state(&self) -> JobState {
         match (self.exited, &self.stop) {
             (None, _) => JobState::Running,

@@ -146,6 +146,21 @@ pub(crate) enum ReadEnd {
     Lost,
 }
 
+/// How the client's side of a control stream ended after the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientEnd {
+    /// With its FIN (spec: QX-STREAM-8).
+    Finished,
+    /// The client reset it.
+    Reset,
+    /// The connection went away.
+    Lost,
+    /// A bad frame; the stream was stopped with its code.
+    Fault,
+    /// No FIN within the deadline; the stream was stopped with `Timeout`.
+    Late,
+}
+
 /// A control stream: one request, one answer, then maybe stdin.
 #[derive(Debug)]
 pub(crate) struct Control {
@@ -217,13 +232,55 @@ impl Control {
     }
 
     /// Whether standard input frames may follow (a `Start` with stdin was received).
-    fn in_stdin(&self) -> bool {
-        matches!(self.state, ControlStreamState::Stdin)
+    pub(crate) fn in_stdin(&self) -> bool {
+        matches!(
+            self.state,
+            ControlStreamState::Stdin | ControlStreamState::Terminal
+        )
     }
 
     /// Bytes received after the request that are not a whole frame yet.
     fn has_extra_bytes(&self) -> bool {
         self.decoder.buffered() > 0
+    }
+
+    /// After the answer: reads the client's side of the stream to its FIN, at most
+    /// `deadline` long (spec: QX-STREAM-21, QX-STREAM-22). The server thus never sends
+    /// STOP_SENDING after a good request: the stream ends with both FINs, and its
+    /// bidirectional credit goes back to the client. A frame is a fault (stopped with
+    /// its code); a client that has not finished within `deadline` is stopped with
+    /// `Timeout`. Only for requests without stdin: a `Start{stdin}` reads its stdin.
+    pub(crate) async fn read_to_fin(&mut self, deadline: Duration) -> ClientEnd {
+        let read = tokio::time::timeout(deadline, self.next_frame()).await;
+        match read {
+            Ok(Ok(None)) => ClientEnd::Finished,
+            // The stream state allows no frame after a request without stdin; kept
+            // total without a panic path.
+            Ok(Ok(Some(_))) => {
+                self.stop_receiving(&StreamFault {
+                    code: ErrorCode::ProtocolViolation,
+                    reason: "frame after the request".to_owned(),
+                });
+                ClientEnd::Fault
+            }
+            Ok(Err(ReadEnd::Fault(f))) => {
+                self.stop_receiving(&f);
+                ClientEnd::Fault
+            }
+            Ok(Err(ReadEnd::Reset)) => ClientEnd::Reset,
+            Ok(Err(ReadEnd::Lost)) => ClientEnd::Lost,
+            Err(_) => {
+                // spec: QX-STREAM-22
+                self.stop_receiving(&StreamFault {
+                    code: ErrorCode::Timeout,
+                    reason: format!(
+                        "the client did not finish its side within {} s of the answer",
+                        deadline.as_secs()
+                    ),
+                });
+                ClientEnd::Late
+            }
+        }
     }
 
     /// Resets the send side and stops the receive side with the fault's code

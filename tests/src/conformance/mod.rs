@@ -14,6 +14,7 @@
 
 mod auth;
 mod frames;
+mod lifetime;
 mod limits;
 mod messages;
 mod output_streams;
@@ -141,6 +142,7 @@ pub fn checks() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(frames::checks());
     all.extend(streams::checks());
+    all.extend(lifetime::checks());
     all.extend(messages::checks());
     all.extend(limits::checks());
     all.extend(auth::checks());

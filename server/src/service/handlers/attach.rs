@@ -1,4 +1,7 @@
 //! `Attach` → `Attached` (+ an output stream) | `Error`.
+//!
+//! The control stream ends with the answer; the subscription lives on its output
+//! stream alone (spec: QX-STREAM-21, QX-STREAM-15).
 
 use qexec_protocol::{AttachRequest, JobId, ServerMessage};
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,9 +23,20 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// Streams the output on its own stream until `End` or cancellation.
-    pub(crate) async fn run(self, ctx: &ConnCtx, ctl: &Control) {
-        output::pump(ctx, ctl.id, self.job, self.from, self.follower).await;
+    /// Streams the output on its own stream until `End` or cancellation. The control
+    /// stream ends with its answer: it is read to the client's FIN and released at
+    /// once, so a live subscription holds no bidirectional-stream credit (spec:
+    /// QX-STREAM-21). Only STOP_SENDING on the output stream cancels the subscription
+    /// (spec: QX-STREAM-15); what the client does with the control stream after the
+    /// request no longer matters to it.
+    pub(crate) async fn run(self, ctx: &ConnCtx, mut ctl: Control) {
+        let request_stream = ctl.id;
+        let control = async move {
+            ctl.read_to_fin(ctx.shared.request_timeout).await;
+            drop(ctl);
+        };
+        let output = output::pump(ctx, request_stream, self.job, self.from, self.follower);
+        tokio::join!(control, output);
         drop(self.permit);
     }
 }

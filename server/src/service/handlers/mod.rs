@@ -128,17 +128,38 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
     };
     ctx.audit(op, outcome.job, result);
     match outcome.reply {
-        Err(Refused { refusal, spawn }) => ctl.refuse(refusal, spawn).await,
-        Ok(Reply::Answer(msgs)) => ctl.answer(&msgs).await,
+        Err(Refused { refusal, spawn }) => {
+            ctl.refuse(refusal, spawn).await;
+            end_of_request(ctx, &mut ctl).await;
+        }
+        Ok(Reply::Answer(msgs)) => {
+            ctl.answer(&msgs).await;
+            end_of_request(ctx, &mut ctl).await;
+        }
         Ok(Reply::Unheard) => {}
         Ok(Reply::Continue(msgs, next)) => {
             ctl.answer(&msgs).await;
             match next {
-                Continuation::Attach(sub) => sub.run(ctx, &ctl).await,
+                Continuation::Attach(sub) => sub.run(ctx, ctl).await,
                 Continuation::Start(running) => running.run(ctx, ctl).await,
             }
         }
     }
+}
+
+/// After a final answer: the client's FIN ends the stream, so the server sends no
+/// STOP_SENDING after a good request (spec: QX-STREAM-21). Standard input that follows
+/// a refused `Start` is not wanted: that side is stopped with `Cancelled`
+/// (spec: QX-STREAM-22).
+async fn end_of_request(ctx: &ConnCtx, ctl: &mut Control) {
+    if ctl.in_stdin() {
+        ctl.stop_receiving(&StreamFault {
+            code: ErrorCode::Cancelled,
+            reason: "standard input of a refused start".to_owned(),
+        });
+        return;
+    }
+    ctl.read_to_fin(ctx.shared.request_timeout).await;
 }
 
 /// Maps a job-library error on job `id` to the answer. A job that vanished is
