@@ -27,6 +27,9 @@ use crate::stdin::StdinWriter;
 use crate::stream::{FrameReader, write_frame};
 use crate::tls::client_tls;
 
+mod terminal;
+pub use terminal::{TerminalJob, TerminalWriter, clamp as clamp_window_size};
+
 /// QUIC keep-alive: lets a follower of a silent job notice a dead server.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 

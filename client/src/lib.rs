@@ -45,7 +45,7 @@ mod stream;
 mod tls;
 pub mod units;
 
-pub use client::{Client, StartedJob};
+pub use client::{Client, StartedJob, TerminalJob, TerminalWriter, clamp_window_size};
 pub use config::{
     CONFIG_FILE, ClientConfig, ConfigError, ConfigFile, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_PORT, Profile, default_config_dir,

@@ -11,7 +11,7 @@
 //!   code (spec: QX-FRAME-1, QX-FRAME-5), and `process` agrees with the pieces;
 //! - a fault's code is ProtocolViolation, FrameTooLarge or Unsupported (QX-ERR-3), and
 //!   is Unsupported exactly when the protocol decoder says "unknown variant" (QX-VER-3);
-//! - StdinData/StdinEof never open a stream (QX-STREAM-5);
+//! - StdinData/StdinEof/Resize never open a stream (QX-STREAM-5);
 //! - nothing invalid is accepted (`qexec_protocol::validate_request`, QX-LIMIT-*);
 //! - an invisible job is refused exactly like a missing one (QX-ERR-6), a viewer never
 //!   changes anything (QX-ERR-7), every refusal is InvalidArgument, NotFound or
@@ -131,7 +131,7 @@ fuzz_target!(|data: &[u8]| {
         Verdict::Accepted { op, request } => {
             assert!(!matches!(
                 request,
-                ClientMessage::StdinData(_) | ClientMessage::StdinEof
+                ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_)
             ));
             assert!(
                 validate_request(request).is_ok(),

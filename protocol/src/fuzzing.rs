@@ -161,6 +161,13 @@ mod tests {
         let mut data = vec![0, 7];
         frame::encode_into(&ClientMessage::StdinEof, &mut data).unwrap();
         frame::encode_into(&ClientMessage::StdinData(vec![1, 2, 3]), &mut data).unwrap();
+        let size = crate::WindowSize {
+            rows: 24,
+            cols: 80,
+            width_px: 0,
+            height_px: 0,
+        };
+        frame::encode_into(&ClientMessage::Resize(size), &mut data).unwrap();
         frame_decoder(&data);
         frame_decoder(&data[..data.len() - 1]);
         message_decoder(&[0, 7]);

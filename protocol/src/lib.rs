@@ -29,8 +29,8 @@ pub use id::{JobId, ParseJobIdError};
 pub use message::{
     AttachRequest, ClientMessage, ErrorResponse, JobState, JobStatus, Limits, ListEntry, ListQuery,
     ListRequest, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerMessage,
-    SignalRequest, SpawnFailure, StartRequest, StartedResponse, StatusRequest, StopReason,
-    StopRequest, Termination,
+    SignalRequest, SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse,
+    StatusRequest, StopReason, StopRequest, TerminalSpec, Termination, WindowSize,
 };
 pub use state::{
     ControlStreamState, OutputStreamState, ResponseState, StreamViolation, client_message_name,
@@ -38,7 +38,8 @@ pub use state::{
 };
 pub use validate::{
     Field, InvalidRequest, Rule, command_bytes, validate_limits, validate_list_query,
-    validate_request, validate_signal, validate_start, validate_stop,
+    validate_request, validate_signal, validate_start, validate_stop, validate_terminal,
+    validate_window_size,
 };
 
 /// ALPN protocol identifier; the digit is the major protocol version

@@ -80,3 +80,9 @@ pub const MAX_ID_PREFIX: usize = 32;
 
 /// Most bytes in a `ListQuery` owner filter (spec: QX-LIMIT-16).
 pub const MAX_OWNER_BYTES: usize = 256;
+
+/// Largest number of rows or columns of a job's terminal (spec: QX-TERM-4).
+pub const MAX_TERMINAL_CELLS: u16 = 4096;
+
+/// Longest terminal type name, `TerminalSpec::term` (spec: QX-TERM-4).
+pub const MAX_TERM_NAME: usize = 64;

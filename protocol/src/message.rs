@@ -45,6 +45,14 @@ pub enum ClientMessage {
     /// List jobs visible to the caller, filtered, one page at a time
     /// (spec: QX-MSG-CTRL-9).
     ListQuery(ListQuery),
+    /// Start a job on a terminal (a PTY): the job's stdin, stdout and stderr are the
+    /// terminal, its output is the one terminal stream (recorded as `Stdout`), and the
+    /// stream carries keystrokes (`StdinData`) and window sizes (`Resize`) after it
+    /// (spec: QX-TERM-1, QX-TERM-3).
+    StartTerminal(StartTerminalRequest),
+    /// The terminal of the job started on this stream has a new size; the job's
+    /// foreground process group gets `SIGWINCH` (spec: QX-TERM-2).
+    Resize(WindowSize),
 }
 
 /// Resource limits of a job. `None` means "the server's default" (spec: QX-MSG-TYPE-1).
@@ -97,6 +105,43 @@ pub struct StartRequest {
     /// Stop the job when this control stream is reset or its connection is lost
     /// before the job ends (`qexec run` semantics).
     pub stop_on_detach: bool,
+}
+
+/// Start a job on a terminal: an ordinary start plus the terminal's description
+/// (spec: QX-TERM-1).
+///
+/// The `start` fields keep their meaning, except `stdin`, which is ignored: the job's
+/// standard input is always the terminal, and the client may send `StdinData`,
+/// `Resize` and one `StdinEof` after this request (spec: QX-TERM-3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTerminalRequest {
+    /// The job, as in `Start`.
+    pub start: StartRequest,
+    /// The terminal.
+    pub terminal: TerminalSpec,
+}
+
+/// The terminal a job gets (spec: QX-TERM-1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSpec {
+    /// Terminal type, set as the job's `TERM` (e.g. `xterm-256color`): 1 to 64 bytes
+    /// of ASCII letters, digits and `.`, `_`, `+`, `-` (spec: QX-TERM-4).
+    pub term: String,
+    /// The initial window size.
+    pub size: WindowSize,
+}
+
+/// A terminal window size, as the kernel's `struct winsize` (spec: QX-TERM-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    /// Rows (lines), 1 to [`crate::limits::MAX_TERMINAL_CELLS`].
+    pub rows: u16,
+    /// Columns, 1 to [`crate::limits::MAX_TERMINAL_CELLS`].
+    pub cols: u16,
+    /// Width in pixels; 0 when unknown.
+    pub width_px: u16,
+    /// Height in pixels; 0 when unknown.
+    pub height_px: u16,
 }
 
 /// Stop a job.

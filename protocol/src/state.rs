@@ -32,10 +32,11 @@ pub enum StreamViolation {
         /// The frame received.
         got: &'static str,
     },
-    /// Standard input on a stream whose request was not a `Start` with `stdin: true`,
-    /// or after `StdinEof`.
+    /// Standard input on a stream whose request was not a `Start` with `stdin: true`
+    /// or a `StartTerminal`, or after `StdinEof`; or a `Resize` on a stream whose
+    /// request was not a `StartTerminal`.
     #[error(
-        "{got} is allowed only after a Start with stdin and before StdinEof (spec QX-STREAM-7)"
+        "{got} is allowed only after a Start with stdin (Resize: a StartTerminal) and before StdinEof (spec QX-STREAM-7, QX-TERM-3)"
     )]
     UnexpectedStdin {
         /// The frame received.
@@ -124,6 +125,8 @@ pub fn client_message_name(msg: &ClientMessage) -> &'static str {
         ClientMessage::StdinData(_) => "StdinData",
         ClientMessage::StdinEof => "StdinEof",
         ClientMessage::ListQuery(_) => "ListQuery",
+        ClientMessage::StartTerminal(_) => "StartTerminal",
+        ClientMessage::Resize(_) => "Resize",
     }
 }
 
@@ -157,8 +160,11 @@ pub fn output_frame_name(frame: &OutputFrame) -> &'static str {
 /// AwaitingRequest --Start{stdin:true}--> Stdin --StdinData--> Stdin
 ///        |                                 |
 ///        +--any other request--> Complete <+--StdinEof
-///                                   |
-///                                 (FIN) --> Finished
+///        |                          |    ^
+///        |                        (FIN)  +--StdinEof--+
+///        |                          v                 |
+///        |                       Finished             |
+///        +--StartTerminal--> Terminal --StdinData, Resize--> Terminal
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -169,6 +175,9 @@ pub enum ControlStreamState {
     /// A `Start` with `stdin: true` was received: `StdinData` frames and one
     /// `StdinEof` may follow.
     Stdin,
+    /// A `StartTerminal` was received: `StdinData` (keystrokes), `Resize` and one
+    /// `StdinEof` may follow (spec: QX-TERM-3).
+    Terminal,
     /// The request (and its standard input) is complete: only the end of the stream
     /// (FIN) may follow.
     Complete,
@@ -187,33 +196,47 @@ impl ControlStreamState {
     /// Takes one decoded client frame. `Ok(())` if the client may send it now.
     pub fn on_frame(&mut self, msg: &ClientMessage) -> Result<(), StreamViolation> {
         let got = client_message_name(msg);
-        let is_stdin = matches!(msg, ClientMessage::StdinData(_) | ClientMessage::StdinEof);
+        // Frames that follow a request on its stream (stdin, terminal resizes).
+        let is_stdin = matches!(
+            msg,
+            ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_)
+        );
         let next = match (*self, msg) {
             (Self::Violated(v), _) => return Err(v),
             // spec: QX-STREAM-5
             (Self::AwaitingRequest, _) if is_stdin => Err(StreamViolation::NotARequest { got }),
             // spec: QX-STREAM-7
             (Self::AwaitingRequest, ClientMessage::Start(s)) if s.stdin => Ok(Self::Stdin),
+            // spec: QX-TERM-3
+            (Self::AwaitingRequest, ClientMessage::StartTerminal(_)) => Ok(Self::Terminal),
             (Self::AwaitingRequest, _) => Ok(Self::Complete),
             // spec: QX-LIMIT-10
-            (Self::Stdin, ClientMessage::StdinData(d)) if d.len() > MAX_STDIN_CHUNK => {
+            (Self::Stdin | Self::Terminal, ClientMessage::StdinData(d))
+                if d.len() > MAX_STDIN_CHUNK =>
+            {
                 Err(StreamViolation::StdinChunkTooLarge {
                     len: d.len(),
                     max: MAX_STDIN_CHUNK,
                 })
             }
             (Self::Stdin, ClientMessage::StdinData(_)) => Ok(Self::Stdin),
-            (Self::Stdin, ClientMessage::StdinEof) => Ok(Self::Complete),
+            (Self::Terminal, ClientMessage::StdinData(_) | ClientMessage::Resize(_)) => {
+                Ok(Self::Terminal)
+            }
+            (Self::Stdin | Self::Terminal, ClientMessage::StdinEof) => Ok(Self::Complete),
             // spec: QX-STREAM-6
-            (Self::Stdin | Self::Complete, _) if !is_stdin => {
+            (Self::Stdin | Self::Complete | Self::Terminal, _) if !is_stdin => {
                 Err(StreamViolation::SecondRequest { got })
             }
             (Self::Finished, _) => Err(StreamViolation::FrameAfterEnd {
                 got,
                 requirement: "QX-STREAM-8",
             }),
-            // Only stdin frames reach here, and Stdin state took its two above.
-            (Self::Complete | Self::Stdin, _) => Err(StreamViolation::UnexpectedStdin { got }),
+            // Only stdin frames reach here: stdin after StdinEof, a Resize without a
+            // terminal.
+            (Self::Complete | Self::Stdin | Self::Terminal, _) => {
+                Err(StreamViolation::UnexpectedStdin { got })
+            }
         };
         self.apply(next)
     }
@@ -227,7 +250,7 @@ impl ControlStreamState {
             Self::AwaitingRequest => Err(StreamViolation::EndedEarly {
                 missing: "its request",
             }),
-            Self::Stdin => Err(StreamViolation::EndedEarly {
+            Self::Stdin | Self::Terminal => Err(StreamViolation::EndedEarly {
                 missing: "StdinEof",
             }),
             Self::Complete | Self::Finished => Ok(Self::Finished),
@@ -251,7 +274,10 @@ impl ControlStreamState {
     /// True once the request frame has arrived (the request deadline no longer
     /// applies, spec: QX-LIMIT-9).
     pub fn has_request(&self) -> bool {
-        matches!(self, Self::Stdin | Self::Complete | Self::Finished)
+        matches!(
+            self,
+            Self::Stdin | Self::Terminal | Self::Complete | Self::Finished
+        )
     }
 }
 
@@ -281,14 +307,16 @@ impl ResponseState {
     /// are not requests.
     pub fn for_request(request: &ClientMessage) -> Option<Self> {
         let answer = match request {
-            ClientMessage::Start(_) => Answer::Started,
+            ClientMessage::Start(_) | ClientMessage::StartTerminal(_) => Answer::Started,
             ClientMessage::Stop(_) | ClientMessage::Status(_) | ClientMessage::Signal(_) => {
                 Answer::Status
             }
             ClientMessage::List(_) => Answer::List,
             ClientMessage::ListQuery(_) => Answer::ListPage,
             ClientMessage::Attach(_) => Answer::Attached,
-            ClientMessage::StdinData(_) | ClientMessage::StdinEof => return None,
+            ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_) => {
+                return None;
+            }
         };
         Some(Self {
             request: client_message_name(request),
@@ -489,6 +517,26 @@ mod tests {
 
     const JOB: JobId = JobId::from_u128(7);
 
+    fn terminal() -> ClientMessage {
+        let ClientMessage::Start(start) = start(false) else {
+            unreachable!("start() builds a Start")
+        };
+        ClientMessage::StartTerminal(crate::StartTerminalRequest {
+            start,
+            terminal: crate::TerminalSpec {
+                term: "xterm".into(),
+                size: SIZE,
+            },
+        })
+    }
+
+    const SIZE: crate::WindowSize = crate::WindowSize {
+        rows: 24,
+        cols: 80,
+        width_px: 0,
+        height_px: 0,
+    };
+
     fn status(id: JobId) -> JobStatus {
         JobStatus {
             id,
@@ -529,6 +577,16 @@ mod tests {
             vec![ClientMessage::Status(StatusRequest { job: JOB })],
             vec![ClientMessage::List(ListRequest::default())],
             vec![ClientMessage::Attach(AttachRequest { job: JOB, from: 3 })],
+            // spec: QX-TERM-3
+            vec![terminal(), ClientMessage::StdinEof],
+            vec![
+                terminal(),
+                ClientMessage::StdinData(vec![3]),
+                ClientMessage::Resize(SIZE),
+                ClientMessage::StdinData(vec![4]),
+                ClientMessage::Resize(SIZE),
+                ClientMessage::StdinEof,
+            ],
         ] {
             let (s, r) = feed(&frames);
             assert_eq!(r, Ok(()), "{frames:?}");
@@ -588,6 +646,45 @@ mod tests {
             ),
             (
                 vec![start(true)],
+                StreamViolation::EndedEarly {
+                    missing: "StdinEof",
+                },
+            ),
+            // spec: QX-TERM-3
+            (
+                vec![ClientMessage::Resize(SIZE)],
+                StreamViolation::NotARequest { got: "Resize" },
+            ),
+            (
+                vec![start(true), ClientMessage::Resize(SIZE)],
+                StreamViolation::UnexpectedStdin { got: "Resize" },
+            ),
+            (
+                vec![
+                    terminal(),
+                    ClientMessage::StdinEof,
+                    ClientMessage::Resize(SIZE),
+                ],
+                StreamViolation::UnexpectedStdin { got: "Resize" },
+            ),
+            (
+                vec![terminal(), terminal()],
+                StreamViolation::SecondRequest {
+                    got: "StartTerminal",
+                },
+            ),
+            (
+                vec![
+                    terminal(),
+                    ClientMessage::StdinData(vec![0; MAX_STDIN_CHUNK + 1]),
+                ],
+                StreamViolation::StdinChunkTooLarge {
+                    len: MAX_STDIN_CHUNK + 1,
+                    max: MAX_STDIN_CHUNK,
+                },
+            ),
+            (
+                vec![terminal(), ClientMessage::Resize(SIZE)],
                 StreamViolation::EndedEarly {
                     missing: "StdinEof",
                 },

@@ -8,12 +8,12 @@ use std::fmt;
 
 use crate::limits::{
     MAX_ARGV, MAX_COMMAND_BYTES, MAX_ENV, MAX_GRACE_MS, MAX_ID_PREFIX, MAX_LIST_LIMIT,
-    MAX_OWNER_BYTES, MAX_SIGNAL, MAX_TIMEOUT_MS, MIN_ARGV, MIN_ID_PREFIX, MIN_MEMORY_BYTES,
-    MIN_SIGNAL,
+    MAX_OWNER_BYTES, MAX_SIGNAL, MAX_TERM_NAME, MAX_TERMINAL_CELLS, MAX_TIMEOUT_MS, MIN_ARGV,
+    MIN_ID_PREFIX, MIN_MEMORY_BYTES, MIN_SIGNAL,
 };
 use crate::{
     ClientMessage, ErrorCode, ErrorResponse, Limits, ListQuery, SignalRequest, StartRequest,
-    StopRequest,
+    StartTerminalRequest, StopRequest, WindowSize,
 };
 
 /// Which part of a request broke a rule.
@@ -60,6 +60,12 @@ pub enum Field {
     IdPrefix,
     /// `owner` of a list query.
     Owner,
+    /// `terminal.term` of a terminal start.
+    Term,
+    /// The `rows` of a terminal's window size.
+    Rows,
+    /// The `cols` of a terminal's window size.
+    Cols,
 }
 
 impl fmt::Display for Field {
@@ -79,6 +85,9 @@ impl fmt::Display for Field {
             Self::ListLimit => f.write_str("limit"),
             Self::IdPrefix => f.write_str("id_prefix"),
             Self::Owner => f.write_str("owner"),
+            Self::Term => f.write_str("terminal.term"),
+            Self::Rows => f.write_str("window rows"),
+            Self::Cols => f.write_str("window cols"),
         }
     }
 }
@@ -131,6 +140,13 @@ pub enum Rule {
         /// Largest allowed.
         max: i128,
     },
+    /// A byte outside the allowed characters.
+    BadCharacter {
+        /// Index of the first such byte.
+        index: usize,
+        /// The characters allowed, for the message.
+        allowed: &'static str,
+    },
 }
 
 impl fmt::Display for Rule {
@@ -152,6 +168,12 @@ impl fmt::Display for Rule {
             }
             Self::OutOfRange { actual, min, max } => {
                 write!(f, "is {actual}, allowed are {min} to {max}")
+            }
+            Self::BadCharacter { index, allowed } => {
+                write!(
+                    f,
+                    "has a byte at index {index} that is not one of {allowed}"
+                )
             }
         }
     }
@@ -453,6 +475,47 @@ pub fn validate_list_query(req: &ListQuery) -> Result<(), InvalidRequest> {
     Ok(())
 }
 
+/// Checks a terminal's window size: rows and columns in
+/// `1..=`[`MAX_TERMINAL_CELLS`]; pixel sizes are free (0: unknown) (spec: QX-TERM-4).
+pub fn validate_window_size(size: &WindowSize) -> Result<(), InvalidRequest> {
+    let max = MAX_TERMINAL_CELLS.into();
+    check_range(Field::Rows, size.rows.into(), 1, max, "QX-TERM-4")?;
+    check_range(Field::Cols, size.cols.into(), 1, max, "QX-TERM-4")
+}
+
+/// Checks a `StartTerminal` request: the start as [`validate_start`], then the terminal
+/// type (1 to [`MAX_TERM_NAME`] bytes of `A-Z a-z 0-9 . _ + -`) and the window size
+/// (spec: QX-TERM-4).
+pub fn validate_terminal(req: &StartTerminalRequest) -> Result<(), InvalidRequest> {
+    validate_start(&req.start)?;
+    let term = req.terminal.term.as_bytes();
+    if term.is_empty() {
+        return Err(invalid(Field::Term, Rule::Empty, "QX-TERM-4"));
+    }
+    if term.len() > MAX_TERM_NAME {
+        return Err(invalid(
+            Field::Term,
+            Rule::TooManyBytes {
+                actual: term.len(),
+                max: MAX_TERM_NAME,
+            },
+            "QX-TERM-4",
+        ));
+    }
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-');
+    if let Some(index) = term.iter().position(|b| !allowed(b)) {
+        return Err(invalid(
+            Field::Term,
+            Rule::BadCharacter {
+                index,
+                allowed: "A-Z a-z 0-9 . _ + -",
+            },
+            "QX-TERM-4",
+        ));
+    }
+    validate_window_size(&req.terminal.size)
+}
+
 /// Checks the contents of any request frame. `Status`, `List` and `Attach` have no
 /// field a limit applies to; `StdinData`/`StdinEof` are not requests and are checked
 /// by [`ControlStreamState`](crate::ControlStreamState) instead.
@@ -462,6 +525,9 @@ pub fn validate_request(msg: &ClientMessage) -> Result<(), InvalidRequest> {
         ClientMessage::Stop(r) => validate_stop(r),
         ClientMessage::Signal(r) => validate_signal(r),
         ClientMessage::ListQuery(r) => validate_list_query(r),
+        ClientMessage::StartTerminal(r) => validate_terminal(r),
+        // Not a request; its size is checked when it arrives (spec: QX-TERM-4).
+        ClientMessage::Resize(s) => validate_window_size(s),
         ClientMessage::Status(_)
         | ClientMessage::List(_)
         | ClientMessage::Attach(_)
@@ -762,6 +828,87 @@ mod tests {
         r.limits.memory_bytes = Some(0);
         let (_, _, req) = rule_of(validate_start(&r));
         assert_eq!(req, "QX-LIMIT-13");
+    }
+
+    #[test]
+    fn terminal_rules() {
+        // spec: QX-TERM-4
+        let req = |term: &str, rows: u16, cols: u16| StartTerminalRequest {
+            start: start(&[b"sh"]),
+            terminal: crate::TerminalSpec {
+                term: term.into(),
+                size: WindowSize {
+                    rows,
+                    cols,
+                    width_px: 0,
+                    height_px: 0,
+                },
+            },
+        };
+        let max = MAX_TERMINAL_CELLS;
+        assert_eq!(validate_terminal(&req("xterm-256color", 24, 80)), Ok(()));
+        assert_eq!(validate_terminal(&req("screen.xterm+a_b", 1, max)), Ok(()));
+        let long = "x".repeat(MAX_TERM_NAME);
+        assert_eq!(validate_terminal(&req(&long, max, 1)), Ok(()));
+        let longer = "x".repeat(MAX_TERM_NAME + 1);
+        let cases = [
+            (req("", 24, 80), Field::Term, Rule::Empty),
+            (
+                req(&longer, 24, 80),
+                Field::Term,
+                Rule::TooManyBytes {
+                    actual: MAX_TERM_NAME + 1,
+                    max: MAX_TERM_NAME,
+                },
+            ),
+            (
+                req("xterm\n", 24, 80),
+                Field::Term,
+                Rule::BadCharacter {
+                    index: 5,
+                    allowed: "A-Z a-z 0-9 . _ + -",
+                },
+            ),
+            (
+                req("a b", 24, 80),
+                Field::Term,
+                Rule::BadCharacter {
+                    index: 1,
+                    allowed: "A-Z a-z 0-9 . _ + -",
+                },
+            ),
+        ];
+        for (r, field, rule) in cases {
+            assert_eq!(rule_of(validate_terminal(&r)), (field, rule, "QX-TERM-4"));
+        }
+        let range = |actual: u16| Rule::OutOfRange {
+            actual: actual.into(),
+            min: 1,
+            max: max.into(),
+        };
+        for (rows, cols, field, bad) in [
+            (0, 80, Field::Rows, 0),
+            (max + 1, 80, Field::Rows, max + 1),
+            (24, 0, Field::Cols, 0),
+            (24, max + 1, Field::Cols, max + 1),
+        ] {
+            let r = req("xterm", rows, cols);
+            assert_eq!(
+                rule_of(validate_terminal(&r)),
+                (field, range(bad), "QX-TERM-4")
+            );
+            let msg = ClientMessage::Resize(r.terminal.size);
+            assert_eq!(
+                rule_of(validate_request(&msg)),
+                (field, range(bad), "QX-TERM-4")
+            );
+        }
+        // The start inside is checked first.
+        let mut bad_start = req("", 0, 0);
+        bad_start.start.argv.clear();
+        assert_eq!(rule_of(validate_terminal(&bad_start)).0, Field::Argv);
+        let msg = ClientMessage::StartTerminal(req("xterm", 24, 80));
+        assert_eq!(validate_request(&msg), Ok(()));
     }
 
     #[test]

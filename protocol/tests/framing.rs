@@ -9,8 +9,8 @@ use qexec_protocol::{
     AttachRequest, ClientMessage, EncodeError, ErrorCode, ErrorResponse, FrameError, JobId,
     JobState, JobStatus, Limits, ListEntry, ListQuery, ListRequest, ListStateFilter, MAX_FRAME_LEN,
     MAX_PREFIX_LEN, OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest,
-    SpawnFailure, StartRequest, StartedResponse, StatusRequest, StopReason, StopRequest,
-    Termination, fuzzing,
+    SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse, StatusRequest, StopReason,
+    StopRequest, TerminalSpec, Termination, WindowSize, fuzzing,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -102,6 +102,13 @@ fn client_message() -> BoxedStrategy<ClientMessage> {
         bytes(300).prop_map(ClientMessage::StdinData),
         Just(ClientMessage::StdinEof),
         list_query().prop_map(ClientMessage::ListQuery),
+        (start_request(), ".{0,20}", window_size()).prop_map(|(start, term, size)| {
+            ClientMessage::StartTerminal(StartTerminalRequest {
+                start,
+                terminal: TerminalSpec { term, size },
+            })
+        }),
+        window_size().prop_map(ClientMessage::Resize),
     ]
     .boxed()
 }
@@ -133,6 +140,15 @@ fn list_query() -> BoxedStrategy<ListQuery> {
             },
         )
         .boxed()
+}
+
+fn window_size() -> impl Strategy<Value = WindowSize> {
+    any::<(u16, u16, u16, u16)>().prop_map(|(rows, cols, width_px, height_px)| WindowSize {
+        rows,
+        cols,
+        width_px,
+        height_px,
+    })
 }
 
 fn termination() -> impl Strategy<Value = Termination> {

@@ -2,8 +2,9 @@
 //! (spec: QX-MSG-ENC-1, QX-MSG-ENC-2, QX-FRAME-1).
 
 use qexec_protocol::{
-    ClientMessage, ErrorCode, ErrorResponse, JobId, ListQuery, ListRequest, ListStateFilter,
-    OutputFrame, OutputStream, ServerMessage, SignalRequest, StatusRequest, encode,
+    ClientMessage, ErrorCode, ErrorResponse, JobId, Limits, ListQuery, ListRequest,
+    ListStateFilter, OutputFrame, OutputStream, ServerMessage, SignalRequest, StartRequest,
+    StartTerminalRequest, StatusRequest, TerminalSpec, WindowSize, encode,
 };
 
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
@@ -49,6 +50,55 @@ fn client_examples() {
         .unwrap(),
         signal
     );
+}
+
+/// Index of the last `ClientMessage` variant but `n` (the terminal variants are the
+/// last two; written this way so that variants added later shift one line).
+const RESIZE_INDEX: u8 = 10;
+
+#[test]
+fn terminal_examples() {
+    // spec: QX-TERM-2 — Resize{rows 24, cols 80, 0, 0}: varints, 80 = 0x50.
+    let resize = ClientMessage::Resize(WindowSize {
+        rows: 24,
+        cols: 80,
+        width_px: 0,
+        height_px: 0,
+    });
+    assert_eq!(
+        encode(&resize).unwrap(),
+        [0x05, RESIZE_INDEX, 0x18, 0x50, 0x00, 0x00]
+    );
+    // spec: QX-TERM-1 — the seed of fuzz/corpus/message_decoder/seed-start-terminal.
+    let start = ClientMessage::StartTerminal(StartTerminalRequest {
+        start: StartRequest {
+            argv: vec![b"sh".to_vec()],
+            env: Vec::new(),
+            cwd: None,
+            limits: Limits::default(),
+            timeout_ms: None,
+            stdin: true,
+            follow: true,
+            stop_on_detach: true,
+        },
+        terminal: TerminalSpec {
+            term: "xterm".into(),
+            size: WindowSize {
+                rows: 24,
+                cols: 80,
+                width_px: 0,
+                height_px: 0,
+            },
+        },
+    });
+    let mut body = vec![RESIZE_INDEX - 1, 0x01, 0x02, b's', b'h', 0x00, 0x00];
+    body.extend([0; 8]); // seven limits and the timeout: None
+    body.extend([0x01, 0x01, 0x01, 0x05]);
+    body.extend(b"xterm");
+    body.extend([0x18, 0x50, 0x00, 0x00]);
+    let mut frame = vec![body.len() as u8];
+    frame.extend(&body);
+    assert_eq!(encode(&start).unwrap(), frame);
 }
 
 #[test]

@@ -10,8 +10,8 @@ use qexec_protocol::frame::{decode_body, encode};
 use qexec_protocol::{
     AttachRequest, ClientMessage, ErrorCode, ErrorResponse, FrameError, JobId, JobState, JobStatus,
     Limits, ListRequest, OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest,
-    SpawnFailure, StartRequest, StartedResponse, StatusRequest, StopReason, StopRequest,
-    Termination,
+    SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse, StatusRequest, StopReason,
+    StopRequest, TerminalSpec, Termination, WindowSize,
 };
 use serde::de::DeserializeOwned;
 
@@ -123,7 +123,30 @@ fn samples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         spawn: None,
     };
     let term = Termination::Exited(0);
+    let size = WindowSize {
+        rows: 24,
+        cols: 80,
+        width_px: 0,
+        height_px: 0,
+    };
+    let terminal = StartTerminalRequest {
+        start: start.clone(),
+        terminal: TerminalSpec {
+            term: "xterm".into(),
+            size,
+        },
+    };
     vec![
+        (
+            "ClientMessage",
+            "StartTerminal",
+            body(&ClientMessage::StartTerminal(terminal)),
+        ),
+        (
+            "ClientMessage",
+            "Resize",
+            body(&ClientMessage::Resize(size)),
+        ),
         ("ClientMessage", "Start", body(&ClientMessage::Start(start))),
         (
             "ClientMessage",

@@ -150,6 +150,11 @@ requirements! {
     sec_3 => "QX-SEC-3",
     err_7 => "QX-ERR-7",
     sec_1 => "QX-SEC-1",
+    term_1 => "QX-TERM-1",
+    term_3 => "QX-TERM-3",
+    term_4 => "QX-TERM-4",
+    term_6 => "QX-TERM-6",
+    term_7 => "QX-TERM-7",
 }
 
 /// The whole runner in one go, as an implementer would run it: the summary line and

@@ -17,6 +17,7 @@ mod run;
 mod start;
 mod status;
 mod stop;
+mod tty;
 mod wait;
 
 pub use jobref::ResolveError;

@@ -27,6 +27,10 @@ saying how (`job ID stopped (Ctrl-C): stopped by NAME, SIGTERM`) and exits with 
 job's status as usual (130 or 143 for most programs). A second Ctrl-C before that
 detaches at once: qexec says the server is still stopping the job and exits 255.
 
+-t runs the job on a remote terminal (this one in raw mode): keys such as Ctrl-C go to
+the remote program, window size changes follow, and `~.` after Enter disconnects (the
+job is stopped), as in ssh.
+
 Exit status: the job's exit code; 128+N if it was killed by signal N; 127 if the program
 was not found, 126 if it could not be executed; 255 for a failure of qexec itself.
 With --json, stdout carries JSON Lines: a `started` event, `output` events, an `end` event.
@@ -34,6 +38,7 @@ With --json, stdout carries JSON Lines: a `started` event, `output` events, an `
 Examples:
   qexec run -- uname -a
   echo hi | qexec run -i -- cat
+  qexec run -it -- bash
   qexec run --cpu 0.5 --memory 256M --pids 64 --timeout 30s -- ./fuzz-one input.bin
   qexec run -e RUST_LOG=debug -C /srv/app -- ./server --check";
 
@@ -50,6 +55,10 @@ pub(super) struct RunArgs {
     /// every output event.
     #[arg(long)]
     timestamps: bool,
+    /// Run the job on a remote terminal (interactive programs: shells, editors, REPLs).
+    /// Needs a terminal on stdin; `~.` at the start of a line disconnects.
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
     /// The program and its arguments, after `--`. Executed directly, no shell.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub(super) command: Vec<OsString>,
@@ -73,7 +82,7 @@ pub(super) fn exit_status(status: &JobStatus) -> u8 {
 
 /// One line on stderr when the end of a job needs explaining beyond its code;
 /// `asked_stop` when our own Ctrl-C asked for the stop (then the line always comes).
-fn end_note(status: &JobStatus, asked_stop: bool) -> Option<String> {
+pub(super) fn end_note(status: &JobStatus, asked_stop: bool) -> Option<String> {
     let id = status.id;
     let ran = format_duration(std::time::Duration::from_millis(
         status
@@ -237,6 +246,9 @@ async fn reconnect(
 }
 
 pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8, CliError> {
+    if args.tty {
+        return super::tty::run(conn, json, &args.limits, &args.command).await;
+    }
     let req = args.limits.request(&args.command, args.stdin)?;
     if args.timestamps && !json {
         return Err(CliError::Usage {

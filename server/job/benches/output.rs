@@ -84,6 +84,7 @@ async fn through_manager(m: &JobManager, bytes: u64) -> Result<Duration> {
             owner: "bench".into(),
             limits: Default::default(),
             host_root_allowed: true,
+            terminal: None,
         })
         .await?;
     let mut f = m.follow(job.id, 0)?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qexec_protocol::Limits;
+use qexec_protocol::{Limits, TerminalSpec};
 
 use crate::cgroup::{CgroupCapabilities, DeviceNumber, HostLayout};
 use crate::sandbox::SandboxConfig;
@@ -149,6 +149,11 @@ pub struct JobSpec {
     /// refused ([`StartError::HostRootRefused`]) unless
     /// [`SandboxConfig::insecure_root_jobs`]. The service sets it for `admin`.
     pub host_root_allowed: bool,
+    /// Run the job on a terminal (a PTY, in the job's own devpts when sandboxed): it
+    /// is the job's stdin, stdout and stderr (`stdin` is ignored), `TERM` is set from
+    /// it, and the job's output is the terminal's, recorded as stdout
+    /// (spec: QX-TERM-5 to QX-TERM-8).
+    pub terminal: Option<TerminalSpec>,
 }
 
 /// What the host offers the job library (reported at start-up and on request).

@@ -196,4 +196,16 @@ pub enum JobError {
         /// Why.
         source: std::io::Error,
     },
+    /// Setting the window size of the job's terminal failed.
+    #[error("cannot resize the terminal of job {id} to {rows}x{cols}: {source}")]
+    Resize {
+        /// The job.
+        id: JobId,
+        /// Rows asked for.
+        rows: u16,
+        /// Columns asked for.
+        cols: u16,
+        /// Why.
+        source: std::io::Error,
+    },
 }

@@ -127,6 +127,7 @@ mod stdin;
               unsafe block carries a SAFETY comment"
 )]
 mod sys;
+mod terminal;
 #[doc(hidden)]
 pub mod testkit;
 
@@ -141,3 +142,4 @@ pub use sandbox::{
 };
 pub use seccomp::SeccompError;
 pub use stdin::JobStdin;
+pub use terminal::JobTerminal;

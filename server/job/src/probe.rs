@@ -89,6 +89,7 @@ fn probe(sandbox: Option<JobSandbox>) -> Result<(), IsolationUnavailable> {
         cgroup_procs: &[],
         credentials: None,
         seccomp: None,
+        terminal: None,
     };
     let mut child = spawn(&config).map_err(|e| IsolationUnavailable::Spawn {
         failure: e.failure,

@@ -26,6 +26,16 @@ impl JobStdin {
         })
     }
 
+    /// Wraps a terminal job's master (a tty, not a pipe: tokio's pipe check is
+    /// skipped; the descriptor is non-blocking). Keystrokes written here are what the
+    /// job reads from its terminal (spec: QX-TERM-5).
+    pub(crate) fn terminal(job: JobId, fd: OwnedFd) -> io::Result<Self> {
+        Ok(Self {
+            job,
+            pipe: pipe::Sender::from_owned_fd_unchecked(fd)?,
+        })
+    }
+
     /// Writes all of `data` to the job's stdin (waits while the pipe is full).
     /// Cancel-safe in the sense that dropping the future stops writing; how much was
     /// written is then unknown.

@@ -98,6 +98,7 @@ fn spawn_and_wait_with(
         cgroup_procs: &[],
         credentials: None,
         seccomp: None,
+        terminal: None,
     };
     let mut child = spawn(&config).map_err(|e| e.message)?;
     child

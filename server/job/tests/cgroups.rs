@@ -96,6 +96,7 @@ fn sh(script: &str, limits: Limits) -> JobSpec {
         owner: "tester".into(),
         limits,
         host_root_allowed: true,
+        terminal: None,
     }
 }
 
@@ -576,6 +577,7 @@ fn limited_with_timeout(argv: &[&str]) -> JobSpec {
             ..Limits::default()
         },
         host_root_allowed: true,
+        terminal: None,
     }
 }
 

@@ -128,6 +128,7 @@ fn spec(argv: &[&str]) -> JobSpec {
         owner: "tester".into(),
         limits: Default::default(),
         host_root_allowed: true,
+        terminal: None,
     }
 }
 

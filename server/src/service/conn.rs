@@ -233,7 +233,10 @@ impl Control {
 
     /// Whether standard input frames may follow (a `Start` with stdin was received).
     pub(crate) fn in_stdin(&self) -> bool {
-        matches!(self.state, ControlStreamState::Stdin)
+        matches!(
+            self.state,
+            ControlStreamState::Stdin | ControlStreamState::Terminal
+        )
     }
 
     /// Bytes received after the request that are not a whole frame yet.

@@ -53,6 +53,9 @@ pub use qexec_tls::{
 const CONTROL_PRIORITY: i32 = 1;
 /// Send priority of output streams.
 const OUTPUT_PRIORITY: i32 = 0;
+/// Send priority of a terminal job's output stream opened by its own `StartTerminal`
+/// (keystroke echoes): above bulk output, below control streams.
+const TERMINAL_OUTPUT_PRIORITY: i32 = 1;
 
 /// Everything a [`Server`] needs.
 #[derive(Debug, Clone)]

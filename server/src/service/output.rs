@@ -39,14 +39,28 @@ pub(crate) async fn pump(
     request_stream: u64,
     job: JobId,
     from: u64,
+    follower: Follower,
+) {
+    pump_at(ctx, request_stream, job, from, follower, OUTPUT_PRIORITY).await;
+}
+
+/// [`pump`] with the stream's QUIC send priority: a terminal job's own output stream
+/// goes before other output of the connection (spec: QX-TERM-8), so a bulk transfer
+/// of another job cannot queue the echo of a keystroke behind it.
+pub(crate) async fn pump_at(
+    ctx: &ConnCtx,
+    request_stream: u64,
+    job: JobId,
+    from: u64,
     mut follower: Follower,
+    priority: i32,
 ) {
     let opened = tokio::select! {
         s = ctx.conn.open_uni() => s,
         _ = ctx.conn.closed() => return,
     };
     let Ok(mut send) = opened else { return };
-    let _ = send.set_priority(OUTPUT_PRIORITY);
+    let _ = send.set_priority(priority);
     let stopped = send.stopped();
     tokio::pin!(stopped);
     let mut shutdown = ctx.shared.shutting_down.subscribe();

@@ -70,13 +70,13 @@ pub fn next_client_frame(
 /// (spec: QX-STREAM-*).
 pub fn op_of(msg: &ClientMessage) -> Result<Op, StreamFault> {
     Ok(match msg {
-        ClientMessage::Start(_) => Op::Start,
+        ClientMessage::Start(_) | ClientMessage::StartTerminal(_) => Op::Start,
         ClientMessage::Stop(_) => Op::Stop,
         ClientMessage::Status(_) => Op::Status,
         ClientMessage::List(_) | ClientMessage::ListQuery(_) => Op::List,
         ClientMessage::Attach(_) => Op::Follow,
         ClientMessage::Signal(_) => Op::Signal,
-        ClientMessage::StdinData(_) | ClientMessage::StdinEof => {
+        ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_) => {
             return Err(StreamFault::new(
                 ErrorCode::ProtocolViolation,
                 "stdin frame before any Start request",
@@ -93,10 +93,12 @@ pub fn job_of(msg: &ClientMessage) -> Option<JobId> {
         ClientMessage::Attach(r) => Some(r.job),
         ClientMessage::Signal(r) => Some(r.job),
         ClientMessage::Start(_)
+        | ClientMessage::StartTerminal(_)
         | ClientMessage::List(_)
         | ClientMessage::ListQuery(_)
         | ClientMessage::StdinData(_)
-        | ClientMessage::StdinEof => None,
+        | ClientMessage::StdinEof
+        | ClientMessage::Resize(_) => None,
     }
 }
 
@@ -264,7 +266,8 @@ mod tests {
     // spec: QX-ERR-3
     #[test]
     fn frame_faults_carry_the_spec_codes() {
-        // Unknown message variant (discriminant 200, then 127: both past the last one).
+        // Unknown message variant (discriminant 200, then 0x7f, one byte, far past the
+        // last one).
         assert_eq!(
             decode_all(&[2, 0xc8, 0x01]).unwrap_err().code,
             ErrorCode::Unsupported

@@ -4,11 +4,13 @@
 //! throwaway PKI, its own `sshd` on a loopback port when OpenSSH is installed, and
 //! measures the six sections of bench/README.md, each figure over several runs (median and
 //! min–max), with ratios against baselines measured in the same run:
-//! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`].
+//! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], and the
+//! terminal keystroke latency of section 7, [`keystroke`].
 
 pub(crate) mod cold;
 pub(crate) mod fanout;
 pub(crate) mod hol;
+pub(crate) mod keystroke;
 pub(crate) mod memory;
 pub(crate) mod procs;
 pub(crate) mod report;
@@ -50,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) fanout_bytes: u64,
     /// Finished jobs before the second RSS reading (1,000 in a full run).
     pub(crate) memory_jobs: usize,
+    /// One-byte echoes per keystroke figure (at least 500).
+    pub(crate) keystroke_samples: usize,
 }
 
 impl Settings {
@@ -67,6 +71,7 @@ impl Settings {
             fanout_connections: 8,
             fanout_bytes: 256 << 20,
             memory_jobs: 1000,
+            keystroke_samples: 1000,
         }
     }
 
@@ -84,6 +89,7 @@ impl Settings {
             fanout_connections: 8,
             fanout_bytes: 4 << 20,
             memory_jobs: 200,
+            keystroke_samples: 500,
         }
     }
 }

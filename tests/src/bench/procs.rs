@@ -395,6 +395,33 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// `ssh … 127.0.0.1 ARGS` through the `ControlMaster` socket `control` (`-S`):
+    /// `extra` `-M -N` makes the master, then every command with the same socket is a
+    /// channel of that one connection.
+    pub(crate) fn ssh_mux(&self, control: &Path, extra: &[&str], remote: &[&str]) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-p", &self.port.to_string(), "-i"])
+            .arg(&self.key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-S",
+            ])
+            .arg(control)
+            .args(extra)
+            .arg("root@127.0.0.1")
+            .args(remote);
+        cmd
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         stop_child(&mut self.child, START_LIMIT);

@@ -407,10 +407,20 @@ async fn frame_6(config: &Config) -> Outcome {
     .await
 }
 
+/// The first `ClientMessage` variant index this revision of qexec/1 does not define
+/// (the last defined one is `Resize`, 10).
+const FIRST_UNKNOWN_CLIENT_VARIANT: u8 = 11;
+
 async fn ver_3(config: &Config) -> Outcome {
-    // spec: QX-VER-3 — 127 is the largest one-byte index, far past the last
-    // ClientMessage variant qexec/1 defines; 200 is a two-byte varint index.
-    let first = fault(config, &[0x01, 0x7f], End::Finish, ErrorCode::Unsupported).await;
+    // spec: QX-VER-3 — the first ClientMessage variant qexec/1 does not define;
+    // 200 is a two-byte varint index.
+    let first = fault(
+        config,
+        &[0x01, FIRST_UNKNOWN_CLIENT_VARIANT],
+        End::Finish,
+        ErrorCode::Unsupported,
+    )
+    .await;
     let Outcome::Pass(a) = first else {
         return first;
     };
@@ -422,7 +432,9 @@ async fn ver_3(config: &Config) -> Outcome {
     )
     .await
     {
-        Outcome::Pass(b) => Outcome::pass(format!("variant 8: {a}; variant 200: {b}")),
+        Outcome::Pass(b) => Outcome::pass(format!(
+            "variant {FIRST_UNKNOWN_CLIENT_VARIANT}: {a}; variant 200: {b}"
+        )),
         Outcome::Fail(why) => Outcome::fail(format!("variant 200: {why}")),
         other => other,
     }
@@ -480,7 +492,7 @@ async fn err_3(config: &Config) -> Outcome {
     // spec: QX-ERR-3 — the stream is left open, so the server must send both.
     with_peer(config, |peer| async move {
         let witness = peer.witness().await?;
-        let (mut send, mut recv) = peer.open(&[0x01, 0x09]).await?;
+        let (mut send, mut recv) = peer.open(&[0x01, FIRST_UNKNOWN_CLIENT_VARIANT]).await?;
         let seen = wire::closed(&mut send, &mut recv, peer.wait).await;
         let code = u64::from(ErrorCode::Unsupported.as_u32());
         if seen.reset != Some(code) || seen.stopped != Some(code) {

@@ -19,6 +19,7 @@ mod limits;
 mod messages;
 mod output_streams;
 mod streams;
+mod terminal;
 pub mod wire;
 
 use std::fmt;
@@ -145,6 +146,7 @@ pub fn checks() -> Vec<Check> {
     all.extend(messages::checks());
     all.extend(limits::checks());
     all.extend(auth::checks());
+    all.extend(terminal::checks());
     all
 }
 

@@ -80,8 +80,11 @@ pub struct StartedJob {
     pub id: JobId,
     /// Host pid of its first process.
     pub pid: u32,
-    /// Writer for its stdin, when the spec asked for one.
+    /// Writer for its stdin, when the spec asked for one; a terminal job's
+    /// keystrokes.
     pub stdin: Option<JobStdin>,
+    /// A terminal job's window (spec: QX-TERM-7).
+    pub terminal: Option<crate::JobTerminal>,
 }
 
 /// The manager core; its drop aborts every supervisor (which kills its job).

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::cgroup::{CgroupVersion, Cgroups, JobCgroup};
 use crate::output::LogWriter;
 use crate::spawn::{self, IsolationConfig, SpawnConfig};
-use crate::{JobSpec, JobStdin, StartError, StartedJob};
+use crate::{JobSpec, JobStdin, JobTerminal, StartError, StartedJob};
 
 use super::cgroups::create_cgroup;
 use super::limits::effective_limits;
@@ -74,6 +74,12 @@ pub(super) async fn start(
     if !env.iter().any(|(k, _)| k == b"PATH") {
         env.push((b"PATH".to_vec(), spawn::DEFAULT_PATH.as_bytes().to_vec()));
     }
+    // spec: QX-TERM-6 — the terminal's type is the job's TERM.
+    let terminal = spec.terminal.map(|t| {
+        env.retain(|(k, _)| k != b"TERM");
+        env.push((b"TERM".to_vec(), t.term.into_bytes()));
+        crate::terminal::win(t.size)
+    });
     let cwd = spec.cwd.unwrap_or_else(|| PathBuf::from("/"));
     let argv = spec.argv;
     let want_stdin = spec.stdin;
@@ -122,6 +128,7 @@ pub(super) async fn start(
             cgroup_procs: &procs,
             credentials: shared.config.job_credentials,
             seccomp: shared.seccomp.as_ref(),
+            terminal,
         };
         let r = spawn::spawn(&config);
         drop(procs);
@@ -212,9 +219,22 @@ pub(super) async fn start(
         cgroup,
         check_oom,
     );
+    let on_terminal = child.terminal.is_some();
     let registered = sup
         .register(watched_pidfd, child.stdout, child.stderr)
-        .and_then(|()| child.stdin.map(|fd| JobStdin::new(id, fd)).transpose());
+        .and_then(|()| {
+            child
+                .stdin
+                .map(|fd| {
+                    if on_terminal {
+                        JobStdin::terminal(id, fd)
+                    } else {
+                        JobStdin::new(id, fd)
+                    }
+                })
+                .transpose()
+        });
+    let terminal = child.terminal.map(|fd| JobTerminal::new(id, fd));
     let stdin = match registered {
         Ok(stdin) => stdin,
         Err(source) => {
@@ -228,5 +248,10 @@ pub(super) async fn start(
     let mut set = lock(tasks);
     while set.try_join_next().is_some() {}
     set.spawn(sup.run());
-    Ok(StartedJob { id, pid, stdin })
+    Ok(StartedJob {
+        id,
+        pid,
+        stdin,
+        terminal,
+    })
 }

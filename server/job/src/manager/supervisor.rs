@@ -116,6 +116,8 @@ pub(super) struct Supervisor {
     oom_check: Option<tokio::time::Interval>,
     /// The OOM flag was seen and the job killed for it.
     oom_handled: bool,
+    /// The output is a terminal's master: `EIO` is its end (every slave closed).
+    terminal: bool,
     finished: bool,
 }
 
@@ -154,20 +156,32 @@ impl Supervisor {
             kill_task: None,
             oom_check,
             oom_handled: false,
+            terminal: false,
             finished: false,
         }
     }
 
-    /// Registers the job's pidfd (a duplicate) and output pipes with the reactor.
+    /// Registers the job's pidfd (a duplicate) and output pipes with the reactor. A
+    /// terminal job has no `stderr`: its `stdout` is the terminal's master, read
+    /// like a pipe but never spliced (splice needs a pipe) (spec: QX-TERM-8).
     pub(super) fn register(
         &mut self,
         pidfd: io::Result<OwnedFd>,
         stdout: OwnedFd,
-        stderr: OwnedFd,
+        stderr: Option<OwnedFd>,
     ) -> io::Result<()> {
         self.pidfd = Some(crate::sys::async_fd(pidfd?, Interest::READABLE)?);
-        self.stdout = Some(output_pipe(stdout)?);
-        self.stderr = Some(output_pipe(stderr)?);
+        match stderr {
+            Some(stderr) => {
+                self.stdout = Some(output_pipe(stdout)?);
+                self.stderr = Some(output_pipe(stderr)?);
+            }
+            None => {
+                self.stdout = Some(pipe::Receiver::from_owned_fd_unchecked(stdout)?);
+                self.splice = false;
+                self.terminal = true;
+            }
+        }
         Ok(())
     }
 
@@ -355,6 +369,11 @@ impl Supervisor {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Pumped::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Pumped::WouldBlock,
+            // A terminal's master reads EIO once no process holds the slave: its EOF.
+            Err(e) if self.terminal && e.raw_os_error() == Some(libc::EIO) => {
+                *pipe = None;
+                Pumped::Eof
+            }
             Err(e) => {
                 tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading an output pipe failed; closing it");
                 *pipe = None;

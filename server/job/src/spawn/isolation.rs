@@ -14,6 +14,7 @@ use super::error::{SpawnError, setup_error};
 use super::pipes::{pipe, set_nonblocking};
 use crate::seccomp::Program;
 use crate::sys::plan::ChildIsolation;
+use crate::sys::pty::WinSize;
 use crate::sys::sandbox::JobSandbox;
 use crate::sys::{self, CStringArray};
 
@@ -83,12 +84,15 @@ pub(super) struct InitArgs<'a> {
     pub(super) env: &'a [CString],
     /// The job's sandbox, set up by the init.
     pub(super) sandbox: Option<&'a JobSandbox>,
+    /// A terminal job: the init's end of the socket pair, and the window size.
+    pub(super) terminal: Option<(RawFd, WinSize)>,
 }
 
 /// The init's command line and its parameter file.
 #[derive(Debug)]
 struct InitCommand {
-    /// `qexec-init MAGIC status err stdin stdout stderr params` (descriptor numbers).
+    /// `qexec-init MAGIC status err stdin stdout stderr params [pty:SOCK:ROWS:COLS:W:H]`
+    /// (descriptor numbers; the last only for a terminal job).
     argv: CStringArray,
     /// A memfd holding the rest (see [`init_command`]).
     params: OwnedFd,
@@ -147,16 +151,27 @@ fn init_command(a: &InitArgs<'_>, status_fd: RawFd) -> Result<InitCommand, Spawn
     let mut file = File::from(sys::memfd(c"qexec-init-params").map_err(io_err)?);
     file.write_all(&params).map_err(io_err)?;
     let params = OwnedFd::from(file);
-    let argv = CStringArray::new(vec![
-        c"qexec-init".to_owned(),
-        sys::INIT_MODE_MAGIC.to_owned(),
-        fd(status_fd),
-        fd(a.err_fd),
-        fd(a.stdio[0]),
-        fd(a.stdio[1]),
-        fd(a.stdio[2]),
-        fd(params.as_raw_fd()),
-    ]);
+    let argv = CStringArray::new(
+        vec![
+            c"qexec-init".to_owned(),
+            sys::INIT_MODE_MAGIC.to_owned(),
+            fd(status_fd),
+            fd(a.err_fd),
+            fd(a.stdio[0]),
+            fd(a.stdio[1]),
+            fd(a.stdio[2]),
+            fd(params.as_raw_fd()),
+        ]
+        .into_iter()
+        .chain(a.terminal.map(|(sock, s)| {
+            let arg = format!(
+                "pty:{sock}:{}:{}:{}:{}",
+                s.rows, s.cols, s.width_px, s.height_px
+            );
+            CString::new(arg).unwrap_or_default()
+        }))
+        .collect(),
+    );
     Ok(InitCommand { argv, params })
 }
 
@@ -168,6 +183,7 @@ pub(super) struct Prepared<'a> {
     private_tmp: bool,
     sandboxed: bool,
     own_network: bool,
+    terminal_sock: Option<RawFd>,
     /// Status pipe `(read, write)`: the init writes the target's wait status.
     pub(super) status: (OwnedFd, OwnedFd),
     self_exe: RawFd,
@@ -201,6 +217,7 @@ impl<'a> Prepared<'a> {
             private_tmp: iso.private_tmp,
             sandboxed: iso.sandbox.is_some(),
             own_network: iso.own_network,
+            terminal_sock: args.terminal.map(|(sock, _)| sock),
             status: (r, w),
             self_exe: self_exe.as_raw_fd(),
             command,
@@ -220,6 +237,7 @@ impl<'a> Prepared<'a> {
             init_envp: &self.envp,
             sandboxed: self.sandboxed,
             own_network: self.own_network,
+            terminal_sock: self.terminal_sock,
         }
     }
 }

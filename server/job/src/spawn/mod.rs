@@ -38,6 +38,19 @@
 //!   orphan, and reports the target's exact wait status on a 4-byte **status pipe**
 //!   before exiting (an exiting ns-init makes the kernel kill everything left in the
 //!   namespace). The server keeps `/proc/self/exe` open (one descriptor) for that.
+//! - **Terminal jobs** (spec: QX-TERM-5, QX-SBX-26): the job's 0, 1 and 2 are the slave
+//!   of a new PTY, the target makes it its controlling terminal right after `setsid`
+//!   (`TIOCSCTTY`), and the server keeps the master: read like an output pipe (never
+//!   spliced; `EIO` once every slave is closed is its end), written with keystrokes
+//!   (the job's "stdin"), and used to set the window size ([`crate::JobTerminal`]).
+//!   Who opens the pair: without isolation, this parent, from the host's `/dev/ptmx`
+//!   ([`JobIo`]). With isolation, the **init**, after its namespaces and the sandbox's
+//!   mounts are set up, from the job's own devpts instance (`/dev/pts/ptmx`; the
+//!   host's `/dev/ptmx` with `--no-sandbox`), so the host's devpts never enters the
+//!   sandbox; it sends the master back over an `AF_UNIX` socket pair created here
+//!   (`SCM_RIGHTS`, [`crate::sys::pty`]) before it starts the target, and the parent
+//!   receives it once the error pipe reported the exec. Until then the init's own 0, 1
+//!   and 2 are `/dev/null`. The terminal's size travels on the init's command line.
 //! - **Privileges**: `no_new_privs` is always set, so nothing the job executes can gain
 //!   privileges through setuid binaries or file capabilities. Credentials are optional
 //!   here; with `None` the job keeps the server's uid/gid — the default the service
@@ -74,7 +87,7 @@ mod tests;
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use qexec_protocol::SpawnFailure;
@@ -89,6 +102,7 @@ use self::resolve::Target;
 use crate::seccomp::Program;
 use crate::sys::child::start_child;
 use crate::sys::plan::{ChildPlan, Stage};
+pub(crate) use crate::sys::pty::WinSize;
 use crate::sys::{self, isolate, sandbox};
 
 /// Everything one spawn needs.
@@ -111,6 +125,9 @@ pub(crate) struct SpawnConfig<'a> {
     pub(crate) credentials: Option<(u32, u32)>,
     /// Install this seccomp filter in the target as its last step before `execve`.
     pub(crate) seccomp: Option<&'a Program>,
+    /// Run the job on a new terminal of this size: it is the job's stdin, stdout and
+    /// stderr, and `stdin` is ignored (spec: QX-TERM-5).
+    pub(crate) terminal: Option<WinSize>,
 }
 
 /// A spawned job process.
@@ -124,8 +141,157 @@ pub(crate) struct SpawnedChild {
     pub(crate) stdin: Option<OwnedFd>,
     /// Read end of the stdout pipe (non-blocking, close-on-exec).
     pub(crate) stdout: OwnedFd,
-    /// Read end of the stderr pipe (non-blocking, close-on-exec).
-    pub(crate) stderr: OwnedFd,
+    /// Read end of the stderr pipe (non-blocking, close-on-exec); `None` for a
+    /// terminal job, whose one output is `stdout` (the terminal's master).
+    pub(crate) stderr: Option<OwnedFd>,
+    /// A terminal job: the terminal's master (another descriptor of the same open
+    /// file as `stdout` and `stdin`), to set its window size.
+    pub(crate) terminal: Option<OwnedFd>,
+}
+
+/// The job's standard descriptors, both sides, before the clone.
+struct JobIo {
+    /// What becomes the target's (or the init's) 0, 1 and 2.
+    stdio: [RawFd; 3],
+    /// The child's ends, closed by us once the child has its copies.
+    child: Vec<OwnedFd>,
+    /// An isolated terminal job: the init's end of the socket pair.
+    init_sock: Option<OwnedFd>,
+    /// Our ends.
+    ours: OurIo,
+}
+
+/// Our ends of the job's standard descriptors.
+enum OurIo {
+    /// Pipes: stdin's write end (if any), stdout's and stderr's read ends.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// The terminal's master, opened here.
+    Terminal(OwnedFd),
+    /// Our end of the socket pair on which the init sends the master.
+    FromInit(OwnedFd),
+}
+
+impl JobIo {
+    /// Pipes for stdout and stderr; stdin a pipe or `/dev/null`.
+    fn pipes(want_stdin: bool) -> Result<Self, SpawnError> {
+        // Child ends are moved above 0..2 so the dup2 sequence cannot clobber them.
+        let (stdin_child, stdin_ours) = if want_stdin {
+            let (r, w) = pipe("stdin")?;
+            set_nonblocking(&w, "stdin")?;
+            (r, Some(w))
+        } else {
+            (dev_null()?, None)
+        };
+        let (stdout_ours, stdout_child) = pipe("stdout")?;
+        let (stderr_ours, stderr_child) = pipe("stderr")?;
+        set_nonblocking(&stdout_ours, "stdout")?;
+        set_nonblocking(&stderr_ours, "stderr")?;
+        let child = vec![
+            above_stdio(stdin_child)?,
+            above_stdio(stdout_child)?,
+            above_stdio(stderr_child)?,
+        ];
+        Ok(Self {
+            stdio: [
+                child[0].as_raw_fd(),
+                child[1].as_raw_fd(),
+                child[2].as_raw_fd(),
+            ],
+            child,
+            init_sock: None,
+            ours: OurIo::Pipes {
+                stdin: stdin_ours,
+                stdout: stdout_ours,
+                stderr: stderr_ours,
+            },
+        })
+    }
+
+    /// A job without isolation: a PTY pair of the host's devpts, opened here; the
+    /// slave is the target's 0, 1 and 2. spec: QX-TERM-5
+    fn host_terminal(size: WinSize) -> Result<Self, SpawnError> {
+        let (master, slave) = sys::pty::open_pty(c"/dev/ptmx", size)
+            .map_err(|e| setup_error(format!("cannot open a terminal (/dev/ptmx): {e}")))?;
+        let slave = above_stdio(slave)?;
+        Ok(Self {
+            stdio: [slave.as_raw_fd(); 3],
+            child: vec![slave],
+            init_sock: None,
+            ours: OurIo::Terminal(master),
+        })
+    }
+
+    /// An isolated job: the init opens the pair in the job's own devpts and sends the
+    /// master back on a socket pair; until then the init's 0, 1 and 2 are
+    /// `/dev/null`. spec: QX-TERM-5, QX-SBX-26
+    fn init_terminal() -> Result<Self, SpawnError> {
+        let null = above_stdio(dev_null()?)?;
+        let (ours, theirs) = sys::pty::socket_pair().map_err(|e| {
+            setup_error(format!(
+                "cannot create the socket pair that brings the job's terminal: {e}"
+            ))
+        })?;
+        Ok(Self {
+            stdio: [null.as_raw_fd(); 3],
+            child: vec![null],
+            init_sock: Some(theirs),
+            ours: OurIo::FromInit(ours),
+        })
+    }
+}
+
+fn dev_null() -> Result<OwnedFd, SpawnError> {
+    File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| setup_error(format!("cannot open /dev/null for the job's stdin: {e}")))
+}
+
+impl OurIo {
+    /// The spawned job, once its program runs.
+    fn into_spawned(self, pid: u32, process: ChildProcess) -> Result<SpawnedChild, SpawnError> {
+        let master = match self {
+            Self::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                return Ok(SpawnedChild {
+                    pid,
+                    process,
+                    stdin,
+                    stdout,
+                    stderr: Some(stderr),
+                    terminal: None,
+                });
+            }
+            Self::Terminal(master) => master,
+            // The init sent the master before it started the target, and the target
+            // runs: it is waiting in the socket.
+            Self::FromInit(sock) => sys::pty::recv_fd(sock.as_fd()).map_err(|e| {
+                setup_error(format!(
+                    "the job's init did not pass its terminal to qexecd: {e}"
+                ))
+            })?,
+        };
+        set_nonblocking(&master, "terminal")?;
+        let dup = |what| {
+            master.try_clone().map_err(|e| {
+                setup_error(format!("cannot duplicate the job's terminal ({what}): {e}"))
+            })
+        };
+        Ok(SpawnedChild {
+            pid,
+            process,
+            stdin: Some(dup("input")?),
+            terminal: Some(dup("window size")?),
+            stdout: master,
+            stderr: None,
+        })
+    }
 }
 
 /// Starts a job. Returns once the target program was exec'd (or failed to be).
@@ -134,29 +300,13 @@ pub(crate) struct SpawnedChild {
 /// set-up), so call it from a blocking thread.
 pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError> {
     let target = Target::resolve(config.argv, config.env, config.cwd)?;
-
-    // Pipes. Child ends are moved above 0..2 so the dup2 sequence cannot clobber them.
-    let (stdin_child, stdin_ours) = if config.stdin {
-        let (r, w) = pipe("stdin")?;
-        set_nonblocking(&w, "stdin")?;
-        (r, Some(w))
-    } else {
-        let null = File::open("/dev/null")
-            .map_err(|e| setup_error(format!("cannot open /dev/null for the job's stdin: {e}")))?;
-        (OwnedFd::from(null), None)
+    let isolated_terminal = config.terminal.is_some() && config.isolation.is_some();
+    let io = match config.terminal {
+        None => JobIo::pipes(config.stdin)?,
+        Some(size) if config.isolation.is_none() => JobIo::host_terminal(size)?,
+        Some(_) => JobIo::init_terminal()?,
     };
-    let (stdout_ours, stdout_child) = pipe("stdout")?;
-    let (stderr_ours, stderr_child) = pipe("stderr")?;
-    set_nonblocking(&stdout_ours, "stdout")?;
-    set_nonblocking(&stderr_ours, "stderr")?;
-    let stdin_child = above_stdio(stdin_child)?;
-    let stdout_child = above_stdio(stdout_child)?;
-    let stderr_child = above_stdio(stderr_child)?;
-    let stdio = [
-        stdin_child.as_raw_fd(),
-        stdout_child.as_raw_fd(),
-        stderr_child.as_raw_fd(),
-    ];
+    let stdio = io.stdio;
     let (err_read, err_write) = pipe("error report")?;
 
     let isolated = match config.isolation {
@@ -172,6 +322,11 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
                 argv: config.argv,
                 env: &target.env,
                 sandbox: iso.sandbox.as_ref(),
+                terminal: io
+                    .init_sock
+                    .as_ref()
+                    .zip(config.terminal)
+                    .map(|(sock, size)| (sock.as_raw_fd(), size)),
             },
         )?),
         None => None,
@@ -186,6 +341,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         envp: &envp,
         cwd: &target.cwd,
         stdio,
+        terminal: config.terminal.is_some() && !isolated_terminal,
         err_fd: err_write.as_raw_fd(),
         cgroup_procs: config.cgroup_procs,
         credentials: config.credentials,
@@ -224,7 +380,13 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
         ));
     };
     // The child has its copies; close ours so EOF on the error pipe means exec.
-    drop((stdin_child, stdout_child, stderr_child, err_write));
+    let JobIo {
+        child,
+        init_sock,
+        ours,
+        ..
+    } = io;
+    drop((child, init_sock, err_write));
     let status_read = isolated.map(|iso| {
         let (r, w) = iso.status;
         drop(w);
@@ -233,13 +395,7 @@ pub(crate) fn spawn(config: &SpawnConfig<'_>) -> Result<SpawnedChild, SpawnError
 
     let mut process = ChildProcess::new(pid, pidfd, status_read);
     match read_report(err_read) {
-        Ok(None) => Ok(SpawnedChild {
-            pid,
-            process,
-            stdin: stdin_ours,
-            stdout: stdout_ours,
-            stderr: stderr_ours,
-        }),
+        Ok(None) => ours.into_spawned(pid, process),
         Ok(Some((stage, errno))) => {
             // The child (or init) exits right after reporting; reap it now.
             let _ = process.wait_blocking();

@@ -44,6 +44,7 @@ pub(super) fn config<'a>(argv: &'a [Vec<u8>], iso: Option<&'a IsolationConfig>) 
         cgroup_procs: &[],
         credentials: None,
         seccomp: None,
+        terminal: None,
     }
 }
 
@@ -100,7 +101,7 @@ pub(super) fn read_to_eof(fd: &OwnedFd) -> Vec<u8> {
 pub(super) fn run(config: &SpawnConfig<'_>) -> (Termination, String, String) {
     let mut child = spawn(config).expect("spawn");
     let out = read_to_eof(&child.stdout);
-    let err = read_to_eof(&child.stderr);
+    let err = read_to_eof(child.stderr.as_ref().expect("a pipe job has stderr"));
     let t = wait_exit(&mut child.process);
     (
         t,
@@ -244,7 +245,7 @@ fn stdio_env_and_cwd_reach_the_program() {
     stdin.write_all(b"from stdin\n").unwrap();
     drop(stdin);
     let out = read_to_eof(&child.stdout);
-    let err = read_to_eof(&child.stderr);
+    let err = read_to_eof(child.stderr.as_ref().expect("a pipe job has stderr"));
     assert_eq!(wait_exit(&mut child.process), Termination::Exited(0));
     let real = std::fs::canonicalize(dir.path()).unwrap();
     assert_eq!(

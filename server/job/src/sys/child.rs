@@ -110,6 +110,13 @@ pub(super) fn exec_target(plan: &ChildPlan<'_>) -> Infallible {
     if let Err(e) = super::dup2(stderr, 2) {
         return fail(Stage::Stderr, e);
     }
+    // spec: QX-TERM-5 — session leader (setsid above) with the terminal as its
+    // controlling terminal, so ^C, ^Z, ^\ and SIGWINCH reach its foreground group.
+    if plan.terminal
+        && let Err(e) = super::pty::set_controlling_terminal(0)
+    {
+        return fail(Stage::ControllingTerminal, e);
+    }
     if let Err(e) = super::chdir(plan.cwd) {
         return fail(Stage::Chdir, e);
     }
@@ -164,6 +171,11 @@ fn exec_init(plan: &ChildPlan<'_>, iso: &ChildIsolation<'_>) -> Infallible {
         if let Err(e) = super::dup2(fd, fd) {
             return report_and_exit(plan.err_fd, Stage::KeepFds, e);
         }
+    }
+    if let Some(sock) = iso.terminal_sock
+        && let Err(e) = super::dup2(sock, sock)
+    {
+        return report_and_exit(plan.err_fd, Stage::KeepFds, e);
     }
     let e = super::execveat_fd(iso.self_exe, iso.init_argv, iso.init_envp);
     report_and_exit(plan.err_fd, Stage::ExecInit, e)

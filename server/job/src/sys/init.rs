@@ -19,7 +19,9 @@
 //!    lifetime (each page the server rewrites then exists twice per running job), and
 //!    copying the page tables of a server with a large heap makes every spawn slow.
 //! 3. [`reexec_main`] creates a signalfd for every signal (all blocked, so nothing is
-//!    lost), starts the target vfork-style (through [`super::child::start_target`],
+//!    lost), sets up the sandbox when there is one, opens a terminal job's PTY in the
+//!    job's own devpts and sends its master to qexecd (`open_terminal`), starts the
+//!    target vfork-style (through [`super::child::start_target`],
 //!    which installs the seccomp filter of the parameter file last before `execve`;
 //!    exec errors travel on the job's error pipe), then closes every descriptor
 //!    except the status pipe and the signalfd — in particular its copies of the job's
@@ -55,10 +57,11 @@
 
 use std::convert::Infallible;
 use std::ffi::CStr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use super::child::{exec_target, report_and_exit, report_code_and_exit, start_target};
 use super::plan::{ChildPlan, Stage};
+use super::pty::{self, WinSize};
 use super::sandbox::{self, JobSandbox};
 use super::{self as sys, CStringArray, ChildStack, Errno, SignalFd, SockFilter};
 
@@ -87,6 +90,23 @@ struct Parsed<'a> {
     argv: Vec<&'a CStr>,
     sandbox: Option<JobSandbox>,
     env: Vec<&'a CStr>,
+    /// A terminal job: the socket to send the master on, and the window size.
+    terminal: Option<(RawFd, WinSize)>,
+}
+
+/// The optional 9th argument of a terminal job:
+/// `pty:SOCKET:ROWS:COLS:WIDTH_PX:HEIGHT_PX` (built by `crate::spawn::isolation`).
+fn parse_terminal(arg: &CStr) -> Option<(RawFd, WinSize)> {
+    let mut f = arg.to_str().ok()?.strip_prefix("pty:")?.split(':');
+    let sock = f.next()?.parse().ok()?;
+    let mut n = || f.next()?.parse::<u16>().ok();
+    let size = WinSize {
+        rows: n()?,
+        cols: n()?,
+        width_px: n()?,
+        height_px: n()?,
+    };
+    Some((sock, size))
 }
 
 /// Descriptor number `i` of the command line.
@@ -116,6 +136,10 @@ fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
     let argv = (0..argc).map(|_| next()).collect::<Option<Vec<_>>>()?;
     let sandbox = JobSandbox::decode(&mut next)?;
     let env = std::iter::from_fn(&mut next).collect();
+    let terminal = match args.get(8) {
+        None => None,
+        Some(arg) => Some(parse_terminal(arg)?),
+    };
     Some(Parsed {
         status_fd: arg_fd(args, 2)?,
         err_fd: arg_fd(args, 3)?,
@@ -127,6 +151,7 @@ fn parse<'a>(args: &[&CStr], params: &'a [u8]) -> Option<Parsed<'a>> {
         argv,
         sandbox,
         env,
+        terminal,
     })
 }
 
@@ -158,6 +183,18 @@ pub(super) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
         return report_code_and_exit(p.err_fd, code, e);
     }
     // --- end sandbox
+    let mut stdio = p.stdio;
+    // Keeps the slave open until the target has started.
+    let mut _slave = None;
+    if let Some((sock, size)) = p.terminal {
+        match open_terminal(sock, size, p.sandbox.as_ref()) {
+            Ok(slave) => {
+                stdio = [slave.as_raw_fd(); 3];
+                _slave = Some(slave);
+            }
+            Err(e) => return report_and_exit(p.err_fd, Stage::Terminal, e),
+        }
+    }
     let argv = CStringArray::new(p.argv.iter().map(|a| (*a).to_owned()).collect());
     let envp = CStringArray::new(p.env.iter().map(|e| (*e).to_owned()).collect());
     let stack = match ChildStack::new() {
@@ -172,7 +209,8 @@ pub(super) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
         argv: &argv,
         envp: &envp,
         cwd: p.cwd,
-        stdio: p.stdio,
+        stdio,
+        terminal: p.terminal.is_some(),
         err_fd: p.err_fd,
         // Already joined before the init was executed.
         cgroup_procs: &[],
@@ -205,6 +243,31 @@ pub(super) fn reexec_main(args: &[&CStr], _env: &[&CStr]) -> Infallible {
     // and error pipes see EOF when the init exits instead of earlier.
     let _ = sys::close_fds_except(&keep);
     supervise(target, p.status_fd, &sigfd)
+}
+
+/// A terminal job (spec: QX-TERM-5, QX-SBX-26): opens a PTY pair from the job's own
+/// devpts instance (sandboxed: mounted by the plan just applied, `/dev/pts/ptmx`;
+/// namespaces only: the host's `/dev/ptmx`), gives a sandboxed job's slave to the
+/// job's root, sends the master to qexecd on `sock` and closes its copy. Returns the
+/// slave, which becomes the target's stdin, stdout and stderr.
+fn open_terminal(
+    sock: RawFd,
+    size: WinSize,
+    sandbox: Option<&JobSandbox>,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    let ptmx = if sandbox.is_some() {
+        c"/dev/pts/ptmx"
+    } else {
+        c"/dev/ptmx"
+    };
+    let (master, slave) = pty::open_pty(ptmx, size)?;
+    if let Some(sandbox) = sandbox {
+        pty::chown_to(slave.as_raw_fd(), sandbox.id_base)?;
+    }
+    pty::send_fd(sock, master.as_raw_fd())?;
+    // The socket closes with every other descriptor once the target runs.
+    drop(master);
+    Ok(slave)
 }
 
 /// The init's loop: reap, forward, report.

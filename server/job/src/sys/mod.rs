@@ -40,6 +40,7 @@ pub(crate) mod isolate;
 mod ns;
 pub(crate) mod plan;
 mod process;
+pub(crate) mod pty;
 mod reactor;
 pub(crate) mod sandbox;
 mod seccomp;

@@ -44,10 +44,12 @@ pub(crate) enum Stage {
     CapBounding,
     CapAmbient,
     CapInheritable,
+    Terminal,
+    ControllingTerminal,
 }
 
 impl Stage {
-    const ALL: [Stage; 32] = [
+    const ALL: [Stage; 34] = [
         Self::JoinCgroup,
         Self::Setsid,
         Self::Stdin,
@@ -80,6 +82,8 @@ impl Stage {
         Self::CapBounding,
         Self::CapAmbient,
         Self::CapInheritable,
+        Self::Terminal,
+        Self::ControllingTerminal,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<Self> {
@@ -124,6 +128,10 @@ impl Stage {
             Self::CapBounding => "reduce the capability bounding set",
             Self::CapAmbient => "clear the ambient capabilities",
             Self::CapInheritable => "clear the inheritable capabilities",
+            Self::Terminal => {
+                "open the job's terminal in its own devpts (/dev/pts/ptmx) and pass it to qexecd"
+            }
+            Self::ControllingTerminal => "make the terminal the controlling terminal (TIOCSCTTY)",
         }
     }
 }
@@ -149,6 +157,8 @@ pub(crate) struct ChildIsolation<'a> {
     pub(crate) sandboxed: bool,
     /// The job has its own network namespace (`lo` to bring up).
     pub(crate) own_network: bool,
+    /// A terminal job: the socket on which the init sends the terminal's master.
+    pub(crate) terminal_sock: Option<RawFd>,
 }
 
 /// Everything the child side needs, prepared by the parent. Only raw descriptors and
@@ -161,6 +171,9 @@ pub(crate) struct ChildPlan<'a> {
     pub(crate) cwd: &'a CStr,
     /// Descriptors to become 0, 1 and 2 (all `>= 3`).
     pub(crate) stdio: [RawFd; 3],
+    /// The three are one terminal's slave: it becomes the target's controlling
+    /// terminal after `setsid` (spec: QX-TERM-5).
+    pub(crate) terminal: bool,
     /// Write end of the error pipe.
     pub(crate) err_fd: RawFd,
     pub(crate) cgroup_procs: &'a [BorrowedFd<'a>],

@@ -111,7 +111,8 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
             ClientMessage::ListQuery(r) => list::handle_query(ctx, r),
             ClientMessage::Attach(r) => attach::handle(ctx, r),
             ClientMessage::Signal(r) => signal::handle(ctx, r),
-            ClientMessage::StdinData(_) | ClientMessage::StdinEof => {
+            ClientMessage::StartTerminal(r) => start::handle_terminal(ctx, r).await,
+            ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_) => {
                 // The caller's `op_of` refused these; kept total without a panic path.
                 ctl.fault(&StreamFault {
                     code: ErrorCode::ProtocolViolation,

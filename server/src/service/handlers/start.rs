@@ -1,5 +1,6 @@
-//! `Start` → `Started` | `Error`; then stdin frames, the output stream of `follow`,
-//! and the `stop_on_detach` watch.
+//! `Start` and `StartTerminal` → `Started` | `Error`; then stdin frames (a terminal
+//! job's keystrokes and `Resize`s), the output stream of `follow`, and the
+//! `stop_on_detach` watch.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -7,18 +8,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qexec_protocol::{
-    ClientMessage, ErrorCode, JobId, ServerMessage, SpawnFailure, StartRequest, StartedResponse,
-    StopReason,
+    ClientMessage, ErrorCode, JobId, ServerMessage, SpawnFailure, StartRequest,
+    StartTerminalRequest, StartedResponse, StopReason, TerminalSpec, validate_window_size,
 };
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Continuation, Outcome, Refused, Reply, job_error};
-use crate::job::{Follower, JobSpec, JobStdin, StartError};
+use crate::job::{Follower, JobSpec, JobStdin, JobTerminal, StartError};
 use crate::service::authz::Op;
 use crate::service::conn::{ConnCtx, Control, ReadEnd};
 use crate::service::output;
 use crate::service::request::{Refusal, StreamFault, decide};
+use crate::service::{OUTPUT_PRIORITY, TERMINAL_OUTPUT_PRIORITY};
 
 /// How the client side of a start's control stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +79,21 @@ pub(crate) struct Running {
     stdin: bool,
     stop_on_detach: bool,
     writer: Option<JobStdin>,
+    /// A terminal job's window: keystrokes and `Resize` frames follow the start.
+    terminal: Option<JobTerminal>,
     follower: Option<(OwnedSemaphorePermit, Follower)>,
 }
 
+/// `StartTerminal`: a start whose job runs on a terminal (spec: QX-TERM-1, QX-TERM-5).
+pub(crate) async fn handle_terminal(ctx: &ConnCtx, req: StartTerminalRequest) -> Outcome {
+    start(ctx, req.start, Some(req.terminal)).await
+}
+
 pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
+    start(ctx, req, None).await
+}
+
+async fn start(ctx: &ConnCtx, req: StartRequest, terminal: Option<TerminalSpec>) -> Outcome {
     if let Err(refusal) = decide(&ctx.identity, Op::Start, None, None) {
         return Outcome::refused(None, refusal);
     }
@@ -126,6 +139,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
         limits,
         // spec: QX-SBX-13 (only admins may run as host root without the sandbox)
         host_root_allowed: ctx.identity.role == qexec_tls::Role::Admin,
+        terminal,
     };
     // Not cancelled by a lost connection: a job that was started must be tracked
     // (user slot, stop_on_detach) even if nobody hears the answer.
@@ -161,6 +175,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
         stdin,
         stop_on_detach,
         writer: started.stdin,
+        terminal: started.terminal,
         follower,
     };
     Outcome {
@@ -180,11 +195,15 @@ impl Running {
             stdin,
             stop_on_detach,
             writer,
+            terminal,
             follower,
         } = self;
         let request_stream = ctl.id;
+        let on_terminal = terminal.is_some();
         let input = async {
-            let (end, held_stdin) = if stdin {
+            let (end, held_stdin) = if let Some(terminal) = terminal {
+                terminal_phase(ctx, &mut ctl, writer, terminal).await
+            } else if stdin {
                 stdin_phase(ctx, &mut ctl, writer).await
             } else {
                 if let Some(w) = writer {
@@ -198,9 +217,14 @@ impl Running {
                 drop(held_stdin);
             }
         };
+        let priority = if on_terminal {
+            TERMINAL_OUTPUT_PRIORITY
+        } else {
+            OUTPUT_PRIORITY
+        };
         let output = async {
             if let Some((permit, f)) = follower {
-                output::pump(ctx, request_stream, id, 0, f).await;
+                output::pump_at(ctx, request_stream, id, 0, f, priority).await;
                 drop(permit);
             }
         };
@@ -282,6 +306,67 @@ async fn stdin_phase(
                 let end = read_end(ctl, e);
                 let keep = matches!(end, InputEnd::Reset | InputEnd::Lost);
                 return (end, if keep { stdin } else { None });
+            }
+        }
+    }
+}
+
+/// A terminal job's input: (`StdinData` | `Resize`)* `StdinEof` FIN
+/// (spec: QX-TERM-3). Keystrokes go to the terminal's master; a `Resize` sets the
+/// window size (the job's foreground group gets SIGWINCH, spec: QX-TERM-7); one with
+/// rows or columns out of range breaks the protocol (spec: QX-TERM-4). `StdinEof`
+/// ends the input but not the terminal: the job sees no EOF (a `^D` keystroke is
+/// how a terminal says it). The terminal's writer is handed back on a reset or lost
+/// connection, as for `stdin_phase`.
+async fn terminal_phase(
+    ctx: &ConnCtx,
+    ctl: &mut Control,
+    mut keys: Option<JobStdin>,
+    terminal: JobTerminal,
+) -> (InputEnd, Option<JobStdin>) {
+    loop {
+        match ctl.next_frame().await {
+            Ok(Some(ClientMessage::StdinData(data))) => {
+                if let Some(w) = keys.as_mut() {
+                    let written = tokio::select! {
+                        r = w.write_all(&data) => r,
+                        _ = ctx.conn.closed() => return (InputEnd::Lost, keys),
+                    };
+                    if written.is_err() {
+                        keys = None;
+                    }
+                }
+            }
+            Ok(Some(ClientMessage::Resize(size))) => {
+                if let Err(e) = validate_window_size(&size) {
+                    return (bad_frame(ctl, &e.to_string()), None);
+                }
+                if let Err(e) = terminal.resize(size) {
+                    tracing::debug!(error = %e, "resizing a terminal failed (job gone?)");
+                }
+            }
+            Ok(Some(ClientMessage::StdinEof)) => {
+                let end = match ctl.next_frame().await {
+                    Ok(None) => InputEnd::Finished,
+                    Ok(Some(_)) => bad_frame(ctl, "frame after StdinEof"),
+                    Err(e) => read_end(ctl, e),
+                };
+                return (end, None);
+            }
+            Ok(Some(_)) => {
+                return (
+                    bad_frame(
+                        ctl,
+                        "only StdinData, Resize and StdinEof may follow a StartTerminal",
+                    ),
+                    None,
+                );
+            }
+            Ok(None) => return (InputEnd::Finished, None),
+            Err(e) => {
+                let end = read_end(ctl, e);
+                let keep = matches!(end, InputEnd::Reset | InputEnd::Lost);
+                return (end, if keep { keys } else { None });
             }
         }
     }
