@@ -11,6 +11,7 @@ mod list;
 mod logs;
 pub mod render;
 mod run;
+mod sink;
 mod start;
 mod status;
 mod stop;

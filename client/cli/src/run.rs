@@ -1,15 +1,16 @@
 //! `qexec run`: start a job, stream its output, exit with its code.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use qexec_protocol::{JobState, JobStatus, OutputStream, StopReason, Termination};
+use qexec_protocol::{JobState, JobStatus, StopReason, Termination};
 
 use super::render::{EventJson, JobJson, json_line, signal_name};
+use super::sink::OutputSink;
 use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, report, spawn_exit};
 use qexec_client::units::format_duration;
 use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, StdinWriter};
@@ -131,22 +132,6 @@ async fn forward_stdin(mut writer: StdinWriter) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes job output to the local stream it came from.
-fn write_output(stream: OutputStream, data: &[u8]) -> std::io::Result<()> {
-    match stream {
-        OutputStream::Stdout => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(data)?;
-            out.flush()
-        }
-        OutputStream::Stderr => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(data)?;
-            err.flush()
-        }
-    }
-}
-
 pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8, CliError> {
     let req = args.limits.request(&args.command, args.stdin)?;
     // Listen for Ctrl-C before anything runs remotely, so it is never lost.
@@ -177,6 +162,7 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
     let stdin_task = started.stdin.take().map(|w| tokio::spawn(forward_stdin(w)));
     let mut stop_task = None;
     let mut interrupts = 0;
+    let mut sink = OutputSink::new();
 
     let result = loop {
         tokio::select! {
@@ -189,7 +175,7 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                                 other => std::io::Error::other(other.to_string()),
                             })
                     } else {
-                        write_output(stream, &data)
+                        sink.write(stream, &data)
                     };
                     if let Err(e) = written {
                         if e.kind() == std::io::ErrorKind::BrokenPipe {

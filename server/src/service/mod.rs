@@ -281,6 +281,7 @@ impl Server {
         let crypto = qexec_tls::server_crypto(&config.tls)?;
         // spec: QX-SRV-1, QX-SRV-3, QX-SRV-5
         let mut transport = quinn::TransportConfig::default();
+        qexec_tls::tune_path(&mut transport);
         transport
             .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
             .max_concurrent_uni_streams(limits::MAX_CLIENT_UNI_STREAMS.into())
@@ -323,12 +324,13 @@ impl Server {
                 source,
             })?;
 
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            ServeError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let endpoint =
+            qexec_tls::bind_endpoint(config.listen, Some(server_config)).map_err(|source| {
+                ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
         let caps = manager.capabilities();
         if let Some(why) = &caps.isolation_unavailable {
             tracing::warn!(reason = %why, "jobs run WITHOUT namespace isolation");

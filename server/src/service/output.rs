@@ -1,7 +1,8 @@
 //! Output streams: one server-opened unidirectional stream per subscription
 //! (`Start{follow}` or `Attach`): `Header`, `Data`…, `End`, FIN (spec: QX-STREAM-*).
 
-use qexec_protocol::{ErrorCode, JobId, OutputFrame, frame};
+use bytes::Bytes;
+use qexec_protocol::{ErrorCode, JobId, OutputFrame, OutputStream, frame};
 use quinn::{VarInt, WriteError};
 
 use super::OUTPUT_PRIORITY;
@@ -50,20 +51,25 @@ pub(crate) async fn pump(
     let stopped = send.stopped();
     tokio::pin!(stopped);
     let mut shutdown = ctx.shared.shutting_down.subscribe();
-    let mut buf = Vec::with_capacity(MAX_DATA + 64);
+    let mut head = Vec::with_capacity(64);
     let header = OutputFrame::Header {
         request_stream,
         job,
         from,
     };
-    if frame::encode_into(&header, &mut buf).is_err() {
+    if frame::encode_into(&header, &mut head).is_err() {
         let _ = send.reset(code(ErrorCode::Internal));
         return;
     }
+    // Frames waiting to be written: small encoded heads and the job's output bytes
+    // themselves (`Bytes` shared with the reader, never copied here: quinn keeps
+    // them until acknowledged). At most one read's worth of output (64 KiB) is
+    // pending while the stream has no credit (spec: QX-SEC-4).
+    let mut pending: Vec<Bytes> = vec![Bytes::from(std::mem::take(&mut head))];
     loop {
-        if !buf.is_empty() {
-            match send.write_all(&buf).await {
-                Ok(()) => buf.clear(),
+        if !pending.is_empty() {
+            match send.write_all_chunks(&mut pending[..]).await {
+                Ok(()) => pending.clear(),
                 Err(WriteError::Stopped(_)) => {
                     let _ = send.reset(code(ErrorCode::Cancelled));
                     return;
@@ -91,20 +97,11 @@ pub(crate) async fn pump(
                 stream,
                 offset,
                 data,
-            })) => data
-                .chunks(MAX_DATA)
-                .zip((0u64..).map(|i| offset + i * MAX_DATA as u64))
-                .try_for_each(|(chunk, offset)| {
-                    let f = OutputFrame::Data {
-                        stream,
-                        offset,
-                        data: chunk.to_vec(),
-                    };
-                    frame::encode_into(&f, &mut buf)
-                }),
+            })) => data_frames(stream, offset, data, &mut pending),
             Ok(Some(FollowEvent::End(status))) => {
                 let end = OutputFrame::End { status: *status };
-                if frame::encode_into(&end, &mut buf).is_ok() && send.write_all(&buf).await.is_ok()
+                if frame::encode_into(&end, &mut head).is_ok()
+                    && send.write_all(&head).await.is_ok()
                 {
                     let _ = send.finish();
                 }
@@ -126,4 +123,24 @@ pub(crate) async fn pump(
             return;
         }
     }
+}
+
+/// Queues `data` as `Data` frames of at most [`MAX_DATA`] bytes each (spec:
+/// QX-LIMIT-11): per frame an encoded head, then a slice of `data` (no copy).
+fn data_frames(
+    stream: OutputStream,
+    offset: u64,
+    mut data: Bytes,
+    pending: &mut Vec<Bytes>,
+) -> Result<(), qexec_protocol::EncodeError> {
+    let mut offset = offset;
+    while !data.is_empty() {
+        let chunk = data.split_to(data.len().min(MAX_DATA));
+        let mut head = Vec::with_capacity(24);
+        frame::encode_data_head(stream, offset, chunk.len(), &mut head)?;
+        offset += chunk.len() as u64;
+        pending.push(Bytes::from(head));
+        pending.push(chunk);
+    }
+    Ok(())
 }
