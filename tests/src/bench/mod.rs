@@ -7,6 +7,8 @@
 //! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`].
 
 pub(crate) mod cold;
+pub(crate) mod cpu;
+pub(crate) mod delay;
 pub(crate) mod fanout;
 pub(crate) mod hol;
 pub(crate) mod memory;
