@@ -48,7 +48,7 @@ pub use store::{ClientPaths, PkiPaths, default_dir, local_user_name};
 pub use store::{init, issue_client, write_pki};
 pub use transport::{
     CLIENT_CONNECTION_RECEIVE_WINDOW, CLIENT_MAX_OUTPUT_STREAMS, CLIENT_STREAM_RECEIVE_WINDOW,
-    CONNECTION_RECEIVE_WINDOW, MTU_UPPER_BOUND, SEND_WINDOW, STREAM_RECEIVE_WINDOW, bind_endpoint,
-    client_transport, endpoint_config, tune_path,
+    CONNECTION_RECEIVE_WINDOW, MTU_UPPER_BOUND, SEND_WINDOW, SOCKET_BUFFER, STREAM_RECEIVE_WINDOW,
+    bind_endpoint, client_transport, endpoint_config, size_socket_buffers, tune_path,
 };
 pub use verify::{ServerCertProblem, ServerCertVerdict};

@@ -52,13 +52,30 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
     e
 }
 
-/// A quinn endpoint on a UDP socket bound to `addr` with [`endpoint_config`]:
-/// a server endpoint when `server` is given, else a client-only one.
+/// Kernel buffer asked for on each side's UDP socket, receive and send (the kernel
+/// caps it at `net.core.rmem_max` / `wmem_max`). The default (~208 KiB) holds ~30
+/// full packets: a reader descheduled for a millisecond at 500 MB/s drops packets,
+/// and every loss halves the congestion window.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for [`SOCKET_BUFFER`] bytes of receive and send buffer on `socket`; where the
+/// kernel refuses, the socket keeps its default (not an error).
+pub fn size_socket_buffers(socket: &std::net::UdpSocket) {
+    if let Ok(state) = quinn::udp::UdpSocketState::new(socket.into()) {
+        let _ = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER);
+    }
+}
+
+/// A quinn endpoint on a UDP socket bound to `addr` with [`endpoint_config`] and
+/// [`SOCKET_BUFFER`]-sized kernel buffers: a server endpoint when `server` is given,
+/// else a client-only one.
 pub fn bind_endpoint(
     addr: std::net::SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(addr)?;
+    size_socket_buffers(&socket);
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime (tokio) is running"))?;
     quinn::Endpoint::new(endpoint_config(), server, socket, runtime)

@@ -51,7 +51,8 @@ pub use qexec_tls::{
 
 /// Send priority of control streams (higher is sent first).
 const CONTROL_PRIORITY: i32 = 1;
-/// Send priority of output streams.
+/// Send priority of output streams (one that has carried more than 1 MiB drops one
+/// lower, see `output::pump`).
 const OUTPUT_PRIORITY: i32 = 0;
 
 /// Everything a [`Server`] needs.

@@ -12,6 +12,10 @@ use crate::job::{FollowEvent, Follower};
 
 /// Largest payload of one `Data` frame (spec: QX-LIMIT-11).
 const MAX_DATA: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
+/// Bytes after which an output stream counts as bulk and is sent after the
+/// connection's other output streams (an interactive job's small writes never wait
+/// behind a bulk transfer queued on the same connection).
+const BULK_AFTER: u64 = 1 << 20;
 
 /// A permit for one more output stream on this connection, or the refusal.
 pub(crate) fn subscription_permit(
@@ -66,6 +70,7 @@ pub(crate) async fn pump(
     // them until acknowledged). At most one read's worth of output (64 KiB) is
     // pending while the stream has no credit (spec: QX-SEC-4).
     let mut pending: Vec<Bytes> = vec![Bytes::from(std::mem::take(&mut head))];
+    let mut sent = 0u64;
     loop {
         if !pending.is_empty() {
             match send.write_all_chunks(&mut pending[..]).await {
@@ -97,7 +102,14 @@ pub(crate) async fn pump(
                 stream,
                 offset,
                 data,
-            })) => data_frames(stream, offset, data, &mut pending),
+            })) => {
+                let was = sent;
+                sent += data.len() as u64;
+                if was < BULK_AFTER && sent >= BULK_AFTER {
+                    let _ = send.set_priority(OUTPUT_PRIORITY - 1);
+                }
+                data_frames(stream, offset, data, &mut pending)
+            }
             Ok(Some(FollowEvent::End(status))) => {
                 let end = OutputFrame::End { status: *status };
                 if frame::encode_into(&end, &mut head).is_ok()

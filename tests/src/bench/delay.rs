@@ -32,6 +32,10 @@ impl DelayRelay {
         let front = UdpSocket::bind("127.0.0.1:0")?;
         let back = UdpSocket::bind("127.0.0.1:0")?;
         back.connect(server)?;
+        // Room for bursts while a relay thread waits for the CPU (as qexec's own
+        // sockets have): a drop here would be a loss the path does not have.
+        qexec_tls::size_socket_buffers(&front);
+        qexec_tls::size_socket_buffers(&back);
         front.set_read_timeout(Some(POLL))?;
         back.set_read_timeout(Some(POLL))?;
         let addr = front.local_addr()?;
