@@ -33,9 +33,13 @@ impl DelayRelay {
         let back = UdpSocket::bind("127.0.0.1:0")?;
         back.connect(server)?;
         // Room for bursts while a relay thread waits for the CPU (as qexec's own
-        // sockets have): a drop here would be a loss the path does not have.
-        qexec_tls::size_socket_buffers(&front);
-        qexec_tls::size_socket_buffers(&back);
+        // sockets have): a drop here would be a loss the path does not have. (Not
+        // quinn's socket set-up: it turns on GRO, which would merge datagrams.)
+        for s in [&front, &back] {
+            let s = socket2::SockRef::from(s);
+            let _ = s.set_recv_buffer_size(qexec_tls::SOCKET_BUFFER);
+            let _ = s.set_send_buffer_size(qexec_tls::SOCKET_BUFFER);
+        }
         front.set_read_timeout(Some(POLL))?;
         back.set_read_timeout(Some(POLL))?;
         let addr = front.local_addr()?;
@@ -54,7 +58,10 @@ impl DelayRelay {
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((n, from)) = front.recv_from(&mut buf) {
                         *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
-                        if tx.send((Instant::now() + one_way, buf[..n].to_vec())).is_err() {
+                        if tx
+                            .send((Instant::now() + one_way, buf[..n].to_vec()))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -75,7 +82,9 @@ impl DelayRelay {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(n) = back.recv(&mut buf)
-                        && tx.send((Instant::now() + one_way, buf[..n].to_vec())).is_err()
+                        && tx
+                            .send((Instant::now() + one_way, buf[..n].to_vec()))
+                            .is_err()
                     {
                         return;
                     }
