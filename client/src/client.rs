@@ -225,10 +225,11 @@ impl Client {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let endpoint = Endpoint::client(local).map_err(|source| ClientError::Socket {
-            addr: config.addr.clone(),
-            source,
-        })?;
+        let endpoint =
+            qexec_tls::bind_endpoint(local, None).map_err(|source| ClientError::Socket {
+                addr: config.addr.clone(),
+                source,
+            })?;
         let connecting = endpoint
             .connect_with(quic, remote, host)
             .map_err(|e| match e {

@@ -224,6 +224,69 @@ pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Encod
     Ok(())
 }
 
+/// Appends the start of an [`OutputFrame::Data`](crate::OutputFrame::Data) frame of
+/// `len` data bytes: the length prefix and every body byte before the data. The
+/// frame is complete once the caller sends the `len` data bytes right after it, so
+/// output can go to the wire without copying the bytes into a frame buffer. The
+/// result is byte for byte what [`encode_into`] writes before the data
+/// (spec: QX-MSG-ENC-3: the data is a varint length then the bytes).
+///
+/// On error `out` is left as it was.
+pub fn encode_data_head(
+    stream: crate::OutputStream,
+    offset: u64,
+    len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    // The frame without data ends with the data length 0 (one byte): encode that,
+    // then put the real length there.
+    let empty = crate::OutputFrame::Data {
+        stream,
+        offset,
+        data: Vec::new(),
+    };
+    encode_into(&empty, out)?;
+    let (body_len, prefix_len) = match parse_prefix(&out[start..]) {
+        Ok(Some(parsed)) => parsed,
+        _ => unreachable!("encode_into writes a valid prefix"),
+    };
+    let fields = out.split_off(start + prefix_len);
+    out.truncate(start);
+    debug_assert_eq!(fields.len(), body_len);
+    debug_assert_eq!(fields.last(), Some(&0));
+    let fields = &fields[..body_len - 1];
+    let mut len_varint = [0u8; 10];
+    let len_varint_len = write_varint(len as u64, &mut len_varint);
+    let total = fields.len() + len_varint_len + len;
+    if total > MAX_FRAME_LEN {
+        return Err(EncodeError::TooLarge {
+            len: total,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut prefix = [0; MAX_PREFIX_LEN];
+    let n = write_prefix(total, &mut prefix);
+    out.extend_from_slice(&prefix[..n]);
+    out.extend_from_slice(fields);
+    out.extend_from_slice(&len_varint[..len_varint_len]);
+    Ok(())
+}
+
+/// Writes `v` as an unsigned LEB128 varint (postcard's integer encoding).
+fn write_varint(mut v: u64, buf: &mut [u8; 10]) -> usize {
+    for (i, slot) in buf.iter_mut().enumerate() {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            *slot = byte;
+            return i + 1;
+        }
+        *slot = byte | 0x80;
+    }
+    unreachable!("a u64 fits in 10 LEB128 bytes")
+}
+
 /// Encodes one message as a whole frame.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();
@@ -425,6 +488,44 @@ impl Decoder {
 mod tests {
     use super::*;
     use crate::{ClientMessage, ListRequest};
+
+    #[test]
+    fn data_head_then_bytes_is_the_encoded_frame() {
+        use crate::{OutputFrame, OutputStream};
+        for (stream, offset, len) in [
+            (OutputStream::Stdout, 0, 0),
+            (OutputStream::Stderr, 1, 1),
+            (OutputStream::Stdout, 127, 127),
+            (OutputStream::Stdout, 128, 128),
+            (OutputStream::Stderr, u64::MAX, 16_384),
+            (OutputStream::Stdout, 1 << 40, 64 * 1024),
+            (OutputStream::Stdout, 5, MAX_FRAME_LEN - 16),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let whole = encode(&OutputFrame::Data {
+                stream,
+                offset,
+                data: data.clone(),
+            })
+            .unwrap();
+            let mut head = vec![7];
+            encode_data_head(stream, offset, len, &mut head).unwrap();
+            head.extend_from_slice(&data);
+            assert_eq!(
+                &head[1..],
+                &whole[..],
+                "stream {stream:?} offset {offset} len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn data_head_past_the_frame_limit_is_refused() {
+        let mut out = vec![1, 2];
+        let e = encode_data_head(crate::OutputStream::Stdout, 0, MAX_FRAME_LEN, &mut out);
+        assert!(matches!(e, Err(EncodeError::TooLarge { .. })), "{e:?}");
+        assert_eq!(out, [1, 2]);
+    }
 
     #[test]
     fn prefix_is_minimal_leb128() {

@@ -23,7 +23,7 @@ mod validate;
 pub use code::ErrorCode;
 pub use frame::{
     BodyError, Decoder, EncodeError, FrameError, MAX_FRAME_LEN, MAX_PREFIX_LEN, MAX_WIRE_FRAME_LEN,
-    decode_body, encode, encode_into,
+    decode_body, encode, encode_data_head, encode_into,
 };
 pub use id::{JobId, ParseJobIdError};
 pub use message::{

@@ -14,6 +14,7 @@ mod logs;
 mod man;
 pub mod render;
 mod run;
+mod sink;
 mod start;
 mod status;
 mod stop;

@@ -1,16 +1,17 @@
 //! `qexec run`: start a job, stream its output, exit with its code.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use qexec_protocol::{JobState, JobStatus, OutputStream, StopReason, Termination};
+use qexec_protocol::{JobState, JobStatus, StopReason, Termination};
 
 use super::render::{EventJson, JobJson, json_line, signal_name, spawn_failure_name, state_text};
 use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, note, spawn_exit};
+use super::sink::OutputSink;
 use qexec_client::units::format_duration;
 use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, OutputSubscription, StdinWriter};
 use qexec_protocol::JobId;
@@ -160,22 +161,6 @@ async fn forward_stdin(mut writer: StdinWriter) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes job output to the local stream it came from.
-fn write_output(stream: OutputStream, data: &[u8]) -> std::io::Result<()> {
-    match stream {
-        OutputStream::Stdout => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(data)?;
-            out.flush()
-        }
-        OutputStream::Stderr => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(data)?;
-            err.flush()
-        }
-    }
-}
-
 /// What the first Ctrl-C leads to: the job's final status once the server stopped it.
 type StopTask = tokio::task::JoinHandle<Result<JobStatus, ClientError>>;
 
@@ -296,6 +281,7 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
     let mut stop_task: Option<StopTask> = None;
     // The output position of the last reconnection, if any.
     let mut reconnected_at: Option<u64> = None;
+    let mut sink = OutputSink::new();
 
     let result = loop {
         tokio::select! {
@@ -313,7 +299,7 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                                 other => std::io::Error::other(other.to_string()),
                             })
                     } else {
-                        write_output(stream, &data)
+                        sink.write(stream, &data)
                     };
                     if let Err(e) = written {
                         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -50,6 +50,7 @@ pub use store::{
 };
 pub use transport::{
     CLIENT_CONNECTION_RECEIVE_WINDOW, CLIENT_MAX_OUTPUT_STREAMS, CLIENT_STREAM_RECEIVE_WINDOW,
-    CONNECTION_RECEIVE_WINDOW, SEND_WINDOW, STREAM_RECEIVE_WINDOW, client_transport,
+    CONNECTION_RECEIVE_WINDOW, MTU_UPPER_BOUND, SEND_WINDOW, SOCKET_BUFFER, STREAM_RECEIVE_WINDOW,
+    bind_endpoint, client_transport, endpoint_config, size_socket_buffers, tune_path,
 };
 pub use verify::{ServerCertProblem, ServerCertVerdict};

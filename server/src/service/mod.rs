@@ -51,7 +51,8 @@ pub use qexec_tls::{
 
 /// Send priority of control streams (higher is sent first).
 const CONTROL_PRIORITY: i32 = 1;
-/// Send priority of output streams.
+/// Send priority of output streams (one that has carried more than 1 MiB drops one
+/// lower, see `output::pump`).
 const OUTPUT_PRIORITY: i32 = 0;
 /// Send priority of a terminal job's output stream opened by its own `StartTerminal`
 /// (keystroke echoes): above bulk output, below control streams.
@@ -419,6 +420,7 @@ impl Server {
         let crypto = qexec_tls::server_crypto(&config.tls)?;
         // spec: QX-SRV-1, QX-SRV-3, QX-SRV-5
         let mut transport = quinn::TransportConfig::default();
+        qexec_tls::tune_path(&mut transport);
         transport
             .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
             .max_concurrent_uni_streams(limits::MAX_CLIENT_UNI_STREAMS.into())
@@ -461,12 +463,13 @@ impl Server {
                 source,
             })?;
 
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            ServeError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let endpoint =
+            qexec_tls::bind_endpoint(config.listen, Some(server_config)).map_err(|source| {
+                ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
         let caps = manager.capabilities();
         if let Some(why) = &caps.isolation_unavailable {
             tracing::warn!(reason = %why, "jobs run WITHOUT namespace isolation");

@@ -1,7 +1,8 @@
 //! Output streams: one server-opened unidirectional stream per subscription
 //! (`Start{follow}` or `Attach`): `Header`, `Data`…, `End`, FIN (spec: QX-STREAM-*).
 
-use qexec_protocol::{ErrorCode, JobId, OutputFrame, frame};
+use bytes::Bytes;
+use qexec_protocol::{ErrorCode, JobId, OutputFrame, OutputStream, frame};
 use quinn::{VarInt, WriteError};
 
 use super::OUTPUT_PRIORITY;
@@ -11,6 +12,10 @@ use crate::job::{FollowEvent, Follower};
 
 /// Largest payload of one `Data` frame (spec: QX-LIMIT-11).
 const MAX_DATA: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
+/// Bytes after which an output stream counts as bulk and is sent after the
+/// connection's other output streams (an interactive job's small writes never wait
+/// behind a bulk transfer queued on the same connection).
+const BULK_AFTER: u64 = 1 << 20;
 
 /// A permit for one more output stream on this connection, or the refusal.
 pub(crate) fn subscription_permit(
@@ -64,20 +69,26 @@ pub(crate) async fn pump_at(
     let stopped = send.stopped();
     tokio::pin!(stopped);
     let mut shutdown = ctx.shared.shutting_down.subscribe();
-    let mut buf = Vec::with_capacity(MAX_DATA + 64);
+    let mut head = Vec::with_capacity(64);
     let header = OutputFrame::Header {
         request_stream,
         job,
         from,
     };
-    if frame::encode_into(&header, &mut buf).is_err() {
+    if frame::encode_into(&header, &mut head).is_err() {
         let _ = send.reset(code(ErrorCode::Internal));
         return;
     }
+    // Frames waiting to be written: small encoded heads and the job's output bytes
+    // themselves (`Bytes` shared with the reader, never copied here: quinn keeps
+    // them until acknowledged). At most one read's worth of output (64 KiB) is
+    // pending while the stream has no credit (spec: QX-SEC-4).
+    let mut pending: Vec<Bytes> = vec![Bytes::from(std::mem::take(&mut head))];
+    let mut sent = 0u64;
     loop {
-        if !buf.is_empty() {
-            match send.write_all(&buf).await {
-                Ok(()) => buf.clear(),
+        if !pending.is_empty() {
+            match send.write_all_chunks(&mut pending[..]).await {
+                Ok(()) => pending.clear(),
                 Err(WriteError::Stopped(_)) => {
                     let _ = send.reset(code(ErrorCode::Cancelled));
                     return;
@@ -105,20 +116,19 @@ pub(crate) async fn pump_at(
                 stream,
                 offset,
                 data,
-            })) => data
-                .chunks(MAX_DATA)
-                .zip((0u64..).map(|i| offset + i * MAX_DATA as u64))
-                .try_for_each(|(chunk, offset)| {
-                    let f = OutputFrame::Data {
-                        stream,
-                        offset,
-                        data: chunk.to_vec(),
-                    };
-                    frame::encode_into(&f, &mut buf)
-                }),
+            })) => {
+                let was = sent;
+                sent += data.len() as u64;
+                // A terminal's own stream keeps its priority (spec: QX-TERM-8).
+                if priority == OUTPUT_PRIORITY && was < BULK_AFTER && sent >= BULK_AFTER {
+                    let _ = send.set_priority(OUTPUT_PRIORITY - 1);
+                }
+                data_frames(stream, offset, data, &mut pending)
+            }
             Ok(Some(FollowEvent::End(status))) => {
                 let end = OutputFrame::End { status: *status };
-                if frame::encode_into(&end, &mut buf).is_ok() && send.write_all(&buf).await.is_ok()
+                if frame::encode_into(&end, &mut head).is_ok()
+                    && send.write_all(&head).await.is_ok()
                 {
                     let _ = send.finish();
                 }
@@ -140,4 +150,24 @@ pub(crate) async fn pump_at(
             return;
         }
     }
+}
+
+/// Queues `data` as `Data` frames of at most [`MAX_DATA`] bytes each (spec:
+/// QX-LIMIT-11): per frame an encoded head, then a slice of `data` (no copy).
+fn data_frames(
+    stream: OutputStream,
+    offset: u64,
+    mut data: Bytes,
+    pending: &mut Vec<Bytes>,
+) -> Result<(), qexec_protocol::EncodeError> {
+    let mut offset = offset;
+    while !data.is_empty() {
+        let chunk = data.split_to(data.len().min(MAX_DATA));
+        let mut head = Vec::with_capacity(24);
+        frame::encode_data_head(stream, offset, chunk.len(), &mut head)?;
+        offset += chunk.len() as u64;
+        pending.push(Bytes::from(head));
+        pending.push(chunk);
+    }
+    Ok(())
 }

@@ -8,6 +8,8 @@
 //! terminal keystroke latency of section 7, [`keystroke`].
 
 pub(crate) mod cold;
+pub(crate) mod cpu;
+pub(crate) mod delay;
 pub(crate) mod fanout;
 pub(crate) mod hol;
 pub(crate) mod keystroke;

@@ -369,6 +369,11 @@ impl Sshd {
         Ok(s)
     }
 
+    /// The listening sshd's pid (it reaps every session's processes).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `ssh … 127.0.0.1 ARGS` (a fresh connection, no multiplexing).
     pub(crate) fn ssh(&self, remote: &[&str]) -> Command {
         let mut cmd = Command::new("ssh");

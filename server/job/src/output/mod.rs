@@ -14,12 +14,19 @@
 //! with positioned writes, then publishes the committed `(payload length, file length)`
 //! through a [`tokio::sync::watch`] channel. Readers ([`LogReader`]) never poll: they
 //! wait on that channel when they have read everything committed. A reader has its
-//! own file handle and position and reads with `pread` (in `spawn_blocking`, so a slow
-//! disk never stalls the runtime; a `pread` on the runtime thread measured no cheaper
-//! in `benches/output.rs`; reads of at most 16 KiB, just committed and so in the page
-//! cache, run inline to spare small writes two thread switches); it never blocks the writer or another reader, and
-//! dropping it releases everything it held (its handle and at most one read chunk of
-//! `READ_CHUNK` = 512 KiB; measured: 1 MiB chunks saved ~15 % server CPU over 256 KiB).
+//! own position and reads with `pread` on a read handle all readers of the log share
+//! (one fd per log, not per reader: kept while the writer lives, afterwards only
+//! while a reader is reading; a reader holds none between events).
+//! It reads on the runtime thread what the page cache holds (`RWF_NOWAIT`, no thread
+//! hop: the bytes were usually written just before) and only on a miss in
+//! `spawn_blocking`, so a slow disk never stalls the runtime. A read fills
+//! uninitialised buffer room (no zeroing). A reader never blocks the writer or another
+//! reader, and dropping it releases everything it held.
+//!
+//! A reader reads at most `READ_CHUNK` = 64 KiB (one `Data` frame) at a time, and only
+//! when its consumer asks for the next event, i.e. when the previous chunk was handed
+//! on: a follower whose peer stopped reading holds at most one chunk beyond what its
+//! stream window accepted (spec: QX-SEC-4), and no fd while it waits for new output.
 //!
 //! # Memory
 //! The writer keeps no output in memory beyond its pipe buffer. A sparse index maps
@@ -33,11 +40,13 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::{Buf, Bytes, BytesMut};
 use qexec_protocol::OutputStream;
 use tokio::sync::watch;
+
+use crate::sys::{ReadWait, pread_into};
 
 /// Bytes of a record header: stream tag and payload length.
 pub(crate) const HEADER_LEN: usize = 5;
@@ -45,10 +54,9 @@ pub(crate) const HEADER_LEN: usize = 5;
 const INDEX_INTERVAL: u64 = 1 << 20;
 /// Index entries kept at most (16 bytes each).
 const INDEX_MAX_ENTRIES: usize = 1024;
-/// Largest single read of a reader.
-const READ_CHUNK: usize = 512 << 10;
-/// Largest read a [`LogReader`] does on the runtime thread instead of a blocking one.
-const INLINE_READ_MAX: usize = 16 << 10;
+/// Largest single read of a reader: one `Data` frame (QX-LIMIT-11), so what a
+/// stalled follower holds is bounded by it.
+const READ_CHUNK: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
 
 const TAG_STDOUT: u8 = 1;
 const TAG_STDERR: u8 = 2;
@@ -117,12 +125,23 @@ impl SparseIndex {
     }
 }
 
+/// The read handle of a log: kept open while the writer lives (once a reader
+/// opened it), afterwards only while a reader holds it.
+#[derive(Debug, Default)]
+struct ReadHandle {
+    kept: Option<Arc<File>>,
+    shared: Weak<File>,
+    ended: bool,
+}
+
 /// State shared by the writer and every reader of one log.
 #[derive(Debug)]
 pub(crate) struct LogShared {
     path: PathBuf,
     committed: watch::Sender<Committed>,
     index: Mutex<SparseIndex>,
+    /// The read handle the readers share.
+    read_handle: Mutex<ReadHandle>,
 }
 
 impl LogShared {
@@ -134,6 +153,28 @@ impl LogShared {
     /// The log file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The shared read handle of the log: the one a reader holds now, or a new one.
+    fn read_handle(&self) -> io::Result<Arc<File>> {
+        let mut slot = self
+            .read_handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = slot.shared.upgrade() {
+            return Ok(file);
+        }
+        let file = Arc::new(
+            File::options()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&self.path)?,
+        );
+        slot.shared = Arc::downgrade(&file);
+        if !slot.ended {
+            slot.kept = Some(Arc::clone(&file));
+        }
+        Ok(file)
     }
 
     /// Waits until the log has ended (the writer finished or was dropped).
@@ -193,6 +234,7 @@ impl LogWriter {
                 path,
                 committed,
                 index: Mutex::new(SparseIndex::new()),
+                read_handle: Mutex::new(ReadHandle::default()),
             }),
             state: Committed::default(),
             cap,
@@ -355,6 +397,15 @@ impl Drop for LogWriter {
     fn drop(&mut self) {
         // Close the file first: whoever sees the end sees no fd of this job left.
         drop(self.file.take());
+        {
+            let mut handle = self
+                .shared
+                .read_handle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            handle.ended = true;
+            handle.kept = None;
+        }
         self.state.ended = true;
         self.shared.committed.send_replace(self.state);
     }
@@ -379,7 +430,10 @@ pub(crate) enum ReadEvent {
 /// A reader of a log from a combined offset, at its own pace.
 #[derive(Debug)]
 pub(crate) struct LogReader {
-    file: Arc<File>,
+    shared: Arc<LogShared>,
+    /// The shared read handle, held while reading; let go whenever an event is
+    /// handed out or the reader waits for more output.
+    file: Option<Arc<File>>,
     rx: watch::Receiver<Committed>,
     /// File position of `chunk[0]` (the next unconsumed byte).
     pos: u64,
@@ -391,24 +445,22 @@ pub(crate) struct LogReader {
     record: Option<(OutputStream, u64)>,
     /// Bytes read from the file at `pos`, not consumed yet.
     chunk: Bytes,
-    /// Read buffer; reclaimed once the chunks handed out are dropped.
+    /// Read buffer; its room is reused once the chunks handed out are dropped.
     buf: BytesMut,
 }
 
 impl LogReader {
-    /// Opens a reader at combined offset `from` (its own handle on the file).
-    pub(crate) fn open(shared: &LogShared, from: u64) -> io::Result<Self> {
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&shared.path)?;
+    /// Opens a reader at combined offset `from`.
+    pub(crate) fn open(shared: &Arc<LogShared>, from: u64) -> io::Result<Self> {
+        let file = shared.read_handle()?;
         let (offset, pos) = shared
             .index
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .lookup(from);
         Ok(Self {
-            file: Arc::new(file),
+            shared: Arc::clone(shared),
+            file: Some(file),
             rx: shared.committed.subscribe(),
             pos,
             offset,
@@ -441,6 +493,9 @@ impl LogReader {
                     if self.offset <= self.from {
                         continue;
                     }
+                    // Whoever holds this chunk may wait long (a stalled peer): no fd
+                    // is held meanwhile; the next read takes the shared handle again.
+                    self.file = None;
                     let offset = if start < self.from {
                         // `from - start` < `take` here.
                         data.advance((self.from - start) as usize);
@@ -489,6 +544,8 @@ impl LogReader {
                 self.chunk = self.read_chunk(len).await?;
                 continue;
             }
+            // Nothing to read now: no fd held while waiting (or after the end).
+            self.file = None;
             if committed.ended {
                 return Ok(ReadEvent::End);
             }
@@ -499,34 +556,50 @@ impl LogReader {
         }
     }
 
-    /// Reads `len` bytes at `pos` (all committed, so all present in the file). A
-    /// read of at most [`INLINE_READ_MAX`] bytes is done on the calling thread: bytes
-    /// just committed are in the page cache, so it is a copy, and it saves the two
-    /// thread switches of `spawn_blocking` on the latency path of small writes (a
-    /// keystroke's echo on a terminal, a line of an interactive program).
+    /// Reads up to `len` bytes at `pos` (all committed, so all present in the file):
+    /// from the page cache on this thread, else on a blocking thread.
     async fn read_chunk(&mut self, len: usize) -> io::Result<Bytes> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf.reserve(len.max(READ_CHUNK));
-        let file = Arc::clone(&self.file);
+        let file = match &self.file {
+            Some(file) => Arc::clone(file),
+            None => {
+                let file = self.shared.read_handle()?;
+                self.file = Some(Arc::clone(&file));
+                file
+            }
+        };
         let pos = self.pos;
-        let read = move |mut buf: BytesMut| {
-            buf.resize(len, 0);
-            let r = file.read_exact_at(&mut buf, pos);
-            (r, buf)
-        };
-        let (result, buf) = if len <= INLINE_READ_MAX {
-            read(buf)
-        } else {
-            tokio::task::spawn_blocking(move || read(buf))
+        // Reuses the buffer's room when every chunk handed out of it was dropped.
+        self.buf.clear();
+        let n = match pread_into(&file, &mut self.buf, len, pos, ReadWait::CachedOnly) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported
+                ) =>
+            {
+                let mut buf = std::mem::take(&mut self.buf);
+                let (result, buf) = tokio::task::spawn_blocking(move || {
+                    let r = pread_into(&file, &mut buf, len, pos, ReadWait::Block);
+                    (r, buf)
+                })
                 .await
-                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+                self.buf = buf;
+                result?
+            }
+            Err(e) => return Err(e),
         };
-        let mut buf = buf;
-        let chunk = buf.split().freeze();
-        self.buf = buf;
-        result?;
-        Ok(chunk)
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "output log {} is shorter than its committed length (byte {pos})",
+                    self.shared.path.display()
+                ),
+            ));
+        }
+        Ok(self.buf.split().freeze())
     }
 }
 

@@ -21,6 +21,21 @@ fn collect_until_end(
     })
 }
 
+/// Joins consecutive events of one stream (a record may come in several events:
+/// a reader reads at most `READ_CHUNK` at a time).
+fn merge_runs(events: Vec<(OutputStream, u64, Vec<u8>)>) -> Vec<(OutputStream, u64, Vec<u8>)> {
+    let mut out: Vec<(OutputStream, u64, Vec<u8>)> = Vec::new();
+    for (stream, offset, data) in events {
+        match out.last_mut() {
+            Some((s, o, d)) if *s == stream && *o + d.len() as u64 == offset => {
+                d.extend_from_slice(&data);
+            }
+            _ => out.push((stream, offset, data)),
+        }
+    }
+    out
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -195,7 +210,7 @@ fn splice_moves_pipe_bytes_into_records_and_respects_the_cap() {
     drop(w);
     let rt = rt();
     let mut rd = LogReader::open(&shared, 0).unwrap();
-    let ev = collect_until_end(&rt, &mut rd);
+    let ev = merge_runs(collect_until_end(&rt, &mut rd));
     assert_eq!(ev.len(), 2);
     assert_eq!((ev[0].0, ev[0].1), (OutputStream::Stderr, 0));
     assert_eq!((ev[1].0, ev[1].1), (OutputStream::Stdout, 60_000));
@@ -265,4 +280,36 @@ fn stalled_reader_does_not_hold_back_another() {
         assert_eq!(total, 1000 + 100 * 100_000);
     });
     assert_eq!(stalled.offset, 1000);
+}
+
+#[test]
+fn a_reader_hands_out_at_most_one_chunk_at_a_time_and_shares_one_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = LogWriter::create(dir.path().join("output"), u64::MAX).unwrap();
+    w.append(OutputStream::Stdout, &vec![7; 1 << 20]).unwrap();
+    let shared = Arc::clone(w.shared());
+    let rt = rt();
+    let mut readers: Vec<LogReader> = (0..8)
+        .map(|_| LogReader::open(&shared, 0).unwrap())
+        .collect();
+    rt.block_on(async {
+        for r in &mut readers {
+            match r.next().await.unwrap() {
+                ReadEvent::Data { data, .. } => {
+                    assert_eq!(data.len(), READ_CHUNK - HEADER_LEN, "one read of one chunk");
+                }
+                ReadEvent::End => panic!("the log has data"),
+            }
+            // Between events a reader holds no file handle.
+            assert!(r.file.is_none());
+        }
+    });
+    // While the writer lives, every reader shares the one kept read handle.
+    let kept = shared.read_handle().unwrap();
+    assert_eq!(Arc::strong_count(&kept), 2, "the kept handle and ours");
+    drop(kept);
+    drop(w);
+    // After the end nothing keeps it.
+    let handle = shared.read_handle.lock().unwrap();
+    assert!(handle.kept.is_none() && handle.shared.upgrade().is_none());
 }
