@@ -11,12 +11,10 @@ use qexec_protocol::{
     StopReason,
 };
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::{Continuation, Outcome, Refused, Reply, job_error};
 use crate::job::{Follower, JobSpec, JobStdin, StartError};
 use crate::service::authz::Op;
-use crate::service::conn::{ConnCtx, Control, ReadEnd};
+use crate::service::conn::{ConnCtx, Control, ReadEnd, SubscriptionPermit};
 use crate::service::output;
 use crate::service::request::{Refusal, StreamFault, decide};
 
@@ -77,7 +75,7 @@ pub(crate) struct Running {
     stdin: bool,
     stop_on_detach: bool,
     writer: Option<JobStdin>,
-    follower: Option<(OwnedSemaphorePermit, Follower)>,
+    follower: Option<(SubscriptionPermit, Follower)>,
 }
 
 pub(crate) async fn handle(ctx: &ConnCtx, req: StartRequest) -> Outcome {
