@@ -50,4 +50,6 @@ pub use transport::{
     CLIENT_CONNECTION_RECEIVE_WINDOW, CLIENT_MAX_OUTPUT_STREAMS, CLIENT_STREAM_RECEIVE_WINDOW,
     CONNECTION_RECEIVE_WINDOW, SEND_WINDOW, STREAM_RECEIVE_WINDOW, client_transport,
 };
+#[cfg(feature = "pki")]
+pub use verify::ChainError;
 pub use verify::{ServerCertProblem, ServerCertVerdict};
