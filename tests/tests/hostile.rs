@@ -387,7 +387,7 @@ impl Chains {
     }
 }
 
-/// spec: QX-ID-7 — root (pathlen:0) → intermediate (CA:TRUE) → leaf `admin` is
+/// spec: QX-ID-6 — root (pathlen:0) → intermediate (CA:TRUE) → leaf `admin` is
 /// refused, and so is a leaf whose only key usage is keyCertSign; a leaf issued
 /// by the root with digitalSignature connects (the control).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -756,4 +756,35 @@ async fn partial_request_frames_are_bounded_per_connection() -> Result {
     // The connections still serve.
     ensure!(conns[0].request(&list()).await? == [ServerMessage::ListEnd]);
     Ok(())
+}
+
+/// spec: QX-SRV-11 — large requests arriving together on one connection share the
+/// request budget in turn: 40 `Start`s of 300 KiB at once (6 budgets' worth) are
+/// all answered, none waits out the request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_at_once_are_all_served() -> Result {
+    let server = TestServer::start().await?;
+    let c = Arc::new(server.connect("admin").await?);
+    // Three 100 KiB arguments: one argument may not exceed 128 KiB (MAX_ARG_STRLEN).
+    let big = "x".repeat(100 << 10);
+    let msg = ClientMessage::Start(start_request(&["/bin/true", &big, &big, &big], false));
+    let bytes = Arc::new(frame::encode(&msg)?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (c, bytes) = (c.clone(), bytes.clone());
+        tasks.spawn(async move {
+            let (mut send, mut recv) = c.conn.open_bi().await?;
+            send.write_all(&bytes).await?;
+            send.finish()?;
+            qexec_tests::read_all(&mut recv).await
+        });
+    }
+    while let Some(answer) = tasks.join_next().await {
+        let answer = answer??;
+        ensure!(
+            matches!(answer.as_slice(), [ServerMessage::Started(_)]),
+            "{answer:?}"
+        );
+    }
+    server.stop().await
 }

@@ -132,7 +132,7 @@ impl Identity {
         if !eku.is_some_and(|e| e.value.client_auth) {
             return Err(IdentityError::NotClientCert);
         }
-        // spec: QX-ID-7 (webpki refuses a CA:TRUE end entity too; this says why)
+        // spec: QX-ID-6 (webpki refuses a CA:TRUE end entity too; this says why)
         let parse = |e: x509_parser::error::X509Error| IdentityError::Parse {
             reason: e.to_string(),
         };

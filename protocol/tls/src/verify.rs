@@ -169,7 +169,7 @@ impl ClientCertVerifier for IdentityVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        // spec: QX-ID-1 (webpki: chain, validity, EKU clientAuth), QX-ID-7 (no
+        // spec: QX-ID-1 (webpki: chain, validity, EKU clientAuth), QX-ID-6 (no
         // intermediates: the leaf must be signed by a configured CA), then QX-ID-2.
         let verified = self
             .inner
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_leaf_under_an_intermediate_ca_is_refused() {
-        // spec: QX-ID-7 — root (pathlen:0) → intermediate (CA:TRUE) → leaf `admin`,
+        // spec: QX-ID-6 — root (pathlen:0) → intermediate (CA:TRUE) → leaf `admin`,
         // and the same under an unconstrained intermediate.
         let (ca, _, v) = root();
         for constraint in [
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_leaf_without_digital_signature_is_refused() {
-        // spec: QX-ID-7
+        // spec: QX-ID-6
         let (ca, _, v) = root();
         for usages in [
             vec![KeyUsagePurpose::KeyCertSign],
@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_ca_certificate_as_the_leaf_is_refused() {
-        // spec: QX-ID-7
+        // spec: QX-ID-6
         let (ca, _, v) = root();
         let cert = leaf(
             vec![

@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use qexec_protocol::Limits;
 use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_size};
-use qexec_server::service::{Server, ServerConfig, TlsSource, default_state_dir};
+use qexec_server::service::{
+    Server, ServerConfig, TlsSource, default_state_dir, request_buffer_minimum,
+};
 use qexec_server::{JobNetwork, SandboxConfig, UidRange};
 use qexec_tls as pki;
 
@@ -150,7 +152,7 @@ struct Args {
     #[arg(long, env = "QEXECD_MAX_REQUESTS_PER_USER", default_value_t = 2048)]
     max_requests_per_user: usize,
     /// Bytes of partly received request frames one connection may hold, e.g. 2M
-    /// (at least 1 MiB + 3 bytes, one largest frame).
+    /// (at least one largest frame plus a read: 1 MiB + 64 KiB + 64 bytes per stream).
     #[arg(long, env = "QEXECD_REQUEST_BUFFER", value_name = "SIZE", value_parser = parse_size, default_value = "2M")]
     request_buffer: u64,
     /// Seconds without traffic after which a connection is closed.
@@ -261,12 +263,13 @@ impl Args {
         c.max_requests_per_identity = self.max_requests_per_user;
         c.request_buffer_per_connection = usize::try_from(self.request_buffer)
             .context("--request-buffer is too large for this machine")?;
-        if c.request_buffer_per_connection < qexec_protocol::MAX_WIRE_FRAME_LEN {
+        let least = request_buffer_minimum(self.max_streams);
+        if c.request_buffer_per_connection < least {
             anyhow::bail!(
-                "--request-buffer ({}) is less than one largest request frame ({} bytes): \
-                 raise it",
+                "--request-buffer ({}) is less than one largest request frame plus a read \
+                 ({least} bytes with --max-streams {}): raise it",
                 format_size(self.request_buffer),
-                qexec_protocol::MAX_WIRE_FRAME_LEN
+                self.max_streams
             );
         }
         c.idle_timeout = Duration::from_secs(self.idle_timeout);
@@ -741,6 +744,113 @@ mod tests {
                 pids: Some(64),
             }
         );
+    }
+
+    #[test]
+    fn hostile_client_bounds_have_defaults_and_flags() {
+        let c = config(&[]).unwrap();
+        let d = ServerConfig::new(c.tls.clone());
+        assert_eq!(
+            c.max_connections_per_identity,
+            d.max_connections_per_identity
+        );
+        assert_eq!(c.max_handshakes, d.max_handshakes);
+        assert_eq!(c.retry_threshold, d.retry_threshold);
+        assert_eq!(c.handshake_timeout, d.handshake_timeout);
+        assert_eq!(
+            c.max_subscriptions_per_identity,
+            d.max_subscriptions_per_identity
+        );
+        assert_eq!(c.max_requests_per_identity, d.max_requests_per_identity);
+        assert_eq!(
+            c.request_buffer_per_connection,
+            d.request_buffer_per_connection
+        );
+        assert_eq!(c.idle_connection_timeout, d.idle_connection_timeout);
+        let c = config(&[
+            "--max-connections-per-user",
+            "3",
+            "--max-handshakes",
+            "7",
+            "--retry-threshold",
+            "0",
+            "--handshake-timeout",
+            "2",
+            "--max-subscriptions-per-user",
+            "5",
+            "--max-requests-per-user",
+            "6",
+            "--request-buffer",
+            "4M",
+            "--idle-connection-timeout",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.max_connections_per_identity, 3);
+        assert_eq!(c.max_handshakes, 7);
+        assert_eq!(c.retry_threshold, 0);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_subscriptions_per_identity, 5);
+        assert_eq!(c.max_requests_per_identity, 6);
+        assert_eq!(c.request_buffer_per_connection, 4 << 20);
+        assert_eq!(c.idle_connection_timeout, None);
+        let e = config(&["--request-buffer", "1M"]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--request-buffer (1 MiB) is less than"),
+            "{e}"
+        );
+        assert!(config(&["--handshake-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let args = |a: &[&str]| Args::try_parse_from([&["qexecd"][..], a].concat());
+        assert_eq!(args(&[]).unwrap().log_format, LogFormat::Text);
+        assert_eq!(
+            args(&["--log-format", "json"]).unwrap().log_format,
+            LogFormat::Json
+        );
+        let e = args(&["--log-format", "xml"]).unwrap_err().to_string();
+        assert!(e.contains("expected text or json"), "{e}");
+    }
+
+    #[test]
+    fn json_log_lines_escape_control_characters() {
+        use tracing_subscriber::fmt::MakeWriter;
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl MakeWriter<'_> for Buf {
+            type Writer = Buf;
+            fn make_writer(&self) -> Buf {
+                self.clone()
+            }
+        }
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buf.clone())
+            .event_format(log::JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "qexec::audit", user = "alice", n = 3u64, reason = %"a\nb\u{1b}", "request");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["target"], "qexec::audit");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "request");
+        assert_eq!(v["user"], "alice");
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["reason"], "a\nb\u{1b}");
     }
 
     #[test]

@@ -22,7 +22,10 @@ use super::{CONTROL_PRIORITY, Shared, handlers};
 use qexec_tls::Identity;
 
 /// Bytes read from a stream at once.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// Bytes of the request budget a control stream reserves for its first read: enough
+/// for any request but a `Start` whole, and for its length prefix (spec: QX-SRV-11).
+pub(crate) const FIRST_READ: usize = 64;
 
 /// Everything a stream handler knows about its connection.
 #[derive(Debug)]
@@ -342,16 +345,19 @@ impl Control {
     }
 
     /// Reads the request (the first frame) with the bytes it buffers reserved from
-    /// the connection's request budget (spec: QX-SRV-11): first [`READ_CHUNK`], then,
-    /// once the length prefix tells, the whole frame. A read never takes more than
-    /// the reservation covers, and the stream waits (within the request timeout)
-    /// while the budget is spent, leaving the bytes in QUIC's flow-controlled
-    /// receive buffer.
+    /// the connection's request budget (spec: QX-SRV-11): [`FIRST_READ`] bytes first;
+    /// then, once the length prefix tells a larger frame, the whole frame plus one
+    /// read's worth (so bytes after it are still seen), in one step. A read never
+    /// takes more than the reservation covers; the stream waits (within the request
+    /// timeout) while the budget is spent, leaving the bytes in QUIC's
+    /// flow-controlled receive buffer. A stream holds either its first small
+    /// reservation or a whole frame's, so waiting streams never starve each other:
+    /// the budget is at least one whole reservation more than all first ones
+    /// (checked at bind).
     async fn read_request(&mut self, budget: &Arc<Semaphore>) -> Result<ClientMessage, ReadEnd> {
-        let first = READ_CHUNK as u32;
         let mut held = budget
             .clone()
-            .acquire_many_owned(first)
+            .acquire_many_owned(FIRST_READ as u32)
             .await
             .map_err(|_| ReadEnd::Lost)?;
         loop {
@@ -363,9 +369,9 @@ impl Control {
             let buffered = self.decoder.buffered();
             let need = buffered + self.decoder.wanted();
             if need > held.num_permits() {
-                // The decoder refused any prefix above MAX_FRAME_LEN, and the budget
-                // is at least one largest wire frame (checked at bind).
-                let more = u32::try_from(need - held.num_permits()).unwrap_or(u32::MAX);
+                // The decoder refused any prefix above MAX_FRAME_LEN already.
+                let want = need + READ_CHUNK;
+                let more = u32::try_from(want - held.num_permits()).unwrap_or(u32::MAX);
                 let extra = budget
                     .clone()
                     .acquire_many_owned(more)

@@ -109,7 +109,7 @@ pub struct ServerConfig {
     /// Bytes of partially received request frames one connection may hold (spec:
     /// QX-SRV-11): a stream reserves its whole frame from this budget once the
     /// frame's length prefix is read, and waits (within the request timeout) while
-    /// the budget is spent. At least one largest wire frame.
+    /// the budget is spent. At least [`request_buffer_minimum`].
     pub request_buffer_per_connection: usize,
     /// A connection with no open stream for this long is closed with `NoError` and
     /// the reason `idle` (spec: QX-SRV-12): the server's keep-alives do not keep an
@@ -190,6 +190,15 @@ impl ServerConfig {
             key: p.server_key,
         })
     }
+}
+
+/// The smallest `request_buffer_per_connection` for `streams` control streams per
+/// connection: one largest wire frame plus one read, besides every stream's first
+/// reservation (spec: QX-SRV-11).
+pub fn request_buffer_minimum(streams: u32) -> usize {
+    qexec_protocol::MAX_WIRE_FRAME_LEN
+        + conn::READ_CHUNK
+        + conn::FIRST_READ * usize::try_from(streams).unwrap_or(usize::MAX)
 }
 
 /// The default job state directory (the job library's:
@@ -352,14 +361,15 @@ impl Server {
             })?));
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport));
-        // spec: QX-SRV-11 (a stream must be able to reserve one whole frame)
-        if config.request_buffer_per_connection < qexec_protocol::MAX_WIRE_FRAME_LEN {
+        // spec: QX-SRV-11: room for one whole reservation besides every stream's first.
+        let least = request_buffer_minimum(config.max_streams_per_connection);
+        if config.request_buffer_per_connection < least {
             return Err(ServeError::Transport {
                 setting: "request buffer per connection",
                 reason: format!(
-                    "{} bytes is less than one largest request frame ({} bytes)",
-                    config.request_buffer_per_connection,
-                    qexec_protocol::MAX_WIRE_FRAME_LEN
+                    "{} bytes is less than one largest request frame plus a read ({least} \
+                     bytes with {} streams per connection)",
+                    config.request_buffer_per_connection, config.max_streams_per_connection
                 ),
             });
         }

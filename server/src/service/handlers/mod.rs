@@ -215,7 +215,7 @@ fn lookup_with(
     owner_of: impl FnOnce(JobId) -> Result<String, JobError>,
     status_of: impl FnOnce(JobId) -> Result<JobStatus, JobError>,
 ) -> Result<JobStatus, Refusal> {
-    // spec: QX-SEC-3 (authorize first, then the work)
+    // spec: QX-SEC-3, QX-SRV-14 (authorize first, then the work)
     authorize_with(identity, op, id, owner_of)?;
     status_of(id).map_err(|e| job_error(id, &e))
 }
