@@ -5,6 +5,9 @@
 //! - TLS settings, certificate loading and the identity-checking verifier are
 //!   `qexec-tls`'s ([`qexec_tls::server_crypto`]), shared with the client;
 //! - `authz`: the authorization table ([`authorize`]);
+//! - `caps`: handshake and connection slots, per-identity caps (spec/security.md
+//!   QX-SRV-9, QX-SRV-10);
+//! - `escape`: peer-controlled text made safe for one log line (QX-SRV-13);
 //! - `request`: decode → validate → authorize as plain functions (fuzzable);
 //! - `conn`: one task per connection, one per control stream;
 //! - `output`: output streams (job output → `OutputFrame`s);
