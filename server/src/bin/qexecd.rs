@@ -121,7 +121,7 @@ struct Args {
     max_connections: usize,
     /// Most connections of one user (certificate name) at once; past it a new one is
     /// closed with ResourceExhausted.
-    #[arg(long, env = "QEXECD_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    #[arg(long, env = "QEXECD_MAX_CONNECTIONS_PER_USER", default_value_t = 64)]
     max_connections_per_user: usize,
     /// Most connections in their handshake at once; past it new ones are refused
     /// before any TLS work.

@@ -145,7 +145,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
-    /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections (32 per
+    /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections (64 per
     /// identity), 256 handshakes in flight (Retry from 32 on, 5 s handshake timeout),
     /// 256 streams and 1024 subscriptions per connection, 1024 subscriptions and
     /// 2048 requests in flight per identity, 2 MiB of partial request frames per
@@ -162,7 +162,7 @@ impl ServerConfig {
             max_jobs: 1024,
             max_jobs_per_user: 256,
             max_connections: 1024,
-            max_connections_per_identity: 32,
+            max_connections_per_identity: 64,
             max_handshakes: 256,
             retry_threshold: 32,
             handshake_timeout: Duration::from_secs(5),
