@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
@@ -157,9 +158,58 @@ impl Identities {
     }
 }
 
+/// At most one log line per interval for an event a peer can repeat at will (a
+/// refused connection attempt, an abandoned handshake), so a flood cannot flood the
+/// log too; the line that is written says how many were left out (spec: QX-SRV-13).
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    interval: Duration,
+    /// When a line was last written, and how many events were left out since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// An event at `now`: `Some(left_out)` when it is to be logged (with the number
+    /// of events not logged since the last line), `None` when it is left out.
+    pub(crate) fn hit(&self, now: Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.0 {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let left_out = s.1;
+                *s = (Some(now), 0);
+                Some(left_out)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttle_logs_once_per_interval_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(t.hit(t0), Some(0));
+        assert_eq!(t.hit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(t.hit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(t.hit(t0 + Duration::from_secs(1)), Some(2));
+        assert_eq!(t.hit(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(t.hit(t0 + Duration::from_secs(3)), Some(1));
+        assert_eq!(t.hit(t0 + Duration::from_secs(5)), Some(0));
+    }
 
     #[test]
     fn slots_count_and_release() {

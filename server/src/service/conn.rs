@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qexec_protocol::{
     ClientMessage, ControlStreamState, Decoder, ErrorCode, ErrorResponse, JobId, ServerMessage,
@@ -176,11 +176,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, handsh
             return;
         }
         Err(_) => {
-            tracing::warn!(
-                %peer,
-                timeout_ms = shared.handshake_timeout.as_millis() as u64,
-                "handshake abandoned: not complete in time"
-            );
+            if let Some(left_out) = shared.abandoned.hit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    timeout_ms = shared.handshake_timeout.as_millis() as u64,
+                    left_out,
+                    "handshake abandoned: not complete in time"
+                );
+            }
             return;
         }
     };

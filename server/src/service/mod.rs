@@ -38,7 +38,7 @@ pub mod request;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qexec_protocol::{ErrorCode, JobId, Limits, limits};
 use tokio::sync::watch;
@@ -315,6 +315,10 @@ pub(crate) struct Shared {
     pub(crate) authenticated: caps::Slots,
     /// Per-identity caps (spec: QX-SRV-9).
     pub(crate) identities: caps::Identities,
+    /// One log line a second for refusals before the handshake (spec: QX-SRV-13).
+    pub(crate) refusals: caps::Throttle,
+    /// One log line a second for abandoned handshakes (spec: QX-SRV-13).
+    pub(crate) abandoned: caps::Throttle,
     pub(crate) user_jobs: UserJobs,
     /// One watcher per running job (releases its user slot when it ends).
     pub(crate) job_watchers: Tasks,
@@ -452,6 +456,8 @@ impl Server {
                     subscriptions: config.max_subscriptions_per_identity,
                     requests: config.max_requests_per_identity,
                 }),
+                refusals: caps::Throttle::new(Duration::from_secs(1)),
+                abandoned: caps::Throttle::new(Duration::from_secs(1)),
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,
@@ -521,20 +527,26 @@ impl Server {
         }
         // spec: QX-SRV-1. No slot could be had after the handshake anyway.
         if self.shared.authenticated.is_full() {
-            tracing::warn!(
-                %peer,
-                max = self.shared.authenticated.max(),
-                "connection refused: too many connections"
-            );
+            if let Some(left_out) = self.shared.refusals.hit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    max = self.shared.authenticated.max(),
+                    left_out,
+                    "connection refused: too many connections"
+                );
+            }
             incoming.refuse();
             return None;
         }
         let Some(slot) = self.handshakes.try_take() else {
-            tracing::warn!(
-                %peer,
-                max = self.handshakes.max(),
-                "connection refused: too many handshakes in flight"
-            );
+            if let Some(left_out) = self.shared.refusals.hit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    max = self.handshakes.max(),
+                    left_out,
+                    "connection refused: too many handshakes in flight"
+                );
+            }
             incoming.refuse();
             return None;
         };
