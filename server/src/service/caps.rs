@@ -214,14 +214,21 @@ mod tests {
     #[test]
     fn slots_count_and_release() {
         let slots = Slots::new(2);
+        assert_eq!(slots.max(), 2);
+        assert_eq!(slots.in_use(), 0);
+        assert!(!slots.is_full());
         let a = slots.try_take().unwrap();
         assert_eq!(slots.in_use(), 1);
+        assert!(!slots.is_full());
         let _b = slots.try_take().unwrap();
+        assert_eq!(slots.in_use(), 2);
         assert!(slots.is_full());
         assert!(slots.try_take().is_none());
         drop(a);
         assert_eq!(slots.in_use(), 1);
         assert!(slots.try_take().is_some());
+        // More slots than a semaphore can count are capped, not a panic.
+        assert_eq!(Slots::new(usize::MAX).max(), Semaphore::MAX_PERMITS);
     }
 
     #[test]
