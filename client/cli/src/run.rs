@@ -10,8 +10,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use qexec_protocol::{JobState, JobStatus, StopReason, Termination};
 
 use super::render::{EventJson, JobJson, json_line, signal_name, spawn_failure_name, state_text};
-use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, note, spawn_exit};
 use super::sink::OutputSink;
+use super::{CliError, ConnArgs, EXIT_QEXEC_ERROR, LimitArgs, note, spawn_exit};
 use qexec_client::units::format_duration;
 use qexec_client::{ClientError, MAX_STDIN_CHUNK, OutputEvent, OutputSubscription, StdinWriter};
 use qexec_protocol::JobId;

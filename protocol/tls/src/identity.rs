@@ -99,6 +99,18 @@ pub enum IdentityError {
     /// The certificate lacks the clientAuth extended key usage.
     #[error("certificate is not a client certificate (no extended key usage clientAuth)")]
     NotClientCert,
+    /// The certificate is a CA certificate (basic constraints CA:TRUE).
+    #[error(
+        "client certificate is a CA certificate (basic constraints CA:TRUE); a client needs an \
+         end-entity certificate from `qexec certs issue`"
+    )]
+    CaCertificate,
+    /// The certificate's key usage does not allow signing the TLS handshake.
+    #[error(
+        "client certificate key usage lacks digitalSignature (it cannot sign a TLS \
+         handshake); reissue it with `qexec certs issue`"
+    )]
+    NoDigitalSignature,
 }
 
 #[cfg(feature = "pki")]
@@ -119,6 +131,23 @@ impl Identity {
             })?;
         if !eku.is_some_and(|e| e.value.client_auth) {
             return Err(IdentityError::NotClientCert);
+        }
+        // spec: QX-ID-6 (webpki refuses a CA:TRUE end entity too; this says why)
+        let parse = |e: x509_parser::error::X509Error| IdentityError::Parse {
+            reason: e.to_string(),
+        };
+        if cert
+            .basic_constraints()
+            .map_err(parse)?
+            .is_some_and(|b| b.value.ca)
+        {
+            return Err(IdentityError::CaCertificate);
+        }
+        // An absent key usage extension allows every use (RFC 5280 4.2.1.3).
+        if let Some(ku) = cert.key_usage().map_err(parse)?
+            && !ku.value.digital_signature()
+        {
+            return Err(IdentityError::NoDigitalSignature);
         }
         let subject = cert.subject();
         let cns: Vec<&str> = subject

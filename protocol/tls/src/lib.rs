@@ -53,4 +53,6 @@ pub use transport::{
     CONNECTION_RECEIVE_WINDOW, MTU_UPPER_BOUND, SEND_WINDOW, SOCKET_BUFFER, STREAM_RECEIVE_WINDOW,
     bind_endpoint, client_transport, endpoint_config, size_socket_buffers, tune_path,
 };
+#[cfg(feature = "pki")]
+pub use verify::ChainError;
 pub use verify::{ServerCertProblem, ServerCertVerdict};

@@ -7,6 +7,7 @@
     reason = "doc comments here are clap help text for a terminal, not rustdoc"
 )]
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use qexec_protocol::Limits;
 use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_size};
-use qexec_server::service::{Server, ServerConfig, TlsSource, default_state_dir};
+use qexec_server::service::{
+    Server, ServerConfig, TlsSource, default_state_dir, request_buffer_minimum,
+};
 use qexec_server::{JobNetwork, SandboxConfig, UidRange};
 use qexec_tls as pki;
 
@@ -115,15 +118,45 @@ struct Args {
     /// Most jobs one user may have running at once.
     #[arg(long, env = "QEXECD_MAX_JOBS_PER_USER", default_value_t = 256)]
     max_jobs_per_user: usize,
-    /// Most client connections at once.
+    /// Most authenticated client connections at once (handshakes are counted apart).
     #[arg(long, env = "QEXECD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Most connections of one user (certificate name) at once; past it a new one is
+    /// closed with ResourceExhausted.
+    #[arg(long, env = "QEXECD_MAX_CONNECTIONS_PER_USER", default_value_t = 64)]
+    max_connections_per_user: usize,
+    /// Most connections in their handshake at once; past it new ones are refused
+    /// before any TLS work.
+    #[arg(long, env = "QEXECD_MAX_HANDSHAKES", default_value_t = 256)]
+    max_handshakes: usize,
+    /// From this many handshakes in flight on, a client must first prove its address
+    /// with a QUIC Retry (one more round trip); 0: always.
+    #[arg(long, env = "QEXECD_RETRY_THRESHOLD", default_value_t = 32)]
+    retry_threshold: usize,
+    /// Seconds a handshake may take before it is abandoned.
+    #[arg(long, env = "QEXECD_HANDSHAKE_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    handshake_timeout: u64,
     /// Most concurrent control streams per connection.
     #[arg(long, env = "QEXECD_MAX_STREAMS", default_value_t = 256)]
     max_streams: u32,
     /// Most concurrent subscriptions (output streams) per connection.
     #[arg(long, env = "QEXECD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     max_subscriptions: usize,
+    /// Most concurrent subscriptions of one user over all its connections.
+    #[arg(
+        long,
+        env = "QEXECD_MAX_SUBSCRIPTIONS_PER_USER",
+        default_value_t = 1024
+    )]
+    max_subscriptions_per_user: usize,
+    /// Most requests of one user in flight at once over all its connections (an
+    /// open follow or run counts until it ends).
+    #[arg(long, env = "QEXECD_MAX_REQUESTS_PER_USER", default_value_t = 2048)]
+    max_requests_per_user: usize,
+    /// Bytes of partly received request frames one connection may hold, e.g. 2M
+    /// (at least one largest frame plus a read: 1 MiB + 64 KiB + 64 bytes per stream).
+    #[arg(long, env = "QEXECD_REQUEST_BUFFER", value_name = "SIZE", value_parser = parse_size, default_value = "2M")]
+    request_buffer: u64,
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
@@ -133,6 +166,14 @@ struct Args {
     #[arg(long, env = "QEXECD_DETACH_GRACE", value_name = "DURATION", default_value = "60s",
           value_parser = qexec_protocol::units::parse_duration)]
     detach_grace: Duration,
+    /// Seconds a connection may stay open with no request or follow in progress
+    /// before the server closes it (its keep-alives do not count); 0: never.
+    #[arg(long, env = "QEXECD_IDLE_CONNECTION_TIMEOUT", default_value_t = 300)]
+    idle_connection_timeout: u64,
+    /// Log format on stderr: text (one line per event) or json (one object per line).
+    /// Peer-controlled text is escaped in both.
+    #[arg(long, env = "QEXECD_LOG_FORMAT", value_name = "text|json", default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
     // Server-side job limits (spec: QX-LIMIT-*): a start asking above a
     // maximum is refused with InvalidArgument, never clamped; a default fills a limit
     // the request leaves unset. Sizes take K, M, G, T (powers of 1024).
@@ -269,10 +310,29 @@ impl Args {
         c.max_jobs = self.max_jobs;
         c.max_jobs_per_user = self.max_jobs_per_user;
         c.max_connections = self.max_connections;
+        c.max_connections_per_identity = self.max_connections_per_user;
+        c.max_handshakes = self.max_handshakes;
+        c.retry_threshold = self.retry_threshold;
+        c.handshake_timeout = Duration::from_secs(self.handshake_timeout);
         c.max_streams_per_connection = self.max_streams;
         c.max_subscriptions_per_connection = self.max_subscriptions;
+        c.max_subscriptions_per_identity = self.max_subscriptions_per_user;
+        c.max_requests_per_identity = self.max_requests_per_user;
+        c.request_buffer_per_connection = usize::try_from(self.request_buffer)
+            .context("--request-buffer is too large for this machine")?;
+        let least = request_buffer_minimum(self.max_streams);
+        if c.request_buffer_per_connection < least {
+            anyhow::bail!(
+                "--request-buffer ({}) is less than one largest request frame plus a read \
+                 ({least} bytes with --max-streams {}): raise it",
+                format_size(self.request_buffer),
+                self.max_streams
+            );
+        }
         c.idle_timeout = Duration::from_secs(self.idle_timeout);
         c.detach_grace = self.detach_grace;
+        c.idle_connection_timeout = (self.idle_connection_timeout > 0)
+            .then(|| Duration::from_secs(self.idle_connection_timeout));
         c.max_limits = Limits {
             cpu_millis: self.max_cpu,
             memory_bytes: self.max_memory,
@@ -429,17 +489,12 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
-    // One line for a failure to start, not anyhow's report with its cause twice.
+    log::init(args.log_format);
+    // One line for a failure to start, not anyhow's report with its cause twice; a
+    // closed stderr loses the line but never panics.
     let fatal = |e: String| -> ! {
-        eprintln!("qexecd: {e}");
+        let _ = writeln!(std::io::stderr(), "qexecd: {e}");
         std::process::exit(1)
     };
     if let Err(e) = args.check_pki() {
@@ -460,6 +515,127 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("expected text or json, got {text:?}")),
+    }
+}
+
+/// qexecd's log output (spec: QX-SRV-13): stderr, one line per event; a write that
+/// fails (stderr closed, a pipe whose reader went away) is dropped, never a panic
+/// or a stop.
+mod log {
+    use std::fmt;
+    use std::io::{self, Write};
+
+    use serde_json::{Map, Value};
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    use super::LogFormat;
+
+    /// Installs the global subscriber: `RUST_LOG` (default `info`), `format`.
+    pub(super) fn init(format: LogFormat) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(|| Stderr)
+            // Its own report of a failed write goes to stderr with eprintln!, which
+            // panics when stderr is gone.
+            .log_internal_errors(false)
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.with_ansi(false).event_format(JsonLines).init(),
+        }
+    }
+
+    /// stderr, with write errors swallowed: a lost log line must not take the
+    /// server down.
+    pub(super) struct Stderr;
+
+    impl Write for Stderr {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = io::stderr().write_all(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            let _ = io::stderr().flush();
+            Ok(())
+        }
+    }
+
+    /// One JSON object per event: `timestamp`, `level`, `target`, `message` and the
+    /// event's fields (serde_json escapes every control character).
+    pub(super) struct JsonLines;
+
+    impl<S, N> FormatEvent<S, N> for JsonLines
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            _ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let mut time = String::new();
+            SystemTime.format_time(&mut Writer::new(&mut time))?;
+            let meta = event.metadata();
+            let mut obj = Map::new();
+            obj.insert("timestamp".into(), Value::String(time));
+            obj.insert("level".into(), Value::String(meta.level().to_string()));
+            obj.insert("target".into(), Value::String(meta.target().to_owned()));
+            event.record(&mut Fields(&mut obj));
+            let line = serde_json::to_string(&obj).map_err(|_| fmt::Error)?;
+            writeln!(writer, "{line}")
+        }
+    }
+
+    /// Collects an event's fields into a JSON object.
+    pub(super) struct Fields<'a>(pub(super) &'a mut Map<String, Value>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.0
+                .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+        }
+
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0
+                .insert(field.name().to_owned(), Value::String(value.to_owned()));
+        }
+
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.0.insert(field.name().to_owned(), Value::from(value));
+        }
+
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            self.0.insert(field.name().to_owned(), Value::from(value));
+        }
+
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.0.insert(field.name().to_owned(), Value::from(value));
+        }
+    }
 }
 
 /// Parses `--job-network`.
@@ -711,6 +887,113 @@ mod tests {
                 pids: Some(64),
             }
         );
+    }
+
+    #[test]
+    fn hostile_client_bounds_have_defaults_and_flags() {
+        let c = config(&[]).unwrap();
+        let d = ServerConfig::new(c.tls.clone());
+        assert_eq!(
+            c.max_connections_per_identity,
+            d.max_connections_per_identity
+        );
+        assert_eq!(c.max_handshakes, d.max_handshakes);
+        assert_eq!(c.retry_threshold, d.retry_threshold);
+        assert_eq!(c.handshake_timeout, d.handshake_timeout);
+        assert_eq!(
+            c.max_subscriptions_per_identity,
+            d.max_subscriptions_per_identity
+        );
+        assert_eq!(c.max_requests_per_identity, d.max_requests_per_identity);
+        assert_eq!(
+            c.request_buffer_per_connection,
+            d.request_buffer_per_connection
+        );
+        assert_eq!(c.idle_connection_timeout, d.idle_connection_timeout);
+        let c = config(&[
+            "--max-connections-per-user",
+            "3",
+            "--max-handshakes",
+            "7",
+            "--retry-threshold",
+            "0",
+            "--handshake-timeout",
+            "2",
+            "--max-subscriptions-per-user",
+            "5",
+            "--max-requests-per-user",
+            "6",
+            "--request-buffer",
+            "4M",
+            "--idle-connection-timeout",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.max_connections_per_identity, 3);
+        assert_eq!(c.max_handshakes, 7);
+        assert_eq!(c.retry_threshold, 0);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_subscriptions_per_identity, 5);
+        assert_eq!(c.max_requests_per_identity, 6);
+        assert_eq!(c.request_buffer_per_connection, 4 << 20);
+        assert_eq!(c.idle_connection_timeout, None);
+        let e = config(&["--request-buffer", "1M"]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--request-buffer (1 MiB) is less than"),
+            "{e}"
+        );
+        assert!(config(&["--handshake-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let args = |a: &[&str]| Args::try_parse_from([&["qexecd"][..], a].concat());
+        assert_eq!(args(&[]).unwrap().log_format, LogFormat::Text);
+        assert_eq!(
+            args(&["--log-format", "json"]).unwrap().log_format,
+            LogFormat::Json
+        );
+        let e = args(&["--log-format", "xml"]).unwrap_err().to_string();
+        assert!(e.contains("expected text or json"), "{e}");
+    }
+
+    #[test]
+    fn json_log_lines_escape_control_characters() {
+        use tracing_subscriber::fmt::MakeWriter;
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl MakeWriter<'_> for Buf {
+            type Writer = Buf;
+            fn make_writer(&self) -> Buf {
+                self.clone()
+            }
+        }
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buf.clone())
+            .event_format(log::JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "qexec::audit", user = "alice", n = 3u64, reason = %"a\nb\u{1b}", "request");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["target"], "qexec::audit");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "request");
+        assert_eq!(v["user"], "alice");
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["reason"], "a\nb\u{1b}");
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! - TLS settings, certificate loading and the identity-checking verifier are
 //!   `qexec-tls`'s ([`qexec_tls::server_crypto`]), shared with the client;
 //! - `authz`: the authorization table ([`authorize`]);
+//! - `caps`: handshake and connection slots, per-identity caps (spec/security.md
+//!   QX-SRV-9, QX-SRV-10);
+//! - `escape`: peer-controlled text made safe for one log line (QX-SRV-13);
 //! - `request`: decode → validate → authorize as plain functions (fuzzable);
 //! - `conn`: one task per connection, one per control stream;
 //! - `output`: output streams (job output → `OutputFrame`s);
@@ -25,16 +28,17 @@
 //! connection window. Control streams are sent at a higher priority than output.
 
 mod authz;
+mod caps;
 mod conn;
+mod escape;
 mod handlers;
 mod output;
 pub mod request;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qexec_protocol::{ErrorCode, JobId, Limits, StopReason, limits};
 use tokio::sync::watch;
@@ -77,13 +81,47 @@ pub struct ServerConfig {
     pub max_jobs: usize,
     /// Most jobs one user may have running at once (→ `ResourceExhausted`).
     pub max_jobs_per_user: usize,
-    /// Most connections at once; more are refused before the handshake.
+    /// Most authenticated connections at once (spec: QX-SRV-1). Handshaking
+    /// connections are counted apart ([`ServerConfig::max_handshakes`]), so
+    /// unauthenticated traffic never takes one of these slots; past it a new
+    /// connection is refused before its handshake, or closed with `ResourceExhausted`
+    /// right after it if the last slot went in between.
     pub max_connections: usize,
+    /// Most authenticated connections of one identity (user name) at once, below
+    /// `max_connections` (spec: QX-SRV-9); past it the new connection is closed with
+    /// application code `ResourceExhausted` and a reason naming the cap.
+    pub max_connections_per_identity: usize,
+    /// Most connections in their handshake at once (spec: QX-SRV-10); past it new
+    /// ones are refused (QUIC `CONNECTION_REFUSED`) before any TLS work.
+    pub max_handshakes: usize,
+    /// From this many handshakes in flight on, a client whose address is not
+    /// validated yet gets a QUIC Retry first (stateless; spec: QX-SRV-10). 0: always.
+    pub retry_threshold: usize,
+    /// A handshake not complete this soon after its first packet is abandoned
+    /// (spec: QX-SRV-10).
+    pub handshake_timeout: Duration,
     /// Most concurrent client-opened (control) streams per connection.
     pub max_streams_per_connection: u32,
     /// Most concurrent subscriptions (output streams) per connection; past it
     /// `Attach`/`Start{follow}` are answered `ResourceExhausted`.
     pub max_subscriptions_per_connection: usize,
+    /// Most concurrent subscriptions of one identity over all its connections
+    /// (spec: QX-SRV-9; → `ResourceExhausted`).
+    pub max_subscriptions_per_identity: usize,
+    /// Most requests of one identity being served at once over all its connections
+    /// (a request is in flight from its complete first frame until its control stream
+    /// is done: an `Attach` or a followed `Start` is in flight while it streams;
+    /// spec: QX-SRV-9; → `ResourceExhausted`).
+    pub max_requests_per_identity: usize,
+    /// Bytes of partially received request frames one connection may hold (spec:
+    /// QX-SRV-11): a stream reserves its whole frame from this budget once the
+    /// frame's length prefix is read, and waits (within the request timeout) while
+    /// the budget is spent. At least [`request_buffer_minimum`].
+    pub request_buffer_per_connection: usize,
+    /// A connection with no open stream for this long is closed with `NoError` and
+    /// the reason `idle` (spec: QX-SRV-12): the server's keep-alives do not keep an
+    /// unused connection, and the slot it holds, forever. `None`: never.
+    pub idle_connection_timeout: Option<Duration>,
     /// A request must arrive complete this soon after its stream opened (→ `Timeout`).
     pub request_timeout: Duration,
     /// A connection with no traffic for this long is closed.
@@ -119,9 +157,13 @@ pub const DEFAULT_DETACH_GRACE: Duration = Duration::from_secs(60);
 
 impl ServerConfig {
     /// Defaults with the given TLS material: listen on 127.0.0.1:7443, state in
-    /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections, 256 streams
-    /// and 1024 subscriptions per connection, 10 s request timeout, 60 s idle
-    /// timeout, 15 s keep-alive, 60 s detach grace, no default or maximum job limits.
+    /// [`default_state_dir`], 1024 jobs, 256 per user, 1024 connections (64 per
+    /// identity), 256 handshakes in flight (Retry from 32 on, 5 s handshake timeout),
+    /// 256 streams and 1024 subscriptions per connection, 1024 subscriptions and
+    /// 2048 requests in flight per identity, 2 MiB of partial request frames per
+    /// connection, 10 s request timeout, 60 s idle timeout, 15 s keep-alive, idle
+    /// connections (no open stream) closed after 300 s, 60 s detach grace, no default or maximum job
+    /// limits.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
@@ -132,8 +174,16 @@ impl ServerConfig {
             max_jobs: 1024,
             max_jobs_per_user: 256,
             max_connections: 1024,
+            max_connections_per_identity: 64,
+            max_handshakes: 256,
+            retry_threshold: 32,
+            handshake_timeout: Duration::from_secs(5),
             max_streams_per_connection: limits::DEFAULT_MAX_CONCURRENT_BIDI_STREAMS,
             max_subscriptions_per_connection: 1024,
+            max_subscriptions_per_identity: 1024,
+            max_requests_per_identity: 2048,
+            request_buffer_per_connection: 2 << 20,
+            idle_connection_timeout: Some(Duration::from_secs(300)),
             request_timeout: limits::REQUEST_DEADLINE,
             idle_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
@@ -156,6 +206,15 @@ impl ServerConfig {
             key: p.server_key,
         })
     }
+}
+
+/// The smallest `request_buffer_per_connection` for `streams` control streams per
+/// connection: one largest wire frame plus one read, besides every stream's first
+/// reservation (spec: QX-SRV-11).
+pub fn request_buffer_minimum(streams: u32) -> usize {
+    qexec_protocol::MAX_WIRE_FRAME_LEN
+        + conn::READ_CHUNK
+        + conn::FIRST_READ * usize::try_from(streams).unwrap_or(usize::MAX)
 }
 
 /// The default job state directory (the job library's:
@@ -262,6 +321,17 @@ pub(crate) struct Shared {
     pub(crate) request_timeout: Duration,
     pub(crate) max_jobs_per_user: usize,
     pub(crate) max_subscriptions_per_connection: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) request_buffer_per_connection: usize,
+    pub(crate) idle_connection_timeout: Option<Duration>,
+    /// Authenticated connections (spec: QX-SRV-1).
+    pub(crate) authenticated: caps::Slots,
+    /// Per-identity caps (spec: QX-SRV-9).
+    pub(crate) identities: caps::Identities,
+    /// One log line a second for refusals before the handshake (spec: QX-SRV-13).
+    pub(crate) refusals: caps::Throttle,
+    /// One log line a second for abandoned handshakes (spec: QX-SRV-13).
+    pub(crate) abandoned: caps::Throttle,
     pub(crate) user_jobs: UserJobs,
     /// One watcher per running job (releases its user slot when it ends).
     pub(crate) job_watchers: Tasks,
@@ -411,7 +481,9 @@ pub(crate) fn closed_by_client(conn: &quinn::Connection) -> bool {
 pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
-    max_connections: usize,
+    /// Connections in their handshake (spec: QX-SRV-10).
+    handshakes: caps::Slots,
+    retry_threshold: usize,
 }
 
 impl Server {
@@ -436,6 +508,18 @@ impl Server {
             })?));
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport));
+        // spec: QX-SRV-11: room for one whole reservation besides every stream's first.
+        let least = request_buffer_minimum(config.max_streams_per_connection);
+        if config.request_buffer_per_connection < least {
+            return Err(ServeError::Transport {
+                setting: "request buffer per connection",
+                reason: format!(
+                    "{} bytes is less than one largest request frame plus a read ({least} \
+                     bytes with {} streams per connection)",
+                    config.request_buffer_per_connection, config.max_streams_per_connection
+                ),
+            });
+        }
 
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
@@ -504,13 +588,25 @@ impl Server {
                 request_timeout: config.request_timeout,
                 max_jobs_per_user: config.max_jobs_per_user,
                 max_subscriptions_per_connection: config.max_subscriptions_per_connection,
+                handshake_timeout: config.handshake_timeout,
+                request_buffer_per_connection: config.request_buffer_per_connection,
+                idle_connection_timeout: config.idle_connection_timeout,
+                authenticated: caps::Slots::new(config.max_connections),
+                identities: caps::Identities::new(caps::IdentityCaps {
+                    connections: config.max_connections_per_identity,
+                    subscriptions: config.max_subscriptions_per_identity,
+                    requests: config.max_requests_per_identity,
+                }),
+                refusals: caps::Throttle::new(Duration::from_secs(1)),
+                abandoned: caps::Throttle::new(Duration::from_secs(1)),
                 user_jobs: UserJobs::default(),
                 job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,
                 detach_grace: config.detach_grace,
                 follows: Follows::default(),
             }),
-            max_connections: config.max_connections,
+            handshakes: caps::Slots::new(config.max_handshakes),
+            retry_threshold: config.retry_threshold,
         })
     }
 
@@ -530,29 +626,16 @@ impl Server {
     /// task has ended.
     pub async fn run(&self) {
         let mut conns = JoinSet::new();
-        let active = Arc::new(AtomicUsize::new(0));
         let mut stop = self.shared.shutting_down.subscribe();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    // spec: QX-SRV-1
-                    if active.load(Ordering::Relaxed) >= self.max_connections {
-                        tracing::warn!(
-                            peer = %incoming.remote_address(),
-                            max = self.max_connections,
-                            "connection refused: too many connections"
-                        );
-                        incoming.refuse();
-                        continue;
-                    }
-                    let guard = ActiveGuard::new(&active);
+                    let Some(handshake) = self.admit(incoming) else { continue };
+                    let (incoming, slot) = handshake;
                     let shared = self.shared.clone();
-                    conns.spawn(async move {
-                        let _guard = guard;
-                        conn::serve(shared, incoming).await;
-                    });
+                    conns.spawn(conn::serve(shared, incoming, slot));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
@@ -566,6 +649,51 @@ impl Server {
             tracing::warn!("connection tasks did not end in 30 s; aborting them");
             conns.shutdown().await;
         }
+    }
+
+    /// Decides what to do with a new connection attempt before any TLS work: a
+    /// Retry for an unvalidated address under load, a refusal past the caps, or a
+    /// handshake slot (spec: QX-SRV-1, QX-SRV-10).
+    fn admit(&self, incoming: quinn::Incoming) -> Option<(quinn::Incoming, caps::Slot)> {
+        let peer = incoming.remote_address();
+        // spec: QX-SRV-10. A Retry costs the server no state and sends fewer bytes
+        // than it received, so a flood of Initials from spoofed or silent sources
+        // holds no handshake slot and is not amplified.
+        if !incoming.remote_address_validated()
+            && self.handshakes.in_use() >= self.retry_threshold
+            && incoming.may_retry()
+        {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            return None;
+        }
+        // spec: QX-SRV-1. No slot could be had after the handshake anyway.
+        if self.shared.authenticated.is_full() {
+            if let Some(left_out) = self.shared.refusals.hit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    max = self.shared.authenticated.max(),
+                    left_out,
+                    "connection refused: too many connections"
+                );
+            }
+            incoming.refuse();
+            return None;
+        }
+        let Some(slot) = self.handshakes.try_take() else {
+            if let Some(left_out) = self.shared.refusals.hit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    max = self.handshakes.max(),
+                    left_out,
+                    "connection refused: too many handshakes in flight"
+                );
+            }
+            incoming.refuse();
+            return None;
+        };
+        Some((incoming, slot))
     }
 
     /// Graceful shutdown (spec: QX-ERR-8): stop accepting, answer new requests and
@@ -589,22 +717,6 @@ impl Server {
             tracing::warn!("connections did not close cleanly within 5 s");
         }
         tracing::info!("shutdown complete");
-    }
-}
-
-/// Counts a live connection until dropped.
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl ActiveGuard {
-    fn new(active: &Arc<AtomicUsize>) -> Self {
-        active.fetch_add(1, Ordering::Relaxed);
-        Self(active.clone())
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -6,7 +6,7 @@ use qexec_protocol::{ErrorCode, JobId, OutputFrame, OutputStream, frame};
 use quinn::{VarInt, WriteError};
 
 use super::OUTPUT_PRIORITY;
-use super::conn::ConnCtx;
+use super::conn::{ConnCtx, SubscriptionPermit};
 use super::request::Refusal;
 use crate::job::{FollowEvent, Follower};
 
@@ -17,20 +17,10 @@ const MAX_DATA: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
 /// behind a bulk transfer queued on the same connection).
 const BULK_AFTER: u64 = 1 << 20;
 
-/// A permit for one more output stream on this connection, or the refusal.
-pub(crate) fn subscription_permit(
-    ctx: &ConnCtx,
-) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
-    ctx.subscriptions
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Refusal {
-            code: ErrorCode::ResourceExhausted,
-            message: format!(
-                "this connection already follows {} jobs; cancel a subscription first",
-                ctx.shared.max_subscriptions_per_connection
-            ),
-        })
+/// A permit for one more output stream on this connection and of its identity, or
+/// the refusal (spec: QX-SRV-1, QX-SRV-9).
+pub(crate) fn subscription_permit(ctx: &ConnCtx) -> Result<SubscriptionPermit, Refusal> {
+    ctx.subscription_permit()
 }
 
 fn code(c: ErrorCode) -> VarInt {

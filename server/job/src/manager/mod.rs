@@ -171,6 +171,12 @@ impl JobManager {
         Ok(job.status())
     }
 
+    /// The job's owner: all an authorization needs, without building its status
+    /// (no argv copy, no cgroupfs read).
+    pub fn owner(&self, id: JobId) -> Result<String, JobError> {
+        Ok(self.inner.shared.job(id)?.owner.clone())
+    }
+
     /// The job's current status.
     pub fn status(&self, id: JobId) -> Result<JobStatus, JobError> {
         Ok(self.inner.shared.job(id)?.status())

@@ -4,12 +4,11 @@
 //! stream alone (spec: QX-STREAM-21, QX-STREAM-15).
 
 use qexec_protocol::{AttachRequest, JobId, ServerMessage};
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Continuation, Outcome, Reply, job_error, lookup};
+use super::{Continuation, Outcome, Reply, authorize_job, job_error};
 use crate::job::Follower;
 use crate::service::authz::Op;
-use crate::service::conn::{ConnCtx, Control};
+use crate::service::conn::{ConnCtx, Control, SubscriptionPermit};
 use crate::service::output;
 
 /// An accepted subscription: the output stream still to be pumped.
@@ -19,7 +18,7 @@ pub(crate) struct Subscription {
     from: u64,
     follower: Follower,
     /// One of the connection's output-stream permits, held while pumping.
-    permit: OwnedSemaphorePermit,
+    permit: SubscriptionPermit,
 }
 
 impl Subscription {
@@ -45,7 +44,7 @@ impl Subscription {
 }
 
 pub(crate) fn handle(ctx: &ConnCtx, req: AttachRequest) -> Outcome {
-    let subscription = lookup(ctx, Op::Follow, req.job).and_then(|_| {
+    let subscription = authorize_job(ctx, Op::Follow, req.job).and_then(|()| {
         let permit = output::subscription_permit(ctx)?;
         let follower = ctx
             .shared

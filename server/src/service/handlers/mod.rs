@@ -19,6 +19,7 @@ use qexec_protocol::{ClientMessage, ErrorCode, JobId, JobStatus, ServerMessage, 
 
 use super::authz::Op;
 use super::conn::{ConnCtx, Control};
+use super::escape::StartAudit;
 use super::request::{self, Refusal, StreamFault, decide, not_found_message};
 use crate::job::JobError;
 
@@ -92,6 +93,13 @@ pub(crate) enum Continuation {
 /// the one audit line and sends the reply.
 pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: ClientMessage) {
     let named = request::job_of(&msg);
+    // spec: QX-SRV-13 (the audit line of a start names its argv and cwd)
+    let start = match &msg {
+        ClientMessage::Start(r) => Some(StartAudit::of(r)),
+        _ => None,
+    };
+    // spec: QX-SRV-9: held until the control stream is done.
+    let mut _in_flight = None;
     let outcome = if let Err(refusal) = request::validate(&msg) {
         Outcome::refused(named, refusal)
     } else if *ctx.shared.shutting_down.borrow() {
@@ -101,6 +109,8 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
             message: "the server is shutting down; retry against another server or later"
                 .to_owned(),
         };
+        Outcome::refused(named, refusal)
+    } else if let Err(refusal) = ctx.request_slot().map(|s| _in_flight = Some(s)) {
         Outcome::refused(named, refusal)
     } else {
         match msg {
@@ -127,7 +137,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
         Ok(_) => Ok(()),
         Err(r) => Err(r.refusal.code),
     };
-    ctx.audit(op, outcome.job, result);
+    ctx.audit(op, outcome.job, result, start.as_ref());
     match outcome.reply {
         Err(Refused { refusal, spawn }) => {
             ctl.refuse(refusal, spawn).await;
@@ -183,19 +193,106 @@ pub(crate) fn job_error(id: JobId, e: &JobError) -> Refusal {
     }
 }
 
-/// Looks job `id` up and authorizes `op` on it: its status if allowed; else the
-/// refusal, `NotFound` alike for missing and invisible jobs.
+/// Authorizes `op` on job `id` and then builds its status; else the refusal,
+/// `NotFound` alike for missing and invisible jobs.
 pub(crate) fn lookup(ctx: &ConnCtx, op: Op, id: JobId) -> Result<JobStatus, Refusal> {
-    let status = match ctx.shared.manager.status(id) {
-        Ok(s) => Some(s),
+    lookup_with(
+        &ctx.identity,
+        op,
+        id,
+        |id| ctx.shared.manager.owner(id),
+        |id| ctx.shared.manager.status(id),
+    )
+}
+
+/// Authorizes `op` on job `id` from its owner alone, before any per-job work (spec:
+/// QX-SEC-3: no status built, no cgroupfs read, no argv copied for a job the caller
+/// may not see).
+pub(crate) fn authorize_job(ctx: &ConnCtx, op: Op, id: JobId) -> Result<(), Refusal> {
+    authorize_with(&ctx.identity, op, id, |id| ctx.shared.manager.owner(id))
+}
+
+fn authorize_with(
+    identity: &qexec_tls::Identity,
+    op: Op,
+    id: JobId,
+    owner_of: impl FnOnce(JobId) -> Result<String, JobError>,
+) -> Result<(), Refusal> {
+    let owner = match owner_of(id) {
+        Ok(o) => Some(o),
         Err(JobError::NotFound(_)) => None,
         Err(e) => return Err(job_error(id, &e)),
     };
-    decide(
-        &ctx.identity,
-        op,
-        Some(id),
-        status.as_ref().map(|s| s.owner.as_str()),
-    )?;
-    status.ok_or_else(|| job_error(id, &JobError::NotFound(id)))
+    decide(identity, op, Some(id), owner.as_deref())?;
+    match owner {
+        Some(_) => Ok(()),
+        None => Err(job_error(id, &JobError::NotFound(id))),
+    }
+}
+
+/// [`lookup`] with the job table's two look-ups passed in (unit-testable).
+fn lookup_with(
+    identity: &qexec_tls::Identity,
+    op: Op,
+    id: JobId,
+    owner_of: impl FnOnce(JobId) -> Result<String, JobError>,
+    status_of: impl FnOnce(JobId) -> Result<JobStatus, JobError>,
+) -> Result<JobStatus, Refusal> {
+    // spec: QX-SEC-3, QX-SRV-14 (authorize first, then the work)
+    authorize_with(identity, op, id, owner_of)?;
+    status_of(id).map_err(|e| job_error(id, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qexec_tls::{Identity, Role};
+
+    fn who(name: &str, role: Role) -> Identity {
+        Identity {
+            name: name.to_owned(),
+            role,
+        }
+    }
+
+    #[test]
+    fn a_foreign_or_missing_job_is_refused_before_its_status_is_built() {
+        let id = JobId::from_u128(42);
+        let bob = who("bob", Role::User);
+        let never = |_: JobId| -> Result<JobStatus, JobError> {
+            panic!("the status of a job the caller may not see was built")
+        };
+        // Another user's job and a missing job: the same refusal, no status built.
+        let foreign =
+            lookup_with(&bob, Op::Status, id, |_| Ok("alice".to_owned()), never).unwrap_err();
+        let missing = lookup_with(
+            &bob,
+            Op::Status,
+            id,
+            |id| Err(JobError::NotFound(id)),
+            never,
+        )
+        .unwrap_err();
+        assert_eq!(foreign, missing);
+        assert_eq!(foreign.code, ErrorCode::NotFound);
+        // A viewer may see the job but not stop it: refused before any work.
+        let viewer = who("eve", Role::Viewer);
+        let denied = authorize_with(&viewer, Op::Stop, id, |_| Ok("alice".to_owned())).unwrap_err();
+        assert_eq!(denied.code, ErrorCode::PermissionDenied);
+        // The owner gets past authorization to the status.
+        let mut built = false;
+        let alice = who("alice", Role::User);
+        let r = lookup_with(
+            &alice,
+            Op::Status,
+            id,
+            |_| Ok("alice".to_owned()),
+            |id| {
+                built = true;
+                Err(JobError::NotFound(id))
+            },
+        );
+        assert!(built);
+        assert_eq!(r.unwrap_err().code, ErrorCode::NotFound);
+    }
 }

@@ -2,12 +2,12 @@
 
 use qexec_protocol::SignalRequest;
 
-use super::{Outcome, job_error, lookup};
+use super::{Outcome, authorize_job, job_error};
 use crate::service::authz::Op;
 use crate::service::conn::ConnCtx;
 
 pub(crate) fn handle(ctx: &ConnCtx, req: SignalRequest) -> Outcome {
-    let result = lookup(ctx, Op::Signal, req.job).and_then(|_| {
+    let result = authorize_job(ctx, Op::Signal, req.job).and_then(|()| {
         ctx.shared
             .manager
             .signal(req.job, req.signal)

@@ -12,12 +12,10 @@ use qexec_protocol::{
     StartTerminalRequest, StartedResponse, StopReason, TerminalSpec, validate_window_size,
 };
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::{Continuation, Outcome, Refused, Reply, job_error};
 use crate::job::{Follower, JobSpec, JobStdin, JobTerminal, StartError};
 use crate::service::authz::Op;
-use crate::service::conn::{ConnCtx, Control, ReadEnd};
+use crate::service::conn::{ConnCtx, Control, ReadEnd, SubscriptionPermit};
 use crate::service::output;
 use crate::service::request::{Refusal, StreamFault, decide};
 use crate::service::{OUTPUT_PRIORITY, TERMINAL_OUTPUT_PRIORITY};
@@ -81,7 +79,7 @@ pub(crate) struct Running {
     writer: Option<JobStdin>,
     /// A terminal job's window: keystrokes and `Resize` frames follow the start.
     terminal: Option<JobTerminal>,
-    follower: Option<(OwnedSemaphorePermit, Follower)>,
+    follower: Option<(SubscriptionPermit, Follower)>,
 }
 
 /// `StartTerminal`: a start whose job runs on a terminal (spec: QX-TERM-1, QX-TERM-5).

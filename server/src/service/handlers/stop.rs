@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use qexec_protocol::{StopReason, StopRequest};
 
-use super::{Outcome, Reply, job_error, lookup};
+use super::{Outcome, Reply, authorize_job, job_error};
 use crate::service::authz::Op;
 use crate::service::conn::ConnCtx;
 
 pub(crate) async fn handle(ctx: &ConnCtx, req: StopRequest) -> Outcome {
-    if let Err(r) = lookup(ctx, Op::Stop, req.job) {
+    if let Err(r) = authorize_job(ctx, Op::Stop, req.job) {
         return Outcome::refused(Some(req.job), r);
     }
     let stop = ctx.shared.manager.stop(
