@@ -518,5 +518,6 @@ impl LogReader {
     }
 }
 
+mod recover;
 #[cfg(test)]
 mod tests;
