@@ -66,7 +66,12 @@ struct Args {
     max_output: u64,
     /// Ended jobs kept per user (status and output); past it that user's oldest is
     /// forgotten. Another user's jobs never are.
-    #[arg(long, env = "QEXECD_RETAIN_PER_USER", value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "QEXECD_RETAIN_PER_USER",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     retain_per_user: usize,
     /// Ended jobs are forgotten this long after they ended (e.g. 7d, 12h; 0: never).
     #[arg(long, env = "QEXECD_RETAIN_AGE", value_name = "DURATION", value_parser = parse_duration, default_value = "30d")]
@@ -206,10 +211,7 @@ impl Args {
         let mut c = ServerConfig::new(tls);
         c.listen = self.listen;
         c.state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
-        anyhow::ensure!(
-            self.max_output > 0,
-            "--max-output must be at least 1 byte"
-        );
+        anyhow::ensure!(self.max_output > 0, "--max-output must be at least 1 byte");
         c.output_cap = self.max_output;
         c.retain_per_user = self.retain_per_user;
         c.retain_age = (!self.retain_age.is_zero()).then_some(self.retain_age);

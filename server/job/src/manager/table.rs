@@ -233,7 +233,7 @@ impl Shared {
                 kill: None,
             },
         };
-        Ok(Self {
+        let shared = Self {
             config,
             capabilities,
             cgroups,
@@ -243,11 +243,9 @@ impl Shared {
             jobs_dir,
             store,
             table: Mutex::new(Table::default()),
-        })
-        .map(|shared| {
-            super::recovery::recover(&shared, loaded);
-            shared
-        })
+        };
+        super::recovery::recover(&shared, loaded);
+        Ok(shared)
     }
 
     /// The host's cgroups in use, if any.
