@@ -4,13 +4,15 @@
 //! throwaway PKI, its own `sshd` on a loopback port when OpenSSH is installed, and
 //! measures the six sections of bench/README.md, each figure over several runs (median and
 //! min–max), with ratios against baselines measured in the same run:
-//! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`].
+//! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], and the job
+//! records of issue 16 ([`records`]).
 
 pub(crate) mod cold;
 pub(crate) mod fanout;
 pub(crate) mod hol;
 pub(crate) mod memory;
 pub(crate) mod procs;
+pub(crate) mod records;
 pub(crate) mod report;
 pub(crate) mod stats;
 pub(crate) mod throughput;
@@ -50,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) fanout_bytes: u64,
     /// Finished jobs before the second RSS reading (1,000 in a full run).
     pub(crate) memory_jobs: usize,
+    /// Finished jobs held while listing them (10,000 in a full run).
+    pub(crate) record_jobs: usize,
 }
 
 impl Settings {
@@ -67,6 +71,7 @@ impl Settings {
             fanout_connections: 8,
             fanout_bytes: 256 << 20,
             memory_jobs: 1000,
+            record_jobs: 10_000,
         }
     }
 
@@ -84,6 +89,7 @@ impl Settings {
             fanout_connections: 8,
             fanout_bytes: 4 << 20,
             memory_jobs: 200,
+            record_jobs: 1000,
         }
     }
 }

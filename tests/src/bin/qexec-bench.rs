@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
     /// Only these sections (1 cold, 2 warm, 3 throughput, 4 head-of-line, 5 fan-out,
-    /// 6 memory), comma-separated. Results of a partial run are not written to
+    /// 6 memory, 7 job records), comma-separated. Results of a partial run are not written to
     /// bench/results/ by default.
     #[arg(long, value_delimiter = ',', value_name = "N,…")]
     only: Vec<u8>,
@@ -179,6 +179,9 @@ async fn bench_main(args: Args) -> anyhow::Result<()> {
     }
     if wanted(6) {
         bench::memory::run(&ctx, &mut report).await?;
+    }
+    if wanted(7) {
+        bench::records::run(&ctx, &mut report).await?;
     }
     let log = ctx.plain.log();
     if !log.trim().is_empty() {
