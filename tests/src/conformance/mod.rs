@@ -15,6 +15,7 @@
 mod auth;
 mod frames;
 mod limits;
+mod list;
 mod messages;
 mod output_streams;
 mod streams;
@@ -141,6 +142,7 @@ pub fn checks() -> Vec<Check> {
     all.extend(frames::checks());
     all.extend(streams::checks());
     all.extend(messages::checks());
+    all.extend(list::checks());
     all.extend(limits::checks());
     all.extend(auth::checks());
     all
