@@ -854,3 +854,70 @@ async fn list_query_pages_filters_and_visibility() -> Result {
     }
     server.stop().await
 }
+
+// spec: QX-LIST-4 (issue 14 item 4) — an unread List pins one page, not a clone of
+// every status. 60 jobs with 480 KiB of argv each (29 MiB of statuses); 20 Lists
+// never read. Cloning every status per List (the old answer) would take > 1 GiB;
+// one page per List is at most ~1.6 MiB of statuses plus 64 KiB being encoded, plus
+// what QUIC buffers for the stream: the bound checked is 20 × 4 MiB + 32 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_lists_pin_one_page_each() -> Result {
+    use qexec_tests::conformance::{Config, wire::Peer};
+    let mut d = Daemon::start("lists", &["--no-isolation", "--insecure-root-jobs"]).await?;
+    let alice = d.client("alice").await?;
+    let arg = "x".repeat(120 << 10);
+    for _ in 0..60 {
+        let mut req = start_request(&["true", &arg, &arg, &arg, &arg], true);
+        req.stop_on_detach = false;
+        let mut job = alice.start(req).await?;
+        drain(job.output.as_mut().context("no output")?).await?;
+    }
+    let paths = pki::PkiPaths::new(&d.pki);
+    let user = paths.user("alice");
+    let config = Config::new(
+        d.addr,
+        std::fs::read_to_string(&paths.ca)?,
+        qexec_tls::CertKeyPem {
+            cert_pem: std::fs::read_to_string(user.cert)?,
+            key_pem: std::fs::read_to_string(user.key)?,
+        },
+    );
+    let pid = d.child.as_ref().context("no qexecd")?.id();
+    let rss = || -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("no number")?
+            .parse()?)
+    };
+    let before = rss()?;
+    let peer = Peer::user(&config).await?;
+    let list = qexec_protocol::encode(&ClientMessage::List(Default::default()))?;
+    let mut unread = Vec::new();
+    for _ in 0..20 {
+        let (mut send, recv) = peer.open(&list).await?;
+        send.finish()?;
+        unread.push((send, recv));
+    }
+    // The server keeps answering meanwhile; sample its RSS between round trips while
+    // the Lists sit unread.
+    let mut peak = before;
+    for _ in 0..200 {
+        alice.list_query(ListQuery::all(1)).await?;
+        peak = peak.max(rss()?);
+    }
+    let growth_mib = (peak.saturating_sub(before)) as f64 / 1024.0;
+    ensure!(
+        growth_mib < 20.0 * 4.0 + 32.0,
+        "20 unread Lists grew qexecd's RSS by {growth_mib:.1} MiB"
+    );
+    println!("20 unread Lists: qexecd RSS +{growth_mib:.1} MiB");
+    drop(unread);
+    drop((peer, alice));
+    d.stop(Signal::SIGTERM).await
+}
