@@ -14,7 +14,7 @@
 //! Running jobs are never evicted and their logs do not count toward the budget
 //! (each is bounded by the per-job output cap).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use qexec_protocol::JobId;
@@ -63,26 +63,29 @@ pub(crate) struct Policy {
 pub(crate) struct EndedIndex {
     by_seq: BTreeMap<u64, Ended>,
     by_owner: HashMap<String, BTreeMap<u64, ()>>,
+    /// `(ended_at_ms, seq)`, for the age rule.
+    by_end: BTreeSet<(u64, u64)>,
     log_bytes: u64,
 }
 
 impl EndedIndex {
     /// Notes an ended job.
     pub(crate) fn insert(&mut self, seq: u64, e: Ended) {
+        self.remove(seq);
         self.by_owner
             .entry(e.owner.clone())
             .or_default()
             .insert(seq, ());
+        self.by_end.insert((e.ended_at_ms, seq));
         self.log_bytes += e.log_len;
-        if let Some(old) = self.by_seq.insert(seq, e) {
-            self.log_bytes -= old.log_len;
-        }
+        self.by_seq.insert(seq, e);
     }
 
     /// Forgets an ended job.
     fn remove(&mut self, seq: u64) -> Option<Ended> {
         let e = self.by_seq.remove(&seq)?;
         self.log_bytes -= e.log_len;
+        self.by_end.remove(&(e.ended_at_ms, seq));
         if let Some(m) = self.by_owner.get_mut(&e.owner) {
             m.remove(&seq);
             if m.is_empty() {
@@ -127,12 +130,7 @@ impl EndedIndex {
         // 2. age
         if let Some(age) = policy.max_age {
             let limit = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
-            let old: Vec<u64> = self
-                .by_seq
-                .iter()
-                .filter(|(_, e)| e.ended_at_ms < limit)
-                .map(|(s, _)| *s)
-                .collect();
+            let old: Vec<u64> = self.by_end.range(..(limit, 0)).map(|(_, s)| *s).collect();
             for seq in old {
                 if let Some(e) = self.remove(seq) {
                     out.push((seq, e, Rule::Age));

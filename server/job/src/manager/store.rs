@@ -112,15 +112,29 @@ pub(crate) struct Loaded {
     pub(crate) intact: bool,
 }
 
-/// The database failed in a way the manager cannot work around.
+/// The job database cannot be used at all (a damaged one is moved aside instead).
 #[derive(Debug, thiserror::Error)]
-#[error("job database {path}: {source}")]
-pub struct StoreError {
-    /// The database file.
-    pub path: PathBuf,
-    /// What SQLite said.
-    #[source]
-    pub source: rusqlite::Error,
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite failed on the database file.
+    #[error("job database {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database file could not be created with its permissions, or its writer
+    /// thread could not be started.
+    #[error("job database {}: {source}", path.display())]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The job database: a writer thread and a connection for sequence reservations.
@@ -140,6 +154,17 @@ impl std::fmt::Debug for Op {
             Op::Flush(_) => f.write_str("Flush"),
         }
     }
+}
+
+/// Creates `path` with mode 0600 if it does not exist, and makes it 0600 if it does.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -262,10 +287,17 @@ impl Store {
     /// it is renamed `jobs.db.damaged-<ms>`, and a new one holds what could be read.
     pub(crate) fn open(state_dir: &Path, now_ms: u64) -> Result<(Self, Loaded), StoreError> {
         let path = state_dir.join(DB_FILE);
-        let err = |source| StoreError {
+        let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
+        let io_err = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        // Records hold every user's argv: readable by the server only (SQLite gives
+        // its -wal and -shm files the database file's permissions).
+        create_private(&path).map_err(io_err)?;
         let (conn, mut loaded) = match load(&path) {
             Ok(ok) => ok,
             Err((why, salvaged)) => {
@@ -285,6 +317,7 @@ impl Store {
                         let _ = std::fs::remove_file(&from);
                     }
                 }
+                create_private(&path).map_err(io_err)?;
                 let conn = connect(&path).map_err(err)?;
                 conn.execute_batch(SCHEMA).map_err(err)?;
                 let max_seq = salvaged.iter().map(|r| r.seq).max().unwrap_or(0);
@@ -312,7 +345,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("qexec-job-db".into())
             .spawn(move || write_loop(writer, rx))
-            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            .map_err(io_err)?;
         loaded.records.sort_by_key(|r| r.seq);
         Ok((
             Self {
@@ -333,7 +366,7 @@ impl Store {
     /// Reserves sequence numbers up to `upto` (exclusive) before they are handed out.
     pub(crate) fn reserve_seqs(&self, upto: u64) -> Result<(), StoreError> {
         let conn = self.seq_conn.lock().unwrap_or_else(PoisonError::into_inner);
-        set_reserved(&conn, upto).map_err(|source| StoreError {
+        set_reserved(&conn, upto).map_err(|source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
         })
@@ -620,6 +653,13 @@ mod tests {
             .map(|r| (r.seq, r.status.clone(), r.log_len))
             .collect();
         assert_eq!(got, vec![(first, ended, 14), (first + 1, failed, 0)]);
+        // Only the server may read the records (every user's argv).
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         // Past the block reserved before: nothing handed out before is reused.
         assert!(loaded.next_seq >= first + SEQ_BLOCK);
         // The readable columns are there for operators.
