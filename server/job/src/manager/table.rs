@@ -198,7 +198,8 @@ pub(crate) struct ProcessHandle {
 }
 
 impl Shared {
-    /// Prepares `<state_dir>/jobs`, deleting job directories a previous manager left.
+    /// Prepares `<state_dir>/jobs`, cleans up stale cgroups, opens the job database and
+    /// recovers the records and logs a previous manager left (`recovery`).
     pub(crate) fn new(config: ManagerConfig) -> Result<Self, ManagerError> {
         let seccomp = prepare_seccomp(&config)?;
         let jobs_dir = config.state_dir.join("jobs");
