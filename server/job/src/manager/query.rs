@@ -124,6 +124,7 @@ mod tests {
         assert!(f.admits(6, id, "alice", 100));
         f.newest_first = true;
         assert!(f.admits(4, id, "alice", 100));
+        assert!(!f.admits(5, id, "alice", 100), "the cursor itself is never repeated");
         assert!(!f.admits(6, id, "alice", 100));
         f.cursor = None;
         f.owner = Some("bob".into());
