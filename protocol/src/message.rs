@@ -505,3 +505,36 @@ impl JobStatus {
         self.stdout_bytes + self.stderr_bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_filters_select_as_specified() {
+        // spec: QX-MSG-TYPE-9
+        let exited = JobState::Exited {
+            termination: Termination::Exited(0),
+        };
+        let stopped = JobState::Stopped {
+            reason: StopReason::Timeout,
+            termination: Termination::Signaled(9),
+        };
+        let failed = JobState::FailedToStart {
+            failure: SpawnFailure::NotFound,
+            message: String::new(),
+        };
+        let states = [JobState::Running, exited, stopped, failed];
+        let selected = |f: ListStateFilter| states.iter().map(|s| f.selects(s)).collect::<Vec<_>>();
+        assert_eq!(selected(ListStateFilter::Any), [true, true, true, true]);
+        assert_eq!(
+            selected(ListStateFilter::Running),
+            [true, false, false, false]
+        );
+        assert_eq!(selected(ListStateFilter::Ended), [false, true, true, false]);
+        assert_eq!(
+            selected(ListStateFilter::FailedToStart),
+            [false, false, false, true]
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! The example frames printed in spec/protocol.md §5.9, byte for byte
+//! The example frames printed in spec/protocol.md §5.7, byte for byte
 //! (spec: QX-MSG-ENC-1, QX-MSG-ENC-2, QX-FRAME-1).
 
 use qexec_protocol::{

@@ -14,7 +14,8 @@ use crate::{JobManager, StartError};
 /// Server-side settings of a [`JobManager`].
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
-    /// Where per-job output logs live. Default: `/var/lib/qexec` for root,
+    /// Where the job database (`jobs.db`) and per-job output logs (`jobs/<id>/`)
+    /// live; they survive restarts (spec: QX-DUR-1). Default: `/var/lib/qexec` for root,
     /// `$XDG_STATE_HOME/qexec` (or `~/.local/state/qexec`) otherwise.
     pub state_dir: PathBuf,
     /// Maximum number of jobs running at once.
@@ -31,9 +32,15 @@ pub struct ManagerConfig {
     pub default_limits: Limits,
     /// Largest limits a request may ask for; above them a start is refused.
     pub max_limits: Limits,
-    /// Finished jobs kept (status and output); older ones are forgotten and their
-    /// output files deleted.
+    /// Ended jobs kept per owner (status and output); past it the owner's oldest is
+    /// forgotten and its output deleted (spec: QX-DUR-3). Default 1000.
     pub retain_finished: usize,
+    /// Ended jobs older than this (since their end) are forgotten; `None` keeps them
+    /// regardless of age. Default 30 days.
+    pub retain_age: Option<Duration>,
+    /// Total bytes of the output logs of ended jobs; past it the oldest ended jobs of
+    /// any owner are forgotten, each logged (spec: QX-DUR-4). Default 16 GiB.
+    pub log_budget: u64,
     /// How long output pipes are still read after the job's main process exited,
     /// when other processes of the job keep them open; then they are killed and the
     /// job ends.
@@ -94,6 +101,8 @@ impl ManagerConfig {
             default_limits: Limits::default(),
             max_limits: Limits::default(),
             retain_finished: 1000,
+            retain_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            log_budget: 16 << 30,
             output_drain: Duration::from_secs(1),
             isolation: true,
             cgroups: true,

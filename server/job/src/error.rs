@@ -31,6 +31,10 @@ pub enum ManagerError {
     /// The sandbox configuration cannot be used.
     #[error("invalid job sandbox configuration: {0}")]
     Sandbox(#[from] SandboxConfigError),
+    /// The job database cannot be created or written at all (a damaged one is moved
+    /// aside instead, spec: QX-DUR-6).
+    #[error("{0}; check that the state directory is writable or choose another one")]
+    Store(#[from] crate::StoreError),
     /// An internal task failed.
     #[error("internal failure while preparing the job manager: {message}")]
     Internal {
@@ -48,8 +52,11 @@ pub enum StartError {
     Spawn {
         /// Which failure.
         failure: SpawnFailure,
-        /// Details.
+        /// Details (for a recorded failure, ending with the job id).
         message: String,
+        /// The job recorded in state `FailedToStart` for it, when one was
+        /// (spec: QX-DUR-5).
+        job: Option<JobId>,
     },
     /// As many jobs run as the server allows.
     #[error("too many jobs: {max} are running, the server's maximum; wait for one to end")]

@@ -53,8 +53,13 @@
 //!   with `StopReason::OutputLimit`; bytes up to the cap are kept, the rest is read
 //!   and discarded, and the status has `output_truncated = true`. `stdout_bytes` and
 //!   `stderr_bytes` count the bytes kept.
-//! - Retention: the last [`ManagerConfig::retain_finished`] finished jobs are kept
-//!   (status and output file), older ones are forgotten and their files deleted.
+//! - Records: every job (also one that failed to start) has a record in the job
+//!   database in the state directory; records and output logs survive a restart,
+//!   and jobs that were running end as stopped by `Shutdown` (spec: QX-DUR-*).
+//! - Retention: per owner the last [`ManagerConfig::retain_finished`] ended jobs,
+//!   none older than [`ManagerConfig::retain_age`], and ended jobs' logs within
+//!   [`ManagerConfig::log_budget`] (oldest first); the rest are forgotten and their
+//!   files deleted.
 
 //!
 //! # Modules and their dependencies
@@ -66,12 +71,14 @@
 //! config, error          -> cgroup, sandbox;  error -> seccomp
 //! stdin                  -> error
 //! follow                 -> error, output, manager::table
-//! manager (JobManager)   -> manager::{table, start}, follow, output, config, error
+//! manager (JobManager)   -> manager::{table, start, query}, follow, output, config, error
 //!   manager::start       -> manager::{table, limits, cgroups, supervisor}, spawn, stdin,
 //!                           output, cgroup, sandbox
 //!   manager::supervisor  -> manager::{table, cgroups}, lifecycle, output, sys, cgroup
-//!   manager::table       -> manager::cgroups, probe, sandbox, spawn, output, seccomp,
-//!                           config, error, cgroup
+//!   manager::table       -> manager::{cgroups, store, retention, recovery}, probe,
+//!                           sandbox, spawn, output, seccomp, config, error, cgroup
+//!   manager::recovery    -> manager::{table, store, retention}, output
+//!   manager::store, manager::retention, manager::query  (protocol types only)
 //!   manager::limits      -> manager::table, error, cgroup
 //!   manager::cgroups     -> config, cgroup
 //! sandbox (parent side)  -> sys::sandbox
@@ -135,6 +142,7 @@ pub use config::{Capabilities, JobSpec, ManagerConfig};
 pub use error::{JobError, ManagerError, StartError};
 pub use follow::{FollowEvent, Follower};
 pub use manager::query::{ListFilter, ListPage, MAX_PAGE_ARGV_BYTES};
+pub use manager::store::StoreError;
 pub use manager::{JobManager, StartedJob};
 pub use sandbox::{
     DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE, DEFAULT_UID_BASE, JobNetwork, SLOT_IDS, SandboxConfig,

@@ -447,7 +447,9 @@ fn stalled_follower_does_not_slow_another() {
 
 fn spawn_failure(r: Result<qexec_job::StartedJob, StartError>) -> Result<(SpawnFailure, String)> {
     match r {
-        Err(StartError::Spawn { failure, message }) => Ok((failure, message)),
+        Err(StartError::Spawn {
+            failure, message, ..
+        }) => Ok((failure, message)),
         Err(e) => bail!("expected a spawn failure, got {e:?}"),
         Ok(j) => bail!("expected a spawn failure, job {} started", j.id),
     }
@@ -517,7 +519,41 @@ fn each_spawn_error_is_its_own_variant() {
             std::fs::set_permissions(&denied_dir, std::fs::Permissions::from_mode(0o755))?;
         }
         assert_eq!(f, SpawnFailure::PermissionDenied);
-        assert!(m.list().is_empty(), "failed starts leave no job behind");
+        // spec: QX-DUR-5 — each failed start is a job in state FailedToStart, with no
+        // pid and no output, its id given in the error.
+        let listed = m.list();
+        assert_eq!(listed.len(), 7);
+        for s in &listed {
+            assert!(
+                matches!(s.state, JobState::FailedToStart { .. }),
+                "{:?}",
+                s.state
+            );
+            assert_eq!((s.pid, s.output_bytes()), (None, 0));
+            assert!(s.ended_at_ms.is_some());
+        }
+        let r = m.start(spec(&["qexec-no-such-program"])).await;
+        let Err(StartError::Spawn {
+            job: Some(id),
+            message,
+            ..
+        }) = r
+        else {
+            bail!("expected a recorded spawn failure, got {r:?}");
+        };
+        assert!(message.contains(&id.to_string()), "{message}");
+        let status = m.status(id)?;
+        assert!(matches!(
+            status.state,
+            JobState::FailedToStart {
+                failure: SpawnFailure::NotFound,
+                ..
+            }
+        ));
+        // Following it ends at once, with nothing.
+        let (out, end) = within("follow a failed start", collect(m.follow(id, 0)?)).await??;
+        assert!(out.combined.is_empty());
+        assert_eq!(end, status);
         Ok(())
     });
 }
@@ -848,12 +884,17 @@ fn dropping_the_manager_kills_its_jobs_and_ends_followers() {
             }
         );
         assert!(!alive(job.pid));
+        // spec: QX-DUR-1 — the record and the output stay for the next manager.
         assert!(
-            std::fs::read_dir(dir.path().join("state/jobs"))?
-                .next()
-                .is_none(),
-            "job directories removed with the manager"
+            dir.path()
+                .join(format!("state/jobs/{}/output", job.id))
+                .exists(),
+            "the job's output log is kept"
         );
+        let again = manager(dir.path()).await?;
+        let recovered = again.status(job.id)?;
+        assert_eq!(recovered.state, status.state);
+        assert_eq!(recovered.id, job.id);
         Ok(())
     });
 }

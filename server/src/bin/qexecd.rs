@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use qexec_protocol::Limits;
-use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_size};
+use qexec_protocol::units::{format_cpu, format_size, parse_cpu, parse_duration, parse_size};
 use qexec_server::service::{
     Server, ServerConfig, TlsSource, default_state_dir, request_buffer_minimum,
 };
@@ -36,6 +36,12 @@ use qexec_tls as pki;
                   qexecd --rw-path /srv/scratch --tmp-size 4G   (jobs may write /srv/scratch)\n\n\
                   As root, jobs are sandboxed: own user namespace and host uid, read-only host,\n\
                   fresh /proc /sys /dev /tmp, cgroup namespace (spec/security.md, QX-SBX-*).\n\n\
+                  Job records: every job (also one that failed to start) is recorded in\n\
+                  <state-dir>/jobs.db with its output in <state-dir>/jobs/<id>/; both survive\n\
+                  restarts, and jobs running when qexecd died or stopped end as\n\
+                  `stopped (shutdown)`. Ended jobs are forgotten in this order, checked when\n\
+                  a job ends and at start: past --retain-per-user, that user's oldest; past\n\
+                  --retain-age, any; past --log-budget, the oldest of any user (logged).\n\n\
                   Logs: RUST_LOG=info (default), RUST_LOG=qexec::audit=info,warn …"
 )]
 struct Args {
@@ -54,10 +60,30 @@ struct Args {
     /// Server private key (PEM) [default: <pki-dir>/server-key.pem].
     #[arg(long, env = "QEXECD_KEY")]
     key: Option<PathBuf>,
-    /// Where job output logs are kept [default: /var/lib/qexec for root, else
-    /// $XDG_STATE_HOME/qexec].
+    /// Where the job database (jobs.db) and job output logs are kept; both survive
+    /// restarts [default: /var/lib/qexec for root, else $XDG_STATE_HOME/qexec].
     #[arg(long, env = "QEXECD_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Most output one job may keep (stdout and stderr together); past it the job is
+    /// stopped, its state `stopped (output limit)`, its output truncated.
+    #[arg(long, env = "QEXECD_MAX_OUTPUT", value_name = "SIZE", value_parser = parse_size, default_value = "8G")]
+    max_output: u64,
+    /// Ended jobs kept per user (status and output); past it that user's oldest is
+    /// forgotten. Another user's jobs never are.
+    #[arg(
+        long,
+        env = "QEXECD_RETAIN_PER_USER",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    retain_per_user: usize,
+    /// Ended jobs are forgotten this long after they ended (e.g. 7d, 12h; 0: never).
+    #[arg(long, env = "QEXECD_RETAIN_AGE", value_name = "DURATION", value_parser = parse_duration, default_value = "30d")]
+    retain_age: Duration,
+    /// Disk budget for the output of ended jobs (all users together); past it the
+    /// oldest ended jobs of any user are forgotten, each logged as a warning.
+    #[arg(long, env = "QEXECD_LOG_BUDGET", value_name = "SIZE", value_parser = parse_size, default_value = "16G")]
+    log_budget: u64,
     /// Run jobs without namespace isolation (implies --no-sandbox).
     #[arg(long, env = "QEXECD_NO_ISOLATION")]
     no_isolation: bool,
@@ -282,6 +308,11 @@ impl Args {
         let mut c = ServerConfig::new(tls);
         c.listen = self.listen;
         c.state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
+        anyhow::ensure!(self.max_output > 0, "--max-output must be at least 1 byte");
+        c.output_cap = self.max_output;
+        c.retain_per_user = self.retain_per_user;
+        c.retain_age = (!self.retain_age.is_zero()).then_some(self.retain_age);
+        c.log_budget = self.log_budget;
         c.isolation = !self.no_isolation;
         c.seccomp = !self.no_seccomp;
         c.cgroup_subtree = self.cgroup_subtree.clone();

@@ -493,6 +493,15 @@ impl Control {
 
     /// Sends `msgs` and finishes the send side.
     pub(crate) async fn answer(&mut self, msgs: &[ServerMessage]) {
+        if self.answer_part(msgs).await {
+            let _ = self.send.finish();
+        }
+    }
+
+    /// Sends part of an answer without finishing the stream (a `List` answer, one
+    /// page at a time): `false` when the stream is gone (or was reset here), so the
+    /// caller stops.
+    pub(crate) async fn answer_part(&mut self, msgs: &[ServerMessage]) -> bool {
         let mut buf = Vec::new();
         for m in msgs {
             if let Err(e) = frame::encode_into(m, &mut buf) {
@@ -500,18 +509,16 @@ impl Control {
                 let _ = self
                     .send
                     .reset(VarInt::from_u32(ErrorCode::Internal.as_u32()));
-                return;
+                return false;
             }
             if buf.len() >= READ_CHUNK {
                 if self.send.write_all(&buf).await.is_err() {
-                    return;
+                    return false;
                 }
                 buf.clear();
             }
         }
-        if self.send.write_all(&buf).await.is_ok() {
-            let _ = self.send.finish();
-        }
+        self.send.write_all(&buf).await.is_ok()
     }
 
     /// Answers with an `Error` and finishes.

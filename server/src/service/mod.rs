@@ -69,8 +69,20 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// CA, server certificate and key.
     pub tls: TlsSource,
-    /// Job state directory (output logs).
+    /// Job state directory: the job database and the output logs, kept across
+    /// restarts (spec: QX-DUR-1).
     pub state_dir: PathBuf,
+    /// Most output bytes kept per job; past it the job is stopped with
+    /// `Stopped { OutputLimit }` and `output_truncated` (spec: QX-DUR-7). Default 8 GiB.
+    pub output_cap: u64,
+    /// Ended jobs kept per owner (spec: QX-DUR-3). Default 1000.
+    pub retain_per_user: usize,
+    /// Ended jobs are forgotten this long after their end; `None`: never by age.
+    /// Default 30 days.
+    pub retain_age: Option<Duration>,
+    /// Total bytes of ended jobs' output logs; past it the oldest ended jobs of any
+    /// owner are forgotten, each logged (spec: QX-DUR-4). Default 16 GiB.
+    pub log_budget: u64,
     /// Run jobs in their own namespaces (when the host allows it; the job library
     /// reports why not otherwise).
     pub isolation: bool,
@@ -165,10 +177,15 @@ impl ServerConfig {
     /// connections (no open stream) closed after 300 s, 60 s detach grace, no default or maximum job
     /// limits.
     pub fn new(tls: TlsSource) -> Self {
+        let defaults = ManagerConfig::new(default_state_dir());
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             tls,
             state_dir: default_state_dir(),
+            output_cap: defaults.output_cap,
+            retain_per_user: defaults.retain_finished,
+            retain_age: defaults.retain_age,
+            log_budget: defaults.log_budget,
             isolation: true,
             seccomp: true,
             max_jobs: 1024,
@@ -523,6 +540,10 @@ impl Server {
 
         let mut mc = ManagerConfig::new(config.state_dir.clone());
         mc.max_running_jobs = config.max_jobs;
+        mc.output_cap = config.output_cap;
+        mc.retain_finished = config.retain_per_user;
+        mc.retain_age = config.retain_age;
+        mc.log_budget = config.log_budget;
         mc.isolation = config.isolation;
         mc.seccomp = config.seccomp;
         mc.cgroup_subtree = config.cgroup_subtree.clone();

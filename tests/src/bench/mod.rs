@@ -4,8 +4,9 @@
 //! throwaway PKI, its own `sshd` on a loopback port when OpenSSH is installed, and
 //! measures the six sections of bench/README.md, each figure over several runs (median and
 //! min–max), with ratios against baselines measured in the same run:
-//! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], and the
-//! terminal keystroke latency of section 7, [`keystroke`].
+//! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], the terminal
+//! keystroke latency of section 7, [`keystroke`], and the job records of section 8,
+//! [`records`].
 
 pub(crate) mod cold;
 pub(crate) mod cpu;
@@ -15,6 +16,7 @@ pub(crate) mod hol;
 pub(crate) mod keystroke;
 pub(crate) mod memory;
 pub(crate) mod procs;
+pub(crate) mod records;
 pub(crate) mod report;
 pub(crate) mod stats;
 pub(crate) mod throughput;
@@ -56,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) memory_jobs: usize,
     /// One-byte echoes per keystroke figure (at least 500).
     pub(crate) keystroke_samples: usize,
+    /// Finished jobs held while listing them (10,000 in a full run).
+    pub(crate) record_jobs: usize,
 }
 
 impl Settings {
@@ -74,6 +78,7 @@ impl Settings {
             fanout_bytes: 256 << 20,
             memory_jobs: 1000,
             keystroke_samples: 1000,
+            record_jobs: 10_000,
         }
     }
 
@@ -92,6 +97,7 @@ impl Settings {
             fanout_bytes: 4 << 20,
             memory_jobs: 200,
             keystroke_samples: 500,
+            record_jobs: 1000,
         }
     }
 }

@@ -136,6 +136,16 @@ impl Qexecd {
     /// Starts `bin` with the PKI in `pki`, job isolation on or off, and waits until it
     /// accepts a connection.
     pub(crate) async fn start(bin: &Path, pki: &Path, isolation: bool) -> anyhow::Result<Self> {
+        Self::start_with(bin, pki, isolation, &[]).await
+    }
+
+    /// Like [`Qexecd::start`], with more command-line arguments.
+    pub(crate) async fn start_with(
+        bin: &Path,
+        pki: &Path,
+        isolation: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new()
             .prefix("qexec-bench-state")
             .tempdir()?;
@@ -162,6 +172,7 @@ impl Qexecd {
         if !isolation {
             cmd.arg("--no-isolation");
         }
+        cmd.args(extra);
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;

@@ -16,6 +16,7 @@ mod auth;
 mod frames;
 mod lifetime;
 mod limits;
+mod list;
 mod messages;
 mod output_streams;
 mod streams;
@@ -144,6 +145,7 @@ pub fn checks() -> Vec<Check> {
     all.extend(streams::checks());
     all.extend(lifetime::checks());
     all.extend(messages::checks());
+    all.extend(list::checks());
     all.extend(limits::checks());
     all.extend(auth::checks());
     all.extend(terminal::checks());

@@ -46,17 +46,23 @@
 //! (`SubtreeLock`): only a manager alone there cleans up stale cgroups at start or
 //! removes the subtree when it goes.
 //!
-//! # Retention
-//! Finished jobs stay listed, with their output file, until more than
-//! [`ManagerConfig::retain_finished`](crate::ManagerConfig::retain_finished) jobs finished after them; then the oldest is
-//! forgotten and its directory deleted. A finished job keeps no fd and no buffer:
-//! its status (with argv) and the output index (< 16 KiB) only. Job directories do
-//! not outlive the manager: [`JobManager::new`] deletes those
+//! # Records and retention
+//! Every job has a record in the job database (`store`, SQLite in the state
+//! directory), written when it starts (or fails to start) and when it ends, by one
+//! writer thread off the runtime; its output log stays a file beside it
+//! (`jobs/<id>/output`). At start-up the records and logs of an earlier manager come
+//! back (`recovery`); jobs that were running end as stopped by `Shutdown`. Ended jobs
+//! stay listed, with their output, until a retention rule forgets them (`retention`:
+//! count per owner, age, total disk budget). An ended job keeps no fd and no buffer:
+//! its status (with argv) and the output index (< 16 KiB) only.
 
 mod cgroups;
 mod limits;
 pub(crate) mod query;
+mod recovery;
+mod retention;
 mod start;
+pub(crate) mod store;
 mod supervisor;
 pub(crate) mod table;
 
@@ -101,7 +107,6 @@ impl Drop for Inner {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .abort_all();
-        self.shared.remove_all_dirs();
     }
 }
 
@@ -245,5 +250,13 @@ impl JobManager {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         while tasks.join_next().await.is_some() {}
+        self.flush_records().await;
+    }
+
+    /// Waits until every job record written so far is committed to the job database
+    /// (spec: QX-DUR-1).
+    pub async fn flush_records(&self) {
+        let shared = Arc::clone(&self.inner.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.store.flush()).await;
     }
 }

@@ -4,7 +4,7 @@ use qexec_protocol::{JobId, JobStatus, ListStateFilter};
 
 /// Most bytes of argv a page holds before the manager ends it early (with a cursor),
 /// whatever its `limit`: the memory one page can pin (spec: QX-LIST-4).
-pub const MAX_PAGE_ARGV_BYTES: usize = 4 << 20;
+pub const MAX_PAGE_ARGV_BYTES: usize = 1 << 20;
 
 /// Which jobs a page selects, and how many. The caller has already applied its
 /// authorization: `owner` is the owner every job must have when the caller may see
@@ -124,6 +124,10 @@ mod tests {
         assert!(f.admits(6, id, "alice", 100));
         f.newest_first = true;
         assert!(f.admits(4, id, "alice", 100));
+        assert!(
+            !f.admits(5, id, "alice", 100),
+            "the cursor itself is never repeated"
+        );
         assert!(!f.admits(6, id, "alice", 100));
         f.cursor = None;
         f.owner = Some("bob".into());

@@ -18,6 +18,7 @@ use crate::{JobSpec, JobStdin, JobTerminal, StartError, StartedJob};
 
 use super::cgroups::create_cgroup;
 use super::limits::effective_limits;
+use super::store::StartFacts;
 use super::supervisor::Supervisor;
 use super::table::{Job, ProcessHandle, RunState, Shared, lock, now_ms, remove_dir};
 use crate::sandbox::JobNetwork;
@@ -70,6 +71,23 @@ pub(super) async fn start(
         }
     })?;
 
+    let facts = StartFacts {
+        cwd: Some(
+            spec.cwd
+                .as_deref()
+                .unwrap_or(std::path::Path::new("/"))
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        env_names: spec
+            .env
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect(),
+        timeout_ms: spec
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    };
     let mut env = spec.env;
     if !env.iter().any(|(k, _)| k == b"PATH") {
         env.push((b"PATH".to_vec(), spawn::DEFAULT_PATH.as_bytes().to_vec()));
@@ -148,6 +166,7 @@ pub(super) async fn start(
                 Err(StartError::Spawn {
                     failure: e.failure,
                     message: e.message,
+                    job: None,
                 })
             }
         };
@@ -160,6 +179,44 @@ pub(super) async fn start(
     })?;
     let (child, cgroup) = match spawned {
         Ok(spawned) => spawned,
+        Err(StartError::Spawn {
+            failure, message, ..
+        }) => {
+            // spec: QX-DUR-5 (a spawn failure is a job in state FailedToStart)
+            let job = Arc::new(Job {
+                id,
+                seq: slot.seq,
+                owner: spec.owner,
+                argv,
+                limits,
+                pid: None,
+                started_at_ms: now_ms(),
+                dir,
+                log: Arc::clone(log.shared()),
+                run: Mutex::new(RunState {
+                    state: JobState::FailedToStart {
+                        failure,
+                        message: message.clone(),
+                    },
+                    ended_at_ms: Some(now_ms()),
+                    usage: ResourceUsage::default(),
+                    oom_killed: false,
+                }),
+                pending_stop: Mutex::new(None),
+                stop_notify: Notify::new(),
+                process: Mutex::new(None),
+                cgroup: Mutex::new(None),
+            });
+            // Ends the (empty) log: a follower gets `End` at once.
+            drop(log);
+            shared.record(&job, Some(facts));
+            shared.insert_ended(job);
+            return Err(StartError::Spawn {
+                failure,
+                message: format!("{message} (recorded as job {id}, state FailedToStart)"),
+                job: Some(id),
+            });
+        }
         Err(e) => {
             remove_dir(&dir);
             return Err(e);
@@ -185,7 +242,7 @@ pub(super) async fn start(
         owner: spec.owner,
         argv,
         limits,
-        pid,
+        pid: Some(pid),
         started_at_ms,
         dir,
         log: Arc::clone(log.shared()),
@@ -208,6 +265,7 @@ pub(super) async fn start(
             job.request_stop(StopReason::Shutdown, shared.config.default_grace);
         }
     }
+    shared.record(&job, Some(facts));
     slot.armed = false;
     // From here on the supervisor owns the cleanup (its Drop kills and reaps).
     let mut sup = Supervisor::new(

@@ -529,7 +529,7 @@ impl Supervisor {
         self.handle = None;
         // Free the slot before anyone learns of the end, so a caller of `wait` or
         // `stop` can start a job in its place at once.
-        self.shared.job_finished(self.job.id);
+        self.shared.job_finished(&self.job);
         // Dropping the writer publishes the end to followers, after the status is final.
         self.log = None;
     }

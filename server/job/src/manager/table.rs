@@ -1,7 +1,7 @@
 //! The job table: every job the manager knows, its status, the running-slot
-//! bookkeeping and retention of finished jobs.
+//! bookkeeping, the job records (`store`) and retention of ended jobs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ use crate::spawn::ChildProcess;
 use crate::{Capabilities, JobError, ManagerConfig, ManagerError, StartError};
 
 use super::cgroups::{SubtreeLock, prepare_cgroups, read_accounting};
+use super::retention::{Ended, EndedIndex, Policy};
+use super::store::{Record, SEQ_BLOCK, StartFacts, Store};
 use crate::sandbox::Sandbox;
 use crate::sandbox::uidmap::UidSlot;
 
@@ -47,6 +49,8 @@ pub(crate) struct Shared {
     /// The job sandbox, when active.
     pub(super) sandbox: Option<Sandbox>,
     pub(super) jobs_dir: PathBuf,
+    /// The durable job records.
+    pub(super) store: Store,
     pub(super) table: Mutex<Table>,
 }
 
@@ -54,8 +58,12 @@ pub(crate) struct Shared {
 pub(super) struct Table {
     pub(super) jobs: HashMap<JobId, Arc<Job>>,
     pub(super) running: usize,
-    pub(super) finished: VecDeque<JobId>,
+    /// Ended jobs, for retention.
+    pub(super) ended: EndedIndex,
+    /// The last sequence number handed out.
     pub(super) next_seq: u64,
+    /// Sequence numbers below this are reserved in the store.
+    pub(super) seq_reserved: u64,
     pub(super) shutting_down: bool,
 }
 
@@ -78,7 +86,8 @@ pub(crate) struct Job {
     pub(super) owner: String,
     pub(super) argv: Vec<Vec<u8>>,
     pub(super) limits: Limits,
-    pub(super) pid: u32,
+    /// `None` for a job that failed to start.
+    pub(super) pid: Option<u32>,
     pub(super) started_at_ms: u64,
     pub(super) dir: PathBuf,
     pub(crate) log: Arc<LogShared>,
@@ -95,6 +104,12 @@ pub(crate) struct Job {
 impl Job {
     /// The job's status now.
     pub(crate) fn status(&self) -> JobStatus {
+        self.snapshot(true)
+    }
+
+    /// The job's status; with `live_usage` false a running job's usage is not read
+    /// from its cgroup (the start record, written on the start's path).
+    pub(super) fn snapshot(&self, live_usage: bool) -> JobStatus {
         let committed = self.log.committed();
         // The cgroup before the state: the supervisor stores the final figures before
         // it lets go of the cgroup, so a running state seen after this has its cgroup.
@@ -108,7 +123,7 @@ impl Job {
                 run.oom_killed,
             )
         };
-        if state.is_running() {
+        if state.is_running() && live_usage {
             // Live figures: a few small cgroupfs reads, no lock held meanwhile.
             if let Some(cg) = cgroup {
                 (usage, oom_killed) = read_accounting(&cg, self.id);
@@ -119,7 +134,7 @@ impl Job {
             owner: self.owner.clone(),
             argv: self.argv.clone(),
             state,
-            pid: Some(self.pid),
+            pid: self.pid,
             started_at_ms: self.started_at_ms,
             ended_at_ms,
             // spec: QX-MSG-TYPE-8 (their sum is the combined output length so far)
@@ -183,7 +198,8 @@ pub(crate) struct ProcessHandle {
 }
 
 impl Shared {
-    /// Prepares `<state_dir>/jobs`, deleting job directories a previous manager left.
+    /// Prepares `<state_dir>/jobs`, cleans up stale cgroups, opens the job database and
+    /// recovers the records and logs a previous manager left (`recovery`).
     pub(crate) fn new(config: ManagerConfig) -> Result<Self, ManagerError> {
         let seccomp = prepare_seccomp(&config)?;
         let jobs_dir = config.state_dir.join("jobs");
@@ -195,19 +211,6 @@ impl Shared {
                 path: jobs_dir.clone(),
                 source,
             })?;
-        let entries = std::fs::read_dir(&jobs_dir).map_err(|source| ManagerError::StateDir {
-            path: jobs_dir.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if name.to_str().is_some_and(|n| n.parse::<JobId>().is_ok()) {
-                let path = entry.path();
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot delete a stale job directory");
-                }
-            }
-        }
         // spec: QX-SBX-13 (a bad sandbox configuration stops the start-up; an
         // unusable host only turns the sandbox off, and root jobs are refused then)
         let sandbox = (config.sandbox.enabled && config.isolation)
@@ -216,7 +219,10 @@ impl Shared {
         let mut capabilities = probe_capabilities(&config, sandbox.as_ref());
         capabilities.seccomp = seccomp.is_some();
         let sandbox = sandbox.filter(|_| capabilities.sandbox);
+        // Stale cgroups of a crashed server (and so its jobs' processes) go first,
+        // then its records are recovered (spec: QX-DUR-2).
         let (cgroups, subtree_lock) = prepare_cgroups(&config);
+        let (store, loaded) = Store::open(&config.state_dir, now_ms())?;
         capabilities.cgroups = match &cgroups {
             Some(cg) => cg.capabilities().clone(),
             None => CgroupCapabilities {
@@ -228,7 +234,7 @@ impl Shared {
                 kill: None,
             },
         };
-        Ok(Self {
+        let shared = Self {
             config,
             capabilities,
             cgroups,
@@ -236,8 +242,11 @@ impl Shared {
             seccomp,
             sandbox,
             jobs_dir,
+            store,
             table: Mutex::new(Table::default()),
-        })
+        };
+        super::recovery::recover(&shared, loaded);
+        Ok(shared)
     }
 
     /// The host's cgroups in use, if any.
@@ -273,14 +282,65 @@ impl Shared {
             .collect()
     }
 
-    /// Deletes the directories of every job (the manager is going away).
-    pub(crate) fn remove_all_dirs(&self) {
-        let dirs: Vec<PathBuf> = lock(&self.table)
-            .jobs
-            .values()
-            .map(|j| j.dir.clone())
-            .collect();
-        for dir in dirs {
+    /// The retention limits of the configuration.
+    pub(super) fn policy(&self) -> Policy {
+        Policy {
+            per_owner: self.config.retain_finished,
+            max_age: self.config.retain_age,
+            log_budget: self.config.log_budget,
+        }
+    }
+
+    /// Writes a job's record (its start, or its end) to the store.
+    pub(super) fn record(&self, job: &Job, facts: Option<StartFacts>) {
+        self.store.put(
+            Record {
+                seq: job.seq,
+                status: job.snapshot(false),
+                log_len: job.log.committed().file_len,
+            },
+            facts,
+        );
+    }
+
+    /// Adds an ended job to the table (a failed start, or one recovered at start-up)
+    /// and applies retention.
+    pub(super) fn insert_ended(&self, job: Arc<Job>) {
+        {
+            let mut table = lock(&self.table);
+            table.ended.insert(job.seq, ended_of(&job));
+            table.jobs.insert(job.id, job);
+        }
+        self.apply_retention();
+    }
+
+    /// Forgets what the retention rules evict now: records, table entries, logs.
+    /// spec: QX-DUR-3, QX-DUR-4
+    pub(super) fn apply_retention(&self) {
+        let policy = self.policy();
+        let mut forgotten = Vec::new();
+        {
+            let mut table = lock(&self.table);
+            let evicted = table.ended.evict(&policy, now_ms());
+            for (seq, e, rule) in evicted {
+                if let Some(job) = table.jobs.remove(&e.id) {
+                    forgotten.push(job.dir.clone());
+                }
+                self.store.delete(seq);
+                if rule == super::retention::Rule::DiskBudget {
+                    tracing::warn!(
+                        job = %e.id,
+                        owner = %e.owner,
+                        log_bytes = e.log_len,
+                        budget = policy.log_budget,
+                        "forgot an ended job and deleted its output: the output logs of ended jobs exceed the disk budget (oldest first, any owner)"
+                    );
+                } else {
+                    tracing::debug!(job = %e.id, owner = %e.owner, rule = rule.name(), "forgot an ended job");
+                }
+            }
+        }
+        for dir in forgotten {
             remove_dir(&dir);
         }
     }
@@ -302,8 +362,20 @@ impl Shared {
                 break id;
             }
         };
-        table.running += 1;
         table.next_seq += 1;
+        if table.next_seq >= table.seq_reserved {
+            // spec: QX-LIST-1 (never handed out twice, even across a crash)
+            let upto = table.next_seq + SEQ_BLOCK;
+            if let Err(e) = self.store.reserve_seqs(upto) {
+                table.next_seq -= 1;
+                return Err(StartError::Internal {
+                    what: "reserving job sequence numbers in the job database",
+                    message: e.to_string(),
+                });
+            }
+            table.seq_reserved = upto;
+        }
+        table.running += 1;
         Ok(Slot {
             shared: Arc::clone(self),
             id,
@@ -312,25 +384,16 @@ impl Shared {
         })
     }
 
-    /// Bookkeeping at a job's end: frees its slot, applies retention.
-    pub(super) fn job_finished(&self, id: JobId) {
-        let mut forgotten = Vec::new();
+    /// Bookkeeping at a job's end (its status is final): frees its slot, writes its
+    /// record, applies retention.
+    pub(super) fn job_finished(&self, job: &Job) {
+        self.record(job, None);
         {
             let mut table = lock(&self.table);
             table.running = table.running.saturating_sub(1);
-            table.finished.push_back(id);
-            while table.finished.len() > self.config.retain_finished {
-                let Some(old) = table.finished.pop_front() else {
-                    break;
-                };
-                if let Some(job) = table.jobs.remove(&old) {
-                    forgotten.push(job.dir.clone());
-                }
-            }
+            table.ended.insert(job.seq, ended_of(job));
         }
-        for dir in forgotten {
-            remove_dir(&dir);
-        }
+        self.apply_retention();
     }
 }
 
@@ -415,6 +478,16 @@ fn probe_capabilities(config: &ManagerConfig, sandbox: Option<&Sandbox>) -> Capa
         }
     }
     caps
+}
+
+/// What retention needs of an ended job.
+fn ended_of(job: &Job) -> Ended {
+    Ended {
+        id: job.id,
+        owner: job.owner.clone(),
+        ended_at_ms: lock(&job.run).ended_at_ms.unwrap_or(job.started_at_ms),
+        log_len: job.log.committed().file_len,
+    }
 }
 
 pub(super) fn remove_dir(dir: &Path) {

@@ -603,5 +603,6 @@ impl LogReader {
     }
 }
 
+mod recover;
 #[cfg(test)]
 mod tests;

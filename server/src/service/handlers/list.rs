@@ -1,31 +1,83 @@
 //! `List` → `ListItem`* `ListEnd` | `Error`, and `ListQuery` → `ListEntry`*
 //! `ListPageEnd` | `Error`. Only jobs visible to the caller (spec: QX-AUTHZ-*,
 //! QX-LIST-*).
+//!
+//! Neither answer is built whole: a `ListQuery` page holds at most `limit` entries
+//! and [`MAX_PAGE_ARGV_BYTES`](crate::job::MAX_PAGE_ARGV_BYTES) of argv; a `List`
+//! answer is sent [`LIST_PAGE`] jobs at a time, the next page built only once the
+//! previous one was handed to QUIC (which waits while the client's stream window is
+//! full). An unread answer pins one page (spec: QX-LIST-4).
 
-use qexec_protocol::{ListEntry, ListQuery, ListRequest, ServerMessage};
+use qexec_protocol::{ListEntry, ListQuery, ListRequest, ListStateFilter, ServerMessage};
 use qexec_tls::{Identity, Role};
 
-use super::Outcome;
+use super::{Outcome, Reply};
 use crate::job::ListFilter;
-use crate::service::authz::{Op, visible};
-use crate::service::conn::ConnCtx;
+use crate::service::authz::Op;
+use crate::service::conn::{ConnCtx, Control};
 use crate::service::request::decide;
+
+/// Jobs per page of a `List` answer.
+pub(crate) const LIST_PAGE: usize = 100;
 
 pub(crate) fn handle(ctx: &ConnCtx, req: ListRequest) -> Outcome {
     if let Err(refusal) = decide(&ctx.identity, Op::List, None, None) {
         return Outcome::refused(None, refusal);
     }
-    let mut msgs: Vec<ServerMessage> = ctx
-        .shared
-        .manager
-        .list()
-        .into_iter()
-        .filter(|s| visible(&ctx.identity, &s.owner))
-        .filter(|s| !req.running_only || s.state.is_running())
-        .map(ServerMessage::ListItem)
-        .collect();
-    msgs.push(ServerMessage::ListEnd);
-    Outcome::answer(None, msgs)
+    let query = ListQuery {
+        state: if req.running_only {
+            ListStateFilter::Running
+        } else {
+            ListStateFilter::Any
+        },
+        ..ListQuery::all(1)
+    };
+    let pages = filter_for(&ctx.identity, query).map(|mut filter| {
+        filter.limit = LIST_PAGE;
+        filter
+    });
+    Outcome {
+        job: None,
+        reply: Ok(Reply::Pages(Pages { filter: pages })),
+    }
+}
+
+/// The rest of a `List` answer.
+#[derive(Debug)]
+pub(crate) struct Pages {
+    /// `None`: nothing can match.
+    filter: Option<ListFilter>,
+}
+
+impl Pages {
+    /// Sends every page, then `ListEnd` and FIN.
+    pub(crate) async fn run(self, ctx: &ConnCtx, ctl: &mut Control) {
+        let Some(mut filter) = self.filter else {
+            ctl.answer(&[ServerMessage::ListEnd]).await;
+            return;
+        };
+        loop {
+            let page = ctx.shared.manager.list_page(&filter);
+            let mut msgs: Vec<ServerMessage> = page
+                .entries
+                .into_iter()
+                .map(|(_, status)| ServerMessage::ListItem(status))
+                .collect();
+            match page.next {
+                Some(cursor) => {
+                    filter.cursor = Some(cursor);
+                    if !ctl.answer_part(&msgs).await {
+                        return;
+                    }
+                }
+                None => {
+                    msgs.push(ServerMessage::ListEnd);
+                    ctl.answer(&msgs).await;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The manager's filter for `query` asked by `identity`; `None` when nothing can

@@ -78,6 +78,8 @@ pub(crate) enum Reply {
     Unheard,
     /// These messages (not finished), then the request's second phase.
     Continue(Vec<ServerMessage>, Continuation),
+    /// A `List` answer, sent one page at a time as the client reads it.
+    Pages(list::Pages),
 }
 
 /// The second phase of a request, after its answer.
@@ -148,6 +150,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
             end_of_request(ctx, &mut ctl).await;
         }
         Ok(Reply::Unheard) => {}
+        Ok(Reply::Pages(pages)) => pages.run(ctx, &mut ctl).await,
         Ok(Reply::Continue(msgs, next)) => {
             ctl.answer(&msgs).await;
             match next {
