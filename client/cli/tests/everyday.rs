@@ -100,8 +100,18 @@ fn a_program_that_is_not_found_says_so_in_every_form() {
     let e = stderr(&out);
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(
-        e.starts_with("qexec: the job could not start: program nosuchcmd not found in PATH ")
-            && e.ends_with(": install it, fix PATH, or give its full path\n"),
+        e.starts_with("qexec: the job could not start: program nosuchcmd not found in PATH "),
+        "{e}"
+    );
+    assert_eq!(
+        e.matches("install it, fix PATH, or give its full path")
+            .count(),
+        1,
+        "{e}"
+    );
+    // The failed start is a job record the user can look at (spec: QX-DUR-5).
+    assert!(
+        e.contains("(recorded as job ") && e.ends_with(", state FailedToStart)\n"),
         "{e}"
     );
 }
