@@ -318,4 +318,24 @@ impl OutputReader {
     }
 }
 
+/// The `qexecd` binary (debug profile), built by cargo if needed: tests that need a
+/// real server process (SIGKILL, stderr, RSS and fd counts) run it as a child. It
+/// belongs to another package, so `CARGO_BIN_EXE_qexecd` does not exist here.
+pub fn qexecd_bin() -> anyhow::Result<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "qexec-server", "--bin", "qexecd"])
+        .current_dir(&root)
+        .status()
+        .context("cannot run cargo to build qexecd")?;
+    anyhow::ensure!(status.success(), "building qexecd failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("qexecd");
+    anyhow::ensure!(bin.exists(), "{} not found after the build", bin.display());
+    Ok(bin)
+}
+
 pub mod conformance;

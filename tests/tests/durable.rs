@@ -31,21 +31,6 @@ const WAIT: Duration = Duration::from_secs(30);
 // A real qexecd
 // ---------------------------------------------------------------------------------
 
-/// Builds qexecd (debug) and returns its path.
-fn qexecd() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "qexec-server", "--bin", "qexecd"])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo to build qexecd")?;
-    ensure!(status.success(), "building qexecd failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug").join("qexecd"))
-}
-
 /// A `qexecd` child process with its own PKI, state directory and cgroup subtree;
 /// every line it logs is kept.
 struct Daemon {
@@ -66,7 +51,7 @@ impl Daemon {
         let pki = dir.path().join("pki");
         pki::init(&pki, &InitOptions::default())?;
         let mut d = Daemon {
-            bin: qexecd()?,
+            bin: qexec_tests::qexecd_bin()?,
             child: None,
             addr: std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
             pki,

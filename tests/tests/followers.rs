@@ -8,7 +8,6 @@
 //! fds before and after, once every stream's window is full.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,24 +33,6 @@ const FD_BOUND: usize = 16;
 /// Longest wait for any one step.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The `qexecd` binary, built by cargo if needed (it belongs to another package, so
-/// `CARGO_BIN_EXE_qexecd` does not exist here).
-fn qexecd_bin() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "qexec-server", "--bin", "qexecd"])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo to build qexecd")?;
-    ensure!(status.success(), "building qexecd failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("qexecd");
-    ensure!(bin.exists(), "{} not found after the build", bin.display());
-    Ok(bin)
-}
-
 /// A `qexecd` child; killed on drop.
 struct Daemon {
     child: Child,
@@ -70,7 +51,7 @@ impl Drop for Daemon {
 
 impl Daemon {
     async fn start() -> anyhow::Result<Self> {
-        let bin = qexecd_bin()?;
+        let bin = qexec_tests::qexecd_bin()?;
         let dir = tempfile::tempdir()?;
         let pki_dir = dir.path().join("pki");
         let paths = pki::init(

@@ -7,7 +7,7 @@
 //! state directory, cgroup subtree and port); the rest run an in-process server.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -512,23 +512,6 @@ async fn peer_text_is_logged_escaped_on_one_line() -> Result {
 
 // --- qexecd as a child process ---------------------------------------------------
 
-/// The `qexecd` binary, built by cargo if needed.
-fn qexecd() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "qexec-server", "--bin", "qexecd"])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo to build qexecd")?;
-    ensure!(status.success(), "building qexecd failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("qexecd");
-    ensure!(bin.exists(), "{} not found after the build", bin.display());
-    Ok(bin)
-}
-
 /// A `qexecd` child with its own PKI, state directory, cgroup subtree and port,
 /// stderr piped until it logged that it listens, then handed to the test.
 struct Daemon {
@@ -543,7 +526,7 @@ impl Daemon {
     /// daemon and the rest of its stderr.
     async fn start(name: &str) -> Result<(Daemon, std::io::BufReader<std::process::ChildStderr>)> {
         use std::io::BufRead as _;
-        let bin = qexecd()?;
+        let bin = qexec_tests::qexecd_bin()?;
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
         let pki_dir = dir.path().join("pki");
         qexec_tls::init(

@@ -530,24 +530,6 @@ async fn dropped_connection_stops_run_job_body() -> Result {
     baseline.assert_clean(&[s.job]).await
 }
 
-/// The `qexecd` binary, built by cargo if needed (it belongs to another package, so
-/// `CARGO_BIN_EXE_qexecd` does not exist here).
-fn qexecd() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "qexec-server", "--bin", "qexecd"])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo to build qexecd")?;
-    ensure!(status.success(), "building qexecd failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("qexecd");
-    ensure!(bin.exists(), "{} not found after the build", bin.display());
-    Ok(bin)
-}
-
 /// A `qexecd` child process with its own PKI and state directory.
 struct Daemon {
     child: Child,
@@ -703,7 +685,7 @@ fn sigterm_stops_jobs_and_exits_cleanly() -> Result {
 }
 
 async fn sigterm_stops_jobs_and_exits_cleanly_body() -> Result {
-    let bin = qexecd()?;
+    let bin = qexec_tests::qexecd_bin()?;
     let mut d = Daemon::start(&bin, false).await?;
     let peer = Peer::user(&d.config()?).await?;
     let mut pids = Vec::new();
@@ -756,7 +738,7 @@ async fn sigterm_stops_jobs_and_exits_cleanly_body() -> Result {
 /// SIGKILL leaves jobs behind; the next qexecd on the same state directory must find
 /// none of them running (orphan processes killed, stale cgroups removed).
 async fn sigkill_then_restart(isolation: bool) -> Result {
-    let bin = qexecd()?;
+    let bin = qexec_tests::qexecd_bin()?;
     let mut d = Daemon::start(&bin, isolation).await?;
     let peer = Peer::user(&d.config()?).await?;
     let mut pids = Vec::new();
