@@ -199,10 +199,8 @@ impl Running {
         let request_stream = ctl.id;
         let on_terminal = terminal.is_some();
         let input = async {
-            let (end, held_stdin) = if let Some(terminal) = terminal {
-                terminal_phase(ctx, &mut ctl, writer, terminal).await
-            } else if stdin {
-                stdin_phase(ctx, &mut ctl, writer).await
+            let (end, held_stdin) = if stdin || terminal.is_some() {
+                input_phase(ctx, &mut ctl, writer, terminal).await
             } else {
                 if let Some(w) = writer {
                     w.close();
@@ -258,14 +256,23 @@ async fn drain(ctl: &mut Control) -> InputEnd {
     }
 }
 
-/// `StdinData`* `StdinEof` FIN (spec: QX-STREAM-*). If the job stops reading its
-/// stdin, further data is read and dropped so the stream still ends cleanly. When the
-/// stream is reset or the connection lost, the job's stdin writer is handed back
-/// still open, so that a `stop_on_detach` stop comes before the job sees EOF.
-async fn stdin_phase(
+/// The input a started job's stream carries (spec: QX-STREAM-*): `StdinData`*
+/// `StdinEof` FIN, or on a terminal (`terminal` given, spec: QX-TERM-3)
+/// (`StdinData` | `Resize`)* `StdinEof` FIN.
+///
+/// Bytes go to the job's stdin, or to the terminal's master as keystrokes. If the job
+/// stops reading its stdin, further data is read and dropped so the stream still ends
+/// cleanly. A `Resize` sets the window size (the job's foreground group gets
+/// SIGWINCH, spec: QX-TERM-7); one with rows or columns out of range breaks the
+/// protocol (spec: QX-TERM-4). `StdinEof` closes a pipe stdin; on a terminal it ends
+/// the input but not the terminal (a `^D` keystroke is how a terminal says EOF). When
+/// the stream is reset or the connection lost, the writer is handed back still open,
+/// so that a `stop_on_detach` stop comes before the job sees EOF.
+async fn input_phase(
     ctx: &ConnCtx,
     ctl: &mut Control,
     mut stdin: Option<JobStdin>,
+    terminal: Option<JobTerminal>,
 ) -> (InputEnd, Option<JobStdin>) {
     loop {
         match ctl.next_frame().await {
@@ -280,8 +287,18 @@ async fn stdin_phase(
                     }
                 }
             }
+            Ok(Some(ClientMessage::Resize(size))) if terminal.is_some() => {
+                if let Err(e) = validate_window_size(&size) {
+                    return (bad_frame(ctl, &e.to_string()), None);
+                }
+                if let Some(Err(e)) = terminal.as_ref().map(|t| t.resize(size)) {
+                    tracing::debug!(error = %e, "resizing a terminal failed (job gone?)");
+                }
+            }
             Ok(Some(ClientMessage::StdinEof)) => {
-                if let Some(w) = stdin.take() {
+                if terminal.is_none()
+                    && let Some(w) = stdin.take()
+                {
                     w.close();
                 }
                 let end = match ctl.next_frame().await {
@@ -292,10 +309,12 @@ async fn stdin_phase(
                 return (end, None);
             }
             Ok(Some(_)) => {
-                return (
-                    bad_frame(ctl, "only StdinData and StdinEof may follow a Start"),
-                    None,
-                );
+                let reason = if terminal.is_some() {
+                    "only StdinData, Resize and StdinEof may follow a StartTerminal"
+                } else {
+                    "only StdinData and StdinEof may follow a Start"
+                };
+                return (bad_frame(ctl, reason), None);
             }
             // The stream state refuses a FIN before StdinEof (a fault, below); the
             // job's stdin is closed either way when `stdin` is dropped.
@@ -304,67 +323,6 @@ async fn stdin_phase(
                 let end = read_end(ctl, e);
                 let keep = matches!(end, InputEnd::Reset | InputEnd::Lost);
                 return (end, if keep { stdin } else { None });
-            }
-        }
-    }
-}
-
-/// A terminal job's input: (`StdinData` | `Resize`)* `StdinEof` FIN
-/// (spec: QX-TERM-3). Keystrokes go to the terminal's master; a `Resize` sets the
-/// window size (the job's foreground group gets SIGWINCH, spec: QX-TERM-7); one with
-/// rows or columns out of range breaks the protocol (spec: QX-TERM-4). `StdinEof`
-/// ends the input but not the terminal: the job sees no EOF (a `^D` keystroke is
-/// how a terminal says it). The terminal's writer is handed back on a reset or lost
-/// connection, as for `stdin_phase`.
-async fn terminal_phase(
-    ctx: &ConnCtx,
-    ctl: &mut Control,
-    mut keys: Option<JobStdin>,
-    terminal: JobTerminal,
-) -> (InputEnd, Option<JobStdin>) {
-    loop {
-        match ctl.next_frame().await {
-            Ok(Some(ClientMessage::StdinData(data))) => {
-                if let Some(w) = keys.as_mut() {
-                    let written = tokio::select! {
-                        r = w.write_all(&data) => r,
-                        _ = ctx.conn.closed() => return (InputEnd::Lost, keys),
-                    };
-                    if written.is_err() {
-                        keys = None;
-                    }
-                }
-            }
-            Ok(Some(ClientMessage::Resize(size))) => {
-                if let Err(e) = validate_window_size(&size) {
-                    return (bad_frame(ctl, &e.to_string()), None);
-                }
-                if let Err(e) = terminal.resize(size) {
-                    tracing::debug!(error = %e, "resizing a terminal failed (job gone?)");
-                }
-            }
-            Ok(Some(ClientMessage::StdinEof)) => {
-                let end = match ctl.next_frame().await {
-                    Ok(None) => InputEnd::Finished,
-                    Ok(Some(_)) => bad_frame(ctl, "frame after StdinEof"),
-                    Err(e) => read_end(ctl, e),
-                };
-                return (end, None);
-            }
-            Ok(Some(_)) => {
-                return (
-                    bad_frame(
-                        ctl,
-                        "only StdinData, Resize and StdinEof may follow a StartTerminal",
-                    ),
-                    None,
-                );
-            }
-            Ok(None) => return (InputEnd::Finished, None),
-            Err(e) => {
-                let end = read_end(ctl, e);
-                let keep = matches!(end, InputEnd::Reset | InputEnd::Lost);
-                return (end, if keep { keys } else { None });
             }
         }
     }
