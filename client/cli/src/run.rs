@@ -125,18 +125,21 @@ pub(super) fn end_note(status: &JobStatus, asked_stop: bool) -> Option<String> {
     }
 }
 
-/// Copies local stdin to the job until EOF (then sends `StdinEof`).
-///
-/// Reading happens on a plain thread (a blocking read of a terminal or pipe cannot be
-/// cancelled); it ends at EOF, on a read error, or as soon as this task is gone (its
-/// next send fails) — at the latest when the process exits.
-async fn forward_stdin(mut writer: StdinWriter) -> Result<(), CliError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+/// Local stdin read on a plain thread (a blocking read of a terminal or pipe cannot
+/// be cancelled), `buf` bytes at most per read, `depth` chunks queued: each chunk as
+/// read, then an empty one at EOF or the error. The thread ends there, or as soon as
+/// the receiver is gone (its next send fails) — at the latest when the process exits.
+pub(super) fn stdin_reader(
+    name: &str,
+    buf: usize,
+    depth: usize,
+) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>, CliError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(depth);
     std::thread::Builder::new()
-        .name("qexec-stdin".into())
+        .name(name.into())
         .spawn(move || {
             let mut stdin = std::io::stdin().lock();
-            let mut buf = vec![0u8; MAX_STDIN_CHUNK];
+            let mut buf = vec![0u8; buf];
             loop {
                 let chunk = match stdin.read(&mut buf) {
                     Ok(n) => Ok(buf[..n].to_vec()),
@@ -150,6 +153,16 @@ async fn forward_stdin(mut writer: StdinWriter) -> Result<(), CliError> {
             }
         })
         .map_err(|source| CliError::Stdin { source })?;
+    Ok(rx)
+}
+
+/// Copies local stdin to the job until EOF (then sends `StdinEof`).
+///
+/// Reading happens on a plain thread (a blocking read of a terminal or pipe cannot be
+/// cancelled); it ends at EOF, on a read error, or as soon as this task is gone (its
+/// next send fails) — at the latest when the process exits.
+async fn forward_stdin(mut writer: StdinWriter) -> Result<(), CliError> {
+    let mut rx = stdin_reader("qexec-stdin", MAX_STDIN_CHUNK, 4)?;
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk.map_err(|source| CliError::Stdin { source })?;
         if chunk.is_empty() {

@@ -21,7 +21,7 @@
 //! cancelled); output is written to stdout as it comes, one flush per chunk.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
@@ -142,26 +142,7 @@ fn local_term() -> String {
 
 /// Keystrokes from a plain thread (raw mode: each read returns what was typed).
 fn keystrokes() -> Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>, CliError> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    std::thread::Builder::new()
-        .name("qexec-keys".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let chunk = match stdin.read(&mut buf) {
-                    Ok(n) => Ok(buf[..n].to_vec()),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(e),
-                };
-                let stop = !matches!(&chunk, Ok(c) if !c.is_empty());
-                if tx.blocking_send(chunk).is_err() || stop {
-                    return;
-                }
-            }
-        })
-        .map_err(|source| CliError::Stdin { source })?;
-    Ok(rx)
+    super::run::stdin_reader("qexec-keys", 4096, 64)
 }
 
 /// How a session ended.
