@@ -322,20 +322,36 @@ impl OutputReader {
 /// real server process (SIGKILL, stderr, RSS and fd counts) run it as a child. It
 /// belongs to another package, so `CARGO_BIN_EXE_qexecd` does not exist here.
 pub fn qexecd_bin() -> anyhow::Result<std::path::PathBuf> {
+    built_bin("qexec-server", "qexecd")
+}
+
+/// The `qexec` command-line binary (debug profile), built by cargo if needed, for
+/// tests that drive the CLI against real servers.
+pub fn qexec_bin() -> anyhow::Result<std::path::PathBuf> {
+    built_bin("qexec-cli", "qexec")
+}
+
+/// Builds `bin` of workspace package `package` (debug) and returns its path.
+fn built_bin(package: &str, bin: &str) -> anyhow::Result<std::path::PathBuf> {
     use std::path::{Path, PathBuf};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", "qexec-server", "--bin", "qexecd"])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .current_dir(&root)
         .status()
-        .context("cannot run cargo to build qexecd")?;
-    anyhow::ensure!(status.success(), "building qexecd failed");
+        .with_context(|| format!("cannot run cargo to build {bin}"))?;
+    anyhow::ensure!(status.success(), "building {bin} failed");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("qexecd");
-    anyhow::ensure!(bin.exists(), "{} not found after the build", bin.display());
-    Ok(bin)
+    let path = target.join("debug").join(bin);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found after the build",
+        path.display()
+    );
+    Ok(path)
 }
 
 pub mod conformance;
+pub mod daemon;

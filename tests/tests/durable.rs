@@ -5,156 +5,26 @@
 //! with its own PKI, state directory and cgroup subtree, and kill or stop it.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use qexec_client::{Client, ClientConfig, OutputEvent, OutputSubscription};
+use qexec_client::{Client, OutputEvent, OutputSubscription};
 use qexec_protocol::{
     ClientMessage, ErrorCode, JobId, JobState, JobStatus, ListEntry, ListQuery, ListStateFilter,
     OutputStream, ServerMessage, SpawnFailure, StartRequest, StopReason, Termination,
 };
+use qexec_tests::daemon::Daemon;
 use qexec_tests::{TestClient, TestServer, start_request};
-use qexec_tls::{self as pki, InitOptions};
+use qexec_tls as pki;
 
 type Result = anyhow::Result<()>;
 
 /// Longest wait for any single event.
 const WAIT: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------
-// A real qexecd
-// ---------------------------------------------------------------------------------
-
-/// A `qexecd` child process with its own PKI, state directory and cgroup subtree;
-/// every line it logs is kept.
-struct Daemon {
-    bin: PathBuf,
-    child: Option<Child>,
-    addr: SocketAddr,
-    pki: PathBuf,
-    state: PathBuf,
-    subtree: String,
-    args: Vec<String>,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    async fn start(name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let pki = dir.path().join("pki");
-        pki::init(&pki, &InitOptions::default())?;
-        let mut d = Daemon {
-            bin: qexec_tests::qexecd_bin()?,
-            child: None,
-            addr: std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
-            pki,
-            state: dir.path().join("state"),
-            subtree: format!("qexec-durable-{name}-{}", std::process::id()),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            log: Arc::default(),
-            _dir: dir,
-        };
-        d.spawn().await?;
-        Ok(d)
-    }
-
-    /// Starts (or restarts) the process on the same address and state directory;
-    /// returns once it logs that it listens.
-    async fn spawn(&mut self) -> Result {
-        let mut child = Command::new(&self.bin)
-            .arg("--pki-dir")
-            .arg(&self.pki)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--cgroup-subtree")
-            .arg(&self.subtree)
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start qexecd")?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let log = Arc::clone(&self.log);
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("qexecd listening")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-                log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        self.child = Some(child);
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .context("qexecd did not log that it listens")?
-            .with_context(|| format!("qexecd exited before listening: {:?}", self.lines()))?;
-        Ok(())
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn client(&self, user: &str) -> anyhow::Result<Client> {
-        let config = ClientConfig::for_user(&self.pki, user).with_addr(self.addr.to_string());
-        Ok(Client::connect(&config).await?)
-    }
-
-    /// Sends `sig` and waits for the process to exit.
-    async fn stop(&mut self, sig: Signal) -> Result {
-        let mut child = self.child.take().context("qexecd is not running")?;
-        kill(Pid::from_raw(child.id() as i32), sig)?;
-        tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || child.wait()))
-            .await
-            .context("qexecd did not exit")???;
-        Ok(())
-    }
-
-    /// The cgroups of these jobs that still exist in any hierarchy.
-    fn cgroups_of(&self, jobs: &[JobId]) -> Vec<PathBuf> {
-        let mut left = Vec::new();
-        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return left;
-        };
-        let mut roots: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
-        roots.push(PathBuf::from("/sys/fs/cgroup"));
-        for root in roots {
-            for id in jobs {
-                let p = root.join(&self.subtree).join(id.to_string());
-                if p.exists() {
-                    left.push(p);
-                }
-            }
-        }
-        left
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Waits until the job database records at least `ended` jobs as no longer running
 /// and `total` jobs in all (records are written off the request path, a moment
@@ -288,7 +158,7 @@ async fn restart_keeps_records(name: &str, sig: Signal) -> Result {
     }
     let before = list_all(&alice, ListQuery::all(2)).await?;
     ensure!(before.len() == 5, "{before:?}");
-    wait_recorded(&d.state, 3, 5).await?;
+    wait_recorded(d.state_dir(), 3, 5).await?;
     drop(alice);
     d.stop(sig).await?;
     d.spawn().await?;
@@ -371,19 +241,19 @@ async fn restart_keeps_records(name: &str, sig: Signal) -> Result {
 // spec: QX-DUR-1, QX-DUR-2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_restart_keeps_ended_jobs_and_ends_running_ones() -> Result {
-    restart_keeps_records("kill", Signal::SIGKILL).await
+    restart_keeps_records("durable-kill", Signal::SIGKILL).await
 }
 
 // spec: QX-DUR-1, QX-DUR-2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_restart_keeps_ended_jobs_and_ends_running_ones() -> Result {
-    restart_keeps_records("term", Signal::SIGTERM).await
+    restart_keeps_records("durable-term", Signal::SIGTERM).await
 }
 
 // spec: QX-DUR-6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_database_or_log_never_stops_the_start() -> Result {
-    let mut d = Daemon::start("damage", &[]).await?;
+    let mut d = Daemon::start("durable-damage", &[]).await?;
     let alice = d.client("alice").await?;
     let mut jobs = Vec::new();
     for script in ["echo one", "echo two; echo two-err >&2", "echo three"] {
@@ -395,7 +265,7 @@ async fn a_damaged_database_or_log_never_stops_the_start() -> Result {
     d.stop(Signal::SIGTERM).await?;
 
     // One record that does not decode, one log cut short.
-    let db = d.state.join("jobs.db");
+    let db = d.state_dir().join("jobs.db");
     {
         let conn = rusqlite::Connection::open(&db)?;
         conn.execute(
@@ -403,7 +273,7 @@ async fn a_damaged_database_or_log_never_stops_the_start() -> Result {
             [jobs[0].0.to_string()],
         )?;
     }
-    let log = d.state.join(format!("jobs/{}/output", jobs[1].0));
+    let log = d.state_dir().join(format!("jobs/{}/output", jobs[1].0));
     let len = std::fs::metadata(&log)?.len();
     std::fs::File::options()
         .write(true)
@@ -445,14 +315,14 @@ async fn a_damaged_database_or_log_never_stops_the_start() -> Result {
     // A database that is no database at all: moved aside, qexecd starts empty.
     std::fs::write(&db, vec![0x5a; 8192])?;
     for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(d.state.join(format!("jobs.db{suffix}")));
+        let _ = std::fs::remove_file(d.state_dir().join(format!("jobs.db{suffix}")));
     }
     d.spawn().await?;
     ensure!(
         d.lines().iter().any(|l| l.contains("moved aside")),
         "the damaged database is not reported"
     );
-    let aside = std::fs::read_dir(&d.state)?.flatten().any(|e| {
+    let aside = std::fs::read_dir(d.state_dir())?.flatten().any(|e| {
         e.file_name()
             .to_string_lossy()
             .starts_with("jobs.db.damaged-")
@@ -473,7 +343,7 @@ async fn a_damaged_database_or_log_never_stops_the_start() -> Result {
 // spec: QX-DUR-4 — oldest first, any owner, logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disk_budget_evicts_the_oldest_ended_job_and_logs_it() -> Result {
-    let mut d = Daemon::start("budget", &["--log-budget", "10K"]).await?;
+    let mut d = Daemon::start("durable-budget", &["--log-budget", "10K"]).await?;
     let bob = d.client("bob").await?;
     let alice = d.client("alice").await?;
     let mut order = Vec::new();
@@ -496,7 +366,7 @@ async fn the_disk_budget_evicts_the_oldest_ended_job_and_logs_it() -> Result {
     for (id, _) in &order[2..] {
         alice.status(*id).await?;
     }
-    ensure!(!d.state.join(format!("jobs/{bob_job}")).exists());
+    ensure!(!d.state_dir().join(format!("jobs/{bob_job}")).exists());
     let lines = d.lines();
     let logged: Vec<&String> = lines
         .iter()
@@ -848,7 +718,7 @@ async fn list_query_pages_filters_and_visibility() -> Result {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_lists_pin_one_page_each() -> Result {
     use qexec_tests::conformance::{Config, wire::Peer};
-    let mut d = Daemon::start("lists", &["--no-isolation", "--insecure-root-jobs"]).await?;
+    let mut d = Daemon::start("durable-lists", &["--no-isolation", "--insecure-root-jobs"]).await?;
     let alice = d.client("alice").await?;
     let arg = "x".repeat(120 << 10);
     for _ in 0..60 {
@@ -857,17 +727,17 @@ async fn unread_lists_pin_one_page_each() -> Result {
         let mut job = alice.start(req).await?;
         drain(job.output.as_mut().context("no output")?).await?;
     }
-    let paths = pki::PkiPaths::new(&d.pki);
+    let paths = pki::PkiPaths::new(d.pki_dir());
     let user = paths.user("alice");
     let config = Config::new(
-        d.addr,
+        d.addr(),
         std::fs::read_to_string(&paths.ca)?,
         qexec_tls::CertKeyPem {
             cert_pem: std::fs::read_to_string(user.cert)?,
             key_pem: std::fs::read_to_string(user.key)?,
         },
     );
-    let pid = d.child.as_ref().context("no qexecd")?.id();
+    let pid = d.pid().context("no qexecd")?;
     let rss = || -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let line = status
