@@ -141,12 +141,20 @@ impl Daemon {
 
     /// Sends `sig` and waits for the process to exit.
     pub async fn stop(&mut self, sig: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        self.stop_status(sig).await.map(drop)
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns how it exited.
+    pub async fn stop_status(
+        &mut self,
+        sig: nix::sys::signal::Signal,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("qexecd is not running")?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)?;
-        tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || child.wait()))
+        let status = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || child.wait()))
             .await
             .context("qexecd did not exit")???;
-        Ok(())
+        Ok(status)
     }
 
     /// The cgroups of these jobs that still exist in any hierarchy.

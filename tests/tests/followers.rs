@@ -7,15 +7,13 @@
 //! hold at most one more read chunk (64 KiB) for it. Measured: qexecd's RSS and open
 //! fds before and after, once every stream's window is full.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use qexec_tests::TestClient;
-use qexec_tls::{self as pki, CertKeyPem, InitOptions};
-use tokio::sync::oneshot;
+use qexec_tests::daemon::Daemon;
+use qexec_tls::{self as pki, CertKeyPem};
 
 type Result = anyhow::Result<()>;
 
@@ -33,109 +31,49 @@ const FD_BOUND: usize = 16;
 /// Longest wait for any one step.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A `qexecd` child; killed on drop.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    ca_pem: String,
-    alice: CertKeyPem,
-    _dir: tempfile::TempDir,
+/// The qexecd child: isolation off (no sandbox without it: `user` jobs would be
+/// refused as host root, spec QX-SBX-13; this test accepts it), room for every
+/// follower.
+async fn daemon() -> anyhow::Result<Daemon> {
+    Daemon::start(
+        "followers",
+        &[
+            "--max-streams",
+            "1024",
+            "--max-subscriptions",
+            "1024",
+            "--no-isolation",
+            "--insecure-root-jobs",
+        ],
+    )
+    .await
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    async fn start() -> anyhow::Result<Self> {
-        let bin = qexec_tests::qexecd_bin()?;
-        let dir = tempfile::tempdir()?;
-        let pki_dir = dir.path().join("pki");
-        let paths = pki::init(
-            &pki_dir,
-            &InitOptions {
-                client_name: Some("tester".into()),
-                ..Default::default()
-            },
-        )?;
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        let mut child = Command::new(bin)
-            .arg("--pki-dir")
-            .arg(&pki_dir)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(["--max-streams", "1024", "--max-subscriptions", "1024"])
-            .arg("--cgroup-subtree")
-            .arg(format!("qexec-followers-test-{}", std::process::id()))
-            // No sandbox without isolation: `user` jobs would be refused as host
-            // root (spec: QX-SBX-13); this test accepts it.
-            .args(["--no-isolation", "--insecure-root-jobs"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start qexecd")?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let (tx, rx) = oneshot::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let user = paths.user("alice");
-        let d = Daemon {
-            child,
-            addr,
-            ca_pem: std::fs::read_to_string(&paths.ca)?,
-            alice: CertKeyPem {
-                cert_pem: std::fs::read_to_string(user.cert)?,
-                key_pem: std::fs::read_to_string(user.key)?,
-            },
-            _dir: dir,
-        };
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .context("qexecd did not log that it listens")?
-            .context("qexecd exited before listening")?;
-        Ok(d)
-    }
-
-    /// A connection whose output streams get a [`STREAM_WINDOW`] window each.
-    async fn connect(&self) -> anyhow::Result<TestClient> {
-        let tls = pki::client_config_pem(&self.ca_pem, Some(&self.alice))?.config;
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        let mut cfg = pki::quic_client_config(tls)?;
-        let mut transport = pki::client_transport();
-        transport
-            .stream_receive_window(STREAM_WINDOW.into())
-            .receive_window(
-                // Room for every stalled stream's window and the answers besides.
-                (2 * u64::from(STREAM_WINDOW) * FOLLOWERS_PER_CONNECTION as u64).try_into()?,
-            );
-        cfg.transport_config(Arc::new(transport));
-        endpoint.set_default_client_config(cfg);
-        let conn = tokio::time::timeout(WAIT, endpoint.connect(self.addr, "localhost")?)
-            .await
-            .context("handshake timed out")??;
-        Ok(TestClient { conn, endpoint })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// A connection as `alice` whose output streams get a [`STREAM_WINDOW`] window each.
+async fn connect(d: &Daemon) -> anyhow::Result<TestClient> {
+    let paths = pki::PkiPaths::new(d.pki_dir());
+    let user = paths.user("alice");
+    let alice = CertKeyPem {
+        cert_pem: std::fs::read_to_string(user.cert)?,
+        key_pem: std::fs::read_to_string(user.key)?,
+    };
+    let ca_pem = std::fs::read_to_string(&paths.ca)?;
+    let tls = pki::client_config_pem(&ca_pem, Some(&alice))?.config;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let mut cfg = pki::quic_client_config(tls)?;
+    let mut transport = pki::client_transport();
+    transport
+        .stream_receive_window(STREAM_WINDOW.into())
+        .receive_window(
+            // Room for every stalled stream's window and the answers besides.
+            (2 * u64::from(STREAM_WINDOW) * FOLLOWERS_PER_CONNECTION as u64).try_into()?,
+        );
+    cfg.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(cfg);
+    let conn = tokio::time::timeout(WAIT, endpoint.connect(d.addr(), "localhost")?)
+        .await
+        .context("handshake timed out")??;
+    Ok(TestClient { conn, endpoint })
 }
 
 /// VmRSS of `pid` in KiB.
@@ -160,10 +98,11 @@ fn a_thousand_never_read_followers_cost_bounded_memory_and_no_fd_each() -> Resul
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let d = Daemon::start().await?;
+        let d = daemon().await?;
+        let pid = d.pid().context("qexecd is not running")?;
         let mut conns = Vec::new();
         for _ in 0..CONNECTIONS {
-            conns.push(d.connect().await?);
+            conns.push(connect(&d).await?);
         }
         let size = OUTPUT_BYTES.to_string();
         let job = conns[0]
@@ -173,7 +112,7 @@ fn a_thousand_never_read_followers_cost_bounded_memory_and_no_fd_each() -> Resul
         let whole = conns[0].attach(job, 0).await?.read_to_end().await?;
         ensure!(whole.data.len() as u64 == OUTPUT_BYTES, "job output incomplete");
 
-        let (rss_before, fds_before) = (rss_kib(d.pid())?, fd_count(d.pid())?);
+        let (rss_before, fds_before) = (rss_kib(pid)?, fd_count(pid)?);
         let received_before: Vec<u64> = conns.iter().map(|c| c.conn.stats().udp_rx.bytes).collect();
         let mut stalled = Vec::new();
         for (ci, c) in conns.iter().enumerate() {
@@ -202,7 +141,7 @@ fn a_thousand_never_read_followers_cost_bounded_memory_and_no_fd_each() -> Resul
             // One more round trip: the pumps have read their next chunk by now.
             c.status(job).await?;
         }
-        let (rss_after, fds_after) = (rss_kib(d.pid())?, fd_count(d.pid())?);
+        let (rss_after, fds_after) = (rss_kib(pid)?, fd_count(pid)?);
         let grown_kib = rss_after.saturating_sub(rss_before);
         println!(
             "{} never-read followers: qexecd RSS {} → {} KiB (+{} KiB, {:.1} KiB each), fds {} → {}",

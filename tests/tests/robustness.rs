@@ -8,7 +8,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,8 @@ use qexec_server::service::ServerConfig;
 use qexec_tests::TestServer;
 use qexec_tests::conformance::Config;
 use qexec_tests::conformance::wire::{self, Answer, End, Output, Peer, expect_fault, start_req};
-use qexec_tls::{self as pki, CertKeyPem, InitOptions};
+use qexec_tests::daemon::Daemon;
+use qexec_tls::{self as pki, CertKeyPem};
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
@@ -530,129 +530,33 @@ async fn dropped_connection_stops_run_job_body() -> Result {
     baseline.assert_clean(&[s.job]).await
 }
 
-/// A `qexecd` child process with its own PKI and state directory.
-struct Daemon {
-    child: Child,
-    isolation: bool,
-    addr: SocketAddr,
-    pki: PathBuf,
-    state: PathBuf,
-    _dir: tempfile::TempDir,
+/// A real qexecd for these tests (isolation off unless asked); its own cgroup subtree
+/// (`qexec-robust-<name>-<pid>`), so another qexecd on the machine never interferes.
+async fn daemon(name: &str, isolation: bool) -> anyhow::Result<Daemon> {
+    // No sandbox without isolation: `user` jobs would be refused as host root
+    // (spec: QX-SBX-13); these tests accept it.
+    let args: &[&str] = if isolation {
+        &[]
+    } else {
+        &["--no-isolation", "--insecure-root-jobs"]
+    };
+    Daemon::start(&format!("robust-{name}"), args).await
 }
 
-impl Daemon {
-    async fn start(bin: &Path, isolation: bool) -> anyhow::Result<Daemon> {
-        let dir = tempfile::tempdir()?;
-        let pki = dir.path().join("pki");
-        pki::init(
-            &pki,
-            &InitOptions {
-                client_name: Some("tester".into()),
-                ..Default::default()
-            },
-        )?;
-        let state = dir.path().join("state");
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        let mut d = Daemon {
-            child: Command::new("true").spawn()?,
-            isolation,
-            addr,
-            pki,
-            state,
-            _dir: dir,
-        };
-        d.child.wait()?;
-        d.spawn(bin).await?;
-        Ok(d)
-    }
-
-    /// Starts (or restarts) the process on the same address and state directory and
-    /// waits until it logs that it listens.
-    async fn spawn(&mut self, bin: &Path) -> Result {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--pki-dir")
-            .arg(&self.pki)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--listen")
-            .arg(self.addr.to_string());
-        if !self.isolation {
-            // No sandbox without isolation: `user` jobs would be refused as host
-            // root (spec: QX-SBX-13); this test accepts it.
-            cmd.arg("--no-isolation").arg("--insecure-root-jobs");
-        }
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start qexecd")?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let (tx, rx) = oneshot::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        self.child = child;
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .context("qexecd did not log that it listens")?
-            .context("qexecd exited before listening")?;
-        Ok(())
-    }
-
-    fn config(&self) -> anyhow::Result<Config> {
-        let paths = pki::PkiPaths::new(&self.pki);
-        let user = paths.user("alice");
-        let mut c = Config::new(
-            self.addr,
-            std::fs::read_to_string(&paths.ca)?,
-            CertKeyPem {
-                cert_pem: std::fs::read_to_string(user.cert)?,
-                key_pem: std::fs::read_to_string(user.key)?,
-            },
-        );
-        c.wait = WAIT;
-        Ok(c)
-    }
-
-    fn signal(&self, sig: Signal) -> Result {
-        Ok(kill(Pid::from_raw(self.child.id() as i32), sig)?)
-    }
-
-    /// Waits for the process to exit.
-    async fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "qexecd did not exit within {WAIT:?}"
-            );
-            // A child's exit has no async notification without a pidfd here.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Conformance-peer settings for `alice` of the daemon's PKI.
+fn peer_config(d: &Daemon) -> anyhow::Result<Config> {
+    let paths = pki::PkiPaths::new(d.pki_dir());
+    let user = paths.user("alice");
+    let mut c = Config::new(
+        d.addr(),
+        std::fs::read_to_string(&paths.ca)?,
+        CertKeyPem {
+            cert_pem: std::fs::read_to_string(user.cert)?,
+            key_pem: std::fs::read_to_string(user.key)?,
+        },
+    );
+    c.wait = WAIT;
+    Ok(c)
 }
 
 /// True while `pid` is a live (not zombie) process.
@@ -685,9 +589,8 @@ fn sigterm_stops_jobs_and_exits_cleanly() -> Result {
 }
 
 async fn sigterm_stops_jobs_and_exits_cleanly_body() -> Result {
-    let bin = qexec_tests::qexecd_bin()?;
-    let mut d = Daemon::start(&bin, false).await?;
-    let peer = Peer::user(&d.config()?).await?;
+    let mut d = daemon("sigterm", false).await?;
+    let peer = Peer::user(&peer_config(&d)?).await?;
     let mut pids = Vec::new();
     let mut ids = Vec::new();
     for follow in [false, false, true] {
@@ -698,8 +601,7 @@ async fn sigterm_stops_jobs_and_exits_cleanly_body() -> Result {
         ids.push(s.job);
     }
     let follower = tokio::time::timeout(WAIT, peer.conn.accept_uni()).await??;
-    d.signal(Signal::SIGTERM)?;
-    let status = d.wait().await?;
+    let status = d.stop_status(Signal::SIGTERM).await?;
     ensure!(
         status.success(),
         "qexecd exited with {status} after SIGTERM"
@@ -738,9 +640,9 @@ async fn sigterm_stops_jobs_and_exits_cleanly_body() -> Result {
 /// SIGKILL leaves jobs behind; the next qexecd on the same state directory must find
 /// none of them running (orphan processes killed, stale cgroups removed).
 async fn sigkill_then_restart(isolation: bool) -> Result {
-    let bin = qexec_tests::qexecd_bin()?;
-    let mut d = Daemon::start(&bin, isolation).await?;
-    let peer = Peer::user(&d.config()?).await?;
+    let name = if isolation { "kill-iso" } else { "kill" };
+    let mut d = daemon(name, isolation).await?;
+    let peer = Peer::user(&peer_config(&d)?).await?;
     let mut pids = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -751,9 +653,8 @@ async fn sigkill_then_restart(isolation: bool) -> Result {
         ids.push(s.job);
     }
     drop(peer);
-    d.signal(Signal::SIGKILL)?;
-    d.wait().await?;
-    d.spawn(&bin).await?;
+    d.stop(Signal::SIGKILL).await?;
+    d.spawn().await?;
     let cleaned = all_gone(&pids).await;
     let names: HashSet<String> = ids.iter().map(ToString::to_string).collect();
     let stale = job_cgroups(&names);
@@ -762,8 +663,7 @@ async fn sigkill_then_restart(isolation: bool) -> Result {
     for p in &left {
         let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
     }
-    d.signal(Signal::SIGTERM)?;
-    d.wait().await?;
+    d.stop(Signal::SIGTERM).await?;
     ensure!(
         cleaned,
         "job processes {left:?} of the killed qexecd still run after a restart"
