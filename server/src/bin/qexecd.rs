@@ -159,9 +159,11 @@ struct Args {
     /// with a QUIC Retry (one more round trip); 0: always.
     #[arg(long, env = "QEXECD_RETRY_THRESHOLD", default_value_t = 32)]
     retry_threshold: usize,
-    /// Seconds a handshake may take before it is abandoned.
-    #[arg(long, env = "QEXECD_HANDSHAKE_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
-    handshake_timeout: u64,
+    /// How long a handshake may take before it is abandoned (1s–60s; a bare number
+    /// is seconds).
+    #[arg(long, env = "QEXECD_HANDSHAKE_TIMEOUT", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_handshake_timeout)]
+    handshake_timeout: Duration,
     /// Most concurrent control streams per connection.
     #[arg(long, env = "QEXECD_MAX_STREAMS", default_value_t = 256)]
     max_streams: u32,
@@ -183,19 +185,23 @@ struct Args {
     /// (at least one largest frame plus a read: 1 MiB + 64 KiB + 64 bytes per stream).
     #[arg(long, env = "QEXECD_REQUEST_BUFFER", value_name = "SIZE", value_parser = parse_size, default_value = "2M")]
     request_buffer: u64,
-    /// Seconds without traffic after which a connection is closed.
-    #[arg(long, env = "QEXECD_IDLE_TIMEOUT", default_value_t = 60)]
-    idle_timeout: u64,
+    /// Time without traffic after which a connection is closed (a bare number is
+    /// seconds).
+    #[arg(long, env = "QEXECD_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_seconds_or_duration)]
+    idle_timeout: Duration,
     /// How long a `qexec run` job outlives a lost connection (suspended laptop, network
     /// blip), waiting for its client to reconnect; 0 stops it at once. A client that
     /// closes its connection (or is stopped by Ctrl-C) is not waited for.
     #[arg(long, env = "QEXECD_DETACH_GRACE", value_name = "DURATION", default_value = "60s",
           value_parser = qexec_protocol::units::parse_duration)]
     detach_grace: Duration,
-    /// Seconds a connection may stay open with no request or follow in progress
-    /// before the server closes it (its keep-alives do not count); 0: never.
-    #[arg(long, env = "QEXECD_IDLE_CONNECTION_TIMEOUT", default_value_t = 300)]
-    idle_connection_timeout: u64,
+    /// How long a connection may stay open with no request or follow in progress
+    /// before the server closes it (its keep-alives do not count); 0: never (a bare
+    /// number is seconds).
+    #[arg(long, env = "QEXECD_IDLE_CONNECTION_TIMEOUT", value_name = "DURATION", default_value = "300s",
+          value_parser = parse_seconds_or_duration)]
+    idle_connection_timeout: Duration,
     /// Log format on stderr: text (one line per event) or json (one object per line).
     /// Peer-controlled text is escaped in both.
     #[arg(long, env = "QEXECD_LOG_FORMAT", value_name = "text|json", default_value = "text", value_parser = parse_log_format)]
@@ -344,7 +350,7 @@ impl Args {
         c.max_connections_per_identity = self.max_connections_per_user;
         c.max_handshakes = self.max_handshakes;
         c.retry_threshold = self.retry_threshold;
-        c.handshake_timeout = Duration::from_secs(self.handshake_timeout);
+        c.handshake_timeout = self.handshake_timeout;
         c.max_streams_per_connection = self.max_streams;
         c.max_subscriptions_per_connection = self.max_subscriptions;
         c.max_subscriptions_per_identity = self.max_subscriptions_per_user;
@@ -360,10 +366,10 @@ impl Args {
                 self.max_streams
             );
         }
-        c.idle_timeout = Duration::from_secs(self.idle_timeout);
+        c.idle_timeout = self.idle_timeout;
         c.detach_grace = self.detach_grace;
-        c.idle_connection_timeout = (self.idle_connection_timeout > 0)
-            .then(|| Duration::from_secs(self.idle_connection_timeout));
+        c.idle_connection_timeout =
+            (!self.idle_connection_timeout.is_zero()).then_some(self.idle_connection_timeout);
         c.max_limits = Limits {
             cpu_millis: self.max_cpu,
             memory_bytes: self.max_memory,
@@ -551,6 +557,25 @@ async fn main() -> anyhow::Result<()> {
 #[path = "qexecd/log.rs"]
 mod log;
 use log::{LogFormat, parse_log_format};
+
+/// A duration (`30s`, `5m`, `1.5s`) or, as these flags took before, a bare number of
+/// seconds.
+fn parse_seconds_or_duration(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(text).map_err(|e| e.to_string()),
+    }
+}
+
+/// `--handshake-timeout`: a duration from 1 s to 60 s.
+fn parse_handshake_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_seconds_or_duration(text)?;
+    if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{d:?} is outside 1s–60s"))
+    }
+}
 
 /// Parses `--job-network`.
 fn parse_network(text: &str) -> Result<JobNetwork, String> {
@@ -841,6 +866,8 @@ mod tests {
             "4M",
             "--idle-connection-timeout",
             "0",
+            "--idle-timeout",
+            "90s",
         ])
         .unwrap();
         assert_eq!(c.max_connections_per_identity, 3);
@@ -851,6 +878,18 @@ mod tests {
         assert_eq!(c.max_requests_per_identity, 6);
         assert_eq!(c.request_buffer_per_connection, 4 << 20);
         assert_eq!(c.idle_connection_timeout, None);
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        let c = config(&[
+            "--idle-connection-timeout",
+            "2m",
+            "--handshake-timeout",
+            "1500ms",
+        ])
+        .unwrap();
+        assert_eq!(c.idle_connection_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.handshake_timeout, Duration::from_millis(1500));
+        assert!(config(&["--handshake-timeout", "61s"]).is_err());
+        assert!(config(&["--handshake-timeout", "0"]).is_err());
         let e = config(&["--request-buffer", "1M"]).unwrap_err().to_string();
         assert!(
             e.starts_with("--request-buffer (1 MiB) is less than"),

@@ -172,7 +172,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, handsh
             // expired, wrong EKU, no certificate, no ALPN match, bad identity …); a
             // peer's close carries its own reason text: logged escaped (QX-SRV-13).
             let reason = e.to_string();
-            tracing::warn!(%peer, reason = %Esc(&reason), "handshake refused");
+            if matches!(e, quinn::ConnectionError::ApplicationClosed(_)) {
+                // The client gave up on its own (a closed program, a connect raced
+                // against another): nothing was refused.
+                tracing::debug!(%peer, reason = %Esc(&reason), "client closed during the handshake");
+            } else {
+                tracing::warn!(%peer, reason = %Esc(&reason), "handshake refused");
+            }
             return;
         }
         Err(_) => {
