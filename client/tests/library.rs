@@ -294,3 +294,49 @@ fn terminal_job_round_trip_and_followers_see_the_same_bytes() {
         assert_eq!(status.stdout_bytes, seen.len() as u64);
     });
 }
+
+// spec: QX-INFO-1 to QX-INFO-5, QX-AUTHZ-6 — Client::info: the limits the server was
+// given, the counts moving with a running job, per caller; a viewer may ask.
+#[test]
+fn info_tells_limits_and_the_callers_own_running_jobs() {
+    let s = TestServer::start_with(|c| {
+        c.max_jobs = 7;
+        c.max_jobs_per_user = 3;
+    });
+    s.block_on(async {
+        let alice = Client::connect(&s.config(Some("alice"))).await.unwrap();
+        let bob = Client::connect(&s.config(Some("bob"))).await.unwrap();
+        let viewer = Client::connect(&s.config(Some("auditor"))).await.unwrap();
+        let before = alice.info().await.unwrap();
+        assert_eq!(before.server_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!((before.max_jobs, before.max_jobs_per_user), (7, 3));
+        assert_eq!((before.running_jobs, before.caller_running_jobs), (0, 0));
+        assert!(before.cpus >= 1);
+        assert_eq!(before.free_slots(), 3);
+
+        let job = alice.start(request(&["sleep", "600"])).await.unwrap().job;
+        let mine = alice.info().await.unwrap();
+        assert_eq!((mine.running_jobs, mine.caller_running_jobs), (1, 1));
+        assert_eq!(mine.free_slots(), 2);
+        let theirs = bob.info().await.unwrap();
+        assert_eq!((theirs.running_jobs, theirs.caller_running_jobs), (1, 0));
+        let seen = viewer.info().await.unwrap();
+        assert_eq!((seen.running_jobs, seen.caller_running_jobs), (1, 0));
+
+        alice.stop(job, Some(Duration::ZERO)).await.unwrap();
+        // The slots are released when the job's end is handled: wait for it on the
+        // event (the count reaching 0), bounded.
+        let released = tokio::time::timeout(WAIT, async {
+            loop {
+                let now = alice.info().await.unwrap();
+                if now.running_jobs == 0 && now.caller_running_jobs == 0 {
+                    return now;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the ended job's slots are released");
+        assert_eq!(released.free_slots(), 3);
+    });
+}
