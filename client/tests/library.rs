@@ -340,3 +340,64 @@ fn info_tells_limits_and_the_callers_own_running_jobs() {
         assert_eq!(released.free_slots(), 3);
     });
 }
+
+/// A server of an older revision, for `Info` purposes: it speaks qexec/1 with the same
+/// PKI but knows no `Info`, so it abandons every control stream with `Unsupported`
+/// (what qexecd does with an unknown request variant, spec: QX-VER-3, QX-ERR-3).
+async fn serve_as_an_old_server(endpoint: quinn::Endpoint) {
+    let unsupported = quinn::VarInt::from_u32(qexec_protocol::ErrorCode::Unsupported.as_u32());
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(conn) = incoming.await else { continue };
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                // The whole request (a client FINs right after it), then the reset.
+                let _ = recv.read_to_end(64).await;
+                let _ = send.reset(unsupported);
+                let _ = recv.stop(unsupported);
+            }
+        });
+    }
+}
+
+// spec: QX-INFO-8 — an older server's `Unsupported` is the typed error with that code,
+// and the connection stays usable (the server is not failed, its capacity unknown).
+#[test]
+fn info_from_an_older_server_is_unsupported_not_a_failure() {
+    let s = TestServer::start();
+    s.block_on(async {
+        let pki = qexec_tls::PkiPaths::new(s.dir());
+        let crypto = qexec_tls::server_crypto(&qexec_tls::TlsSource::Files {
+            ca: pki.ca.clone(),
+            cert: pki.server.clone(),
+            key: pki.server_key.clone(),
+        })
+        .unwrap();
+        let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+        let endpoint =
+            qexec_tls::bind_endpoint("127.0.0.1:0".parse().unwrap(), Some(config)).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let server = tokio::spawn(serve_as_an_old_server(endpoint));
+
+        let client = Client::connect(&s.config(None).with_addr(addr.to_string()))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let e = client.info().await.unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(qexec_protocol::ErrorCode::Unsupported),
+                "{e}"
+            );
+            assert!(
+                matches!(e, qexec_client::ClientError::Server { .. }),
+                "{e:?}"
+            );
+            assert!(!e.is_connection_lost(), "{e:?}");
+            assert!(
+                e.to_string().contains("does not support the Info request"),
+                "{e}"
+            );
+        }
+        server.abort();
+    });
+}
