@@ -1,13 +1,15 @@
 //! Authorization: one function decides every request (spec/security.md,
 //! "Authorization").
 //!
-//! | role   | start | list          | status, follow | stop, signal, stdin |
-//! |--------|-------|---------------|----------------|---------------------|
-//! | admin  | yes   | all jobs      | all jobs       | all jobs            |
-//! | user   | yes   | own jobs      | own jobs       | own jobs            |
-//! | viewer | no    | all jobs      | all jobs       | no                  |
+//! | role   | start | list          | status, follow | stop, signal |
+//! |--------|-------|---------------|----------------|--------------|
+//! | admin  | yes   | all jobs      | all jobs       | all jobs     |
+//! | user   | yes   | own jobs      | own jobs       | own jobs     |
+//! | viewer | no    | all jobs      | all jobs       | no           |
 //!
-//! `Info` (how busy the server is) is allowed to every role (spec: QX-AUTHZ-6).
+//! `Info` (how busy the server is) is allowed to every role (spec: QX-AUTHZ-6). A
+//! job's stdin is no operation of its own: only the stream that started the job
+//! carries it, so it is decided with that `Start` (spec: QX-AUTHZ-5).
 //!
 //! Deny by default. A job the caller may not *see* (a user and another user's job) is
 //! answered exactly like a job that does not exist: `NotFound`. `PermissionDenied` is
@@ -33,22 +35,19 @@ pub enum Op {
     Stop,
     /// Send a signal to a job.
     Signal,
-    /// Write a job's standard input.
-    Stdin,
     /// Ask how busy the server is (spec: QX-INFO-1, QX-AUTHZ-6).
     Info,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 7] = [
         Op::Start,
         Op::List,
         Op::Status,
         Op::Follow,
         Op::Stop,
         Op::Signal,
-        Op::Stdin,
         Op::Info,
     ];
 
@@ -66,7 +65,6 @@ impl Op {
             Op::Follow => "follow",
             Op::Stop => "stop",
             Op::Signal => "signal",
-            Op::Stdin => "stdin",
             Op::Info => "info",
         }
     }
@@ -121,7 +119,7 @@ pub fn authorize(identity: &Identity, op: Op, job_owner: Option<&str>) -> Decisi
         (Role::User, _) => true,
         // spec: QX-AUTHZ-6 (any authenticated role may ask Info)
         (Role::Viewer, Op::List | Op::Status | Op::Follow | Op::Info) => true,
-        (Role::Viewer, Op::Start | Op::Stop | Op::Signal | Op::Stdin) => false,
+        (Role::Viewer, Op::Start | Op::Stop | Op::Signal) => false,
     };
     if allowed {
         Decision::Allow
@@ -146,14 +144,13 @@ mod tests {
     fn whole_matrix() {
         use Decision::{Allow as A, NotFound as N, PermissionDenied as P};
         // Columns: job-less (owner None for Start/List), own job, foreign job, missing.
-        let table: [(Role, Op, [Decision; 3]); 24] = [
+        let table: [(Role, Op, [Decision; 3]); 21] = [
             (Role::Admin, Op::Start, [A, A, A]),
             (Role::Admin, Op::List, [A, A, A]),
             (Role::Admin, Op::Status, [A, A, N]),
             (Role::Admin, Op::Follow, [A, A, N]),
             (Role::Admin, Op::Stop, [A, A, N]),
             (Role::Admin, Op::Signal, [A, A, N]),
-            (Role::Admin, Op::Stdin, [A, A, N]),
             (Role::Admin, Op::Info, [A, A, A]),
             (Role::User, Op::Start, [A, A, A]),
             (Role::User, Op::List, [A, A, A]),
@@ -161,7 +158,6 @@ mod tests {
             (Role::User, Op::Follow, [A, N, N]),
             (Role::User, Op::Stop, [A, N, N]),
             (Role::User, Op::Signal, [A, N, N]),
-            (Role::User, Op::Stdin, [A, N, N]),
             (Role::User, Op::Info, [A, A, A]),
             (Role::Viewer, Op::Start, [P, P, P]),
             (Role::Viewer, Op::List, [A, A, A]),
@@ -169,7 +165,6 @@ mod tests {
             (Role::Viewer, Op::Follow, [A, A, N]),
             (Role::Viewer, Op::Stop, [P, P, N]),
             (Role::Viewer, Op::Signal, [P, P, N]),
-            (Role::Viewer, Op::Stdin, [P, P, N]),
             // spec: QX-AUTHZ-6
             (Role::Viewer, Op::Info, [A, A, A]),
         ];
