@@ -173,12 +173,19 @@ fn argv_text(j: &qexec_protocol::JobStatus) -> Vec<String> {
 /// ran more than 8 at once (from the servers' own start and end times).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_jobs_over_four_workers_within_capacity() -> Result {
-    let _serial = serial();
+    let _serial = serial().await;
     const JOBS: u64 = 2000;
     let daemons = fleet(
         "pool-2000",
         4,
-        &["--max-jobs", "8", "--max-jobs-per-user", "8", "--retain-per-user", "5000"],
+        &[
+            "--max-jobs",
+            "8",
+            "--max-jobs-per-user",
+            "8",
+            "--retain-per-user",
+            "5000",
+        ],
     )
     .await?;
     let options = PoolOptions {
@@ -187,7 +194,10 @@ async fn two_thousand_jobs_over_four_workers_within_capacity() -> Result {
     };
     let (pool, mut results) = Pool::connect(workers(&daemons), options).await?;
     let capacities: Vec<Option<u32>> = pool.workers().iter().map(|w| w.capacity).collect();
-    ensure!(capacities == [Some(8); 4], "capacity from Info: {capacities:?}");
+    ensure!(
+        capacities == [Some(8); 4],
+        "capacity from Info: {capacities:?}"
+    );
     let producer = {
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -241,7 +251,10 @@ async fn two_thousand_jobs_over_four_workers_within_capacity() -> Result {
     ensure!(total as u64 == JOBS, "the servers recorded {total} jobs");
     ensure!(ran.iter().all(|&n| n == 1), "a ticket ran twice or never");
     let snapshot = pool.workers();
-    eprintln!("per worker: {per_worker:?}; refusals: {:?}", snapshot.iter().map(|w| w.refused).collect::<Vec<_>>());
+    eprintln!(
+        "per worker: {per_worker:?}; refusals: {:?}",
+        snapshot.iter().map(|w| w.refused).collect::<Vec<_>>()
+    );
     ensure!(snapshot.iter().all(|w| w.running == 0), "{snapshot:?}");
     Ok(())
 }
@@ -251,7 +264,7 @@ async fn two_thousand_jobs_over_four_workers_within_capacity() -> Result {
 /// exactly one result), every other job ends on the other workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_jobs_come_back_lost() -> Result {
-    let _serial = serial();
+    let _serial = serial().await;
     const JOBS: u64 = 300;
     let mut daemons = fleet("pool-kill", 4, &["--max-jobs", "8"]).await?;
     let options = PoolOptions {
@@ -277,7 +290,12 @@ async fn killed_worker_jobs_come_back_lost() -> Result {
     };
     // Kill w1 once it has ended a few jobs (so it holds a full load of ours).
     let mut all = Vec::new();
-    while all.iter().filter(|r: &&JobResult| r.worker.as_deref() == Some("w1")).count() < 8 {
+    while all
+        .iter()
+        .filter(|r: &&JobResult| r.worker.as_deref() == Some("w1"))
+        .count()
+        < 8
+    {
         let r = tokio::time::timeout(WAIT, results.next())
             .await?
             .context("results ended before w1 ran 8 jobs")?;
@@ -294,11 +312,17 @@ async fn killed_worker_jobs_come_back_lost() -> Result {
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Lost { .. }))
         .collect();
-    ensure!(!lost.is_empty(), "w1 had {in_flight} jobs in flight and none was lost");
+    ensure!(
+        !lost.is_empty(),
+        "w1 had {in_flight} jobs in flight and none was lost"
+    );
     for r in &lost {
         ensure!(r.worker.as_deref() == Some("w1"), "lost elsewhere: {r:?}");
     }
-    for r in all.iter().filter(|r| !matches!(r.outcome, Outcome::Lost { .. })) {
+    for r in all
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Lost { .. }))
+    {
         ensure!(exit_code(r) == Some(0), "{r:?}");
     }
     // What w1 recorded (restarted on its state directory): each job it ran has one
@@ -334,7 +358,7 @@ async fn killed_worker_jobs_come_back_lost() -> Result {
 /// job runs on the other worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_refusal_moves_the_job_to_another_worker() -> Result {
-    let _serial = serial();
+    let _serial = serial().await;
     let daemons = fleet("pool-refusal", 2, &["--max-jobs", "1"]).await?;
     let options = PoolOptions {
         // No refresh during the test: the pool believes w0 is free.
@@ -401,10 +425,11 @@ async fn no_live_worker_after_close_is_no_worker() -> Result {
     Ok(())
 }
 
-/// Tests that measure the process (RSS) or load every core run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// Tests that measure the process (RSS) or load every core run one at a time (each
+/// test has its own runtime; tokio's mutex works across them).
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// Resident set size of this process, bytes.
@@ -432,7 +457,7 @@ fn alive_tasks() -> usize {
 /// 16 MiB between the first 1,000 results and the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_submissions_keep_tasks_and_memory_bounded() -> Result {
-    let _serial = serial();
+    let _serial = serial().await;
     const JOBS: u64 = 10_000;
     const WORKERS: usize = 4;
     const MAX_JOBS: usize = 8;
@@ -503,7 +528,10 @@ async fn running(c: &qexec_client::Client) -> anyhow::Result<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_pool_ends_every_task() -> Result {
     let daemons = fleet("pool-drop", 2, &["--max-jobs", "4"]).await?;
-    let checkers = [daemons[0].client("alice").await?, daemons[1].client("alice").await?];
+    let checkers = [
+        daemons[0].client("alice").await?,
+        daemons[1].client("alice").await?,
+    ];
     let baseline = alive_tasks();
     let (pool, results) = Pool::connect(workers(&daemons), PoolOptions::default()).await?;
     for _ in 0..6 {
@@ -518,7 +546,11 @@ async fn dropping_the_pool_ends_every_task() -> Result {
         if on == (3, 3) {
             break;
         }
-        ensure!(tokio::time::Instant::now() < deadline, "running: {on:?}, {:?}", pool.workers());
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "running: {on:?}, {:?}",
+            pool.workers()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     ensure!(alive_tasks() > baseline, "the pool runs tasks");

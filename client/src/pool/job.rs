@@ -101,8 +101,12 @@ pub(crate) async fn run(
         }
     };
     let job = started.job;
-    let (outcome, output, output_truncated) =
-        follow(started, queued.submission.stdin, queued.submission.keep_output).await;
+    let (outcome, output, output_truncated) = follow(
+        started,
+        queued.submission.stdin,
+        queued.submission.keep_output,
+    )
+    .await;
     let ended = matches!(outcome, Outcome::Ended(_));
     let result = JobResult {
         ticket,
@@ -206,9 +210,7 @@ mod tests {
             message: "user alice already has 8 running jobs".into(),
         };
         assert_eq!(classify(&full), StartFailure::Requeue);
-        let shutting = ClientError::ShuttingDown {
-            addr: "a:1".into(),
-        };
+        let shutting = ClientError::ShuttingDown { addr: "a:1".into() };
         assert_eq!(classify(&shutting), StartFailure::Requeue);
         let unopened = ClientError::RequestTimeout {
             addr: "a:1".into(),

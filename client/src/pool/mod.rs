@@ -117,7 +117,9 @@ pub enum PoolError {
     },
     /// The pool takes no more submissions: [`Pool::close`] was called, or its
     /// [`PoolResults`] were dropped.
-    #[error("the pool is closed: it takes no more submissions (Pool::close was called or its results were dropped)")]
+    #[error(
+        "the pool is closed: it takes no more submissions (Pool::close was called or its results were dropped)"
+    )]
     Closed,
 }
 

@@ -122,9 +122,12 @@ mod tests {
         PoolOptions::default().validate().expect("defaults work");
     }
 
+    /// An option's name and a change that makes it unusable.
+    type Breakage = (&'static str, fn(&mut PoolOptions));
+
     #[test]
     fn unusable_options_are_refused() {
-        let cases: [(&str, fn(&mut PoolOptions)); 7] = [
+        let cases: [Breakage; 7] = [
             ("queue", |o| o.queue = 0),
             ("results", |o| o.results = 0),
             ("backoff_min", |o| o.backoff_min = Duration::ZERO),

@@ -25,10 +25,7 @@ impl From<&ServerInfo> for Load {
 /// or stream, means the connection is not usable.
 pub(crate) async fn probe(client: &Client, limit: Duration) -> Result<Option<Load>, String> {
     match tokio::time::timeout(limit, client.info()).await {
-        Err(_) => Err(format!(
-            "no answer to Info within {} ms",
-            limit.as_millis()
-        )),
+        Err(_) => Err(format!("no answer to Info within {} ms", limit.as_millis())),
         Ok(Ok(info)) => Ok(Some(Load::from(&info))),
         // spec: QX-VER-3 (an unknown request is refused with Unsupported)
         Ok(Err(e)) if e.code() == Some(ErrorCode::Unsupported) => Ok(None),

@@ -324,6 +324,9 @@ mod tests {
         let mut st = State::new(["a".to_owned(), "b".to_owned()]);
         st.slots[0].last_error = Some("refused".into());
         let why = st.why_no_worker();
-        assert!(why.contains("a: refused") && why.contains("b: no connection"), "{why}");
+        assert!(
+            why.contains("a: refused") && why.contains("b: no connection"),
+            "{why}"
+        );
     }
 }

@@ -84,7 +84,11 @@ pub(crate) async fn run(
 }
 
 /// Connects and asks `Info` once; on success the worker is live.
-async fn connect(shared: &Shared, index: usize, config: &ClientConfig) -> Result<Arc<Client>, String> {
+async fn connect(
+    shared: &Shared,
+    index: usize,
+    config: &ClientConfig,
+) -> Result<Arc<Client>, String> {
     let client = Arc::new(Client::connect(config).await.map_err(|e| e.to_string())?);
     let n = shared.lock().slots[index].probe_sent();
     let load = probe(&client, shared.options.info_timeout).await?;
