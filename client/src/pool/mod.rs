@@ -57,7 +57,8 @@
 //!   them end. A submission goes to the live worker with the most free capacity
 //!   (ties: the fewest of our jobs in flight, then the first given), never beyond it;
 //!   with no free capacity anywhere it waits. A server that answers `Info` with
-//!   `Unsupported` (older than the request) gets [`PoolOptions::default_capacity`].
+//!   `Unsupported` (older than the request) gets [`PoolOptions::default_capacity`];
+//!   [`PoolOptions::max_per_worker`] caps every worker below its server's limits.
 //! - **Refusals.** A `Start` refused for capacity (`ResourceExhausted`: another client
 //!   took the room since the last `Info`) or because the server shuts down goes back to
 //!   the front of the queue and marks that worker full until one of our jobs on it
@@ -191,7 +192,8 @@ pub struct WorkerSnapshot {
     /// The pool's jobs placed on it and not yet ended.
     pub running: u32,
     /// How many of the pool's jobs it may hold at once, from its last `Info` answer
-    /// (or [`PoolOptions::default_capacity`]); `None` before the first answer.
+    /// (or [`PoolOptions::default_capacity`]), at most [`PoolOptions::max_per_worker`];
+    /// `None` before the first answer.
     pub capacity: Option<u32>,
     /// True while a start was refused for capacity and nothing freed room since.
     pub full: bool,

@@ -55,6 +55,10 @@ pub struct PoolOptions {
     /// unknown: a qexecd older than the `Info` request answers `Unsupported`.
     /// Default 4.
     pub default_capacity: u32,
+    /// Most of the pool's jobs on any one worker, below what the server allows (a
+    /// fuzzing farm may want one job per CPU of a server whose `--max-jobs` is
+    /// higher). `None` (the default): only the servers' limits count.
+    pub max_per_worker: Option<u32>,
     /// After [`Pool::close`](crate::pool::Pool::close) (or the last `Pool` handle is
     /// dropped), a dead worker keeps trying to reconnect for this long after the later
     /// of the close and its death, then gives up. Once every worker gave up, each
@@ -75,6 +79,7 @@ impl Default for PoolOptions {
             info_interval: Duration::from_secs(1),
             info_timeout: Duration::from_secs(10),
             default_capacity: 4,
+            max_per_worker: None,
             give_up_after: Duration::from_secs(30),
         }
     }
@@ -109,6 +114,9 @@ impl PoolOptions {
         if self.default_capacity == 0 {
             return bad("default_capacity must be at least 1");
         }
+        if self.max_per_worker == Some(0) {
+            return bad("max_per_worker must be at least 1 (or None)");
+        }
         Ok(())
     }
 }
@@ -127,7 +135,7 @@ mod tests {
 
     #[test]
     fn unusable_options_are_refused() {
-        let cases: [Breakage; 7] = [
+        let cases: [Breakage; 8] = [
             ("queue", |o| o.queue = 0),
             ("results", |o| o.results = 0),
             ("backoff_min", |o| o.backoff_min = Duration::ZERO),
@@ -135,6 +143,7 @@ mod tests {
             ("info_interval", |o| o.info_interval = Duration::ZERO),
             ("info_timeout", |o| o.info_timeout = Duration::ZERO),
             ("default_capacity", |o| o.default_capacity = 0),
+            ("max_per_worker", |o| o.max_per_worker = Some(0)),
         ];
         for (field, change) in cases {
             let mut o = PoolOptions::default();

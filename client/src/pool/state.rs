@@ -99,9 +99,16 @@ impl Slot {
     }
 
     /// The answer to probe number `probe`: the new limit (`None`: the server does not
-    /// say, `default` applies).
-    pub(crate) fn probed(&mut self, probe: u64, load: Option<Load>, default: u32) {
-        self.limit = Some(load.map_or(default, |l| l.limit(self.running)));
+    /// say, `default` applies), never above `cap`.
+    pub(crate) fn probed(
+        &mut self,
+        probe: u64,
+        load: Option<Load>,
+        default: u32,
+        cap: Option<u32>,
+    ) {
+        let limit = load.map_or(default, |l| l.limit(self.running));
+        self.limit = Some(cap.map_or(limit, |cap| limit.min(cap)));
         if probe > self.full_until_probe {
             self.full = false;
         }
@@ -294,12 +301,12 @@ mod tests {
         s.refused();
         assert!(s.full);
         // The answer to a probe sent before the refusal does not clear it.
-        s.probed(first, Some(load(3, 8, 3, 256)), 4);
+        s.probed(first, Some(load(3, 8, 3, 256)), 4, None);
         assert!(s.full);
         assert_eq!(s.free(), 0);
         // A later probe does.
         let later = s.probe_sent();
-        s.probed(later, Some(load(3, 8, 3, 256)), 4);
+        s.probed(later, Some(load(3, 8, 3, 256)), 4, None);
         assert!(!s.full);
         assert_eq!(s.free(), 5);
         // So does one of our jobs ending; a lost one does not.
@@ -315,8 +322,21 @@ mod tests {
     fn unknown_capacity_takes_the_default() {
         let mut s = live("a", 0, 0);
         let p = s.probe_sent();
-        s.probed(p, None, 4);
+        s.probed(p, None, 4, None);
         assert_eq!(s.limit, Some(4));
+    }
+
+    #[test]
+    fn the_pools_own_cap_applies_below_the_servers() {
+        let mut s = live("a", 0, 0);
+        let p = s.probe_sent();
+        s.probed(p, Some(load(0, 1024, 0, 256)), 4, Some(8));
+        assert_eq!(s.limit, Some(8));
+        // A server below the cap keeps its own limit.
+        s.probed(p, Some(load(0, 2, 0, 256)), 4, Some(8));
+        assert_eq!(s.limit, Some(2));
+        s.probed(p, None, 4, Some(2));
+        assert_eq!(s.limit, Some(2));
     }
 
     #[test]

@@ -96,7 +96,12 @@ async fn connect(
         let mut state = shared.lock();
         let slot = &mut state.slots[index];
         slot.up(Arc::clone(&client));
-        slot.probed(n, load, shared.options.default_capacity);
+        slot.probed(
+            n,
+            load,
+            shared.options.default_capacity,
+            shared.options.max_per_worker,
+        );
         slot.last_error = None;
     }
     shared.changed.notify_one();
@@ -124,7 +129,12 @@ async fn serve(
         };
         match answer {
             Ok(load) => {
-                shared.lock().slots[index].probed(n, load, shared.options.default_capacity);
+                shared.lock().slots[index].probed(
+                    n,
+                    load,
+                    shared.options.default_capacity,
+                    shared.options.max_per_worker,
+                );
                 shared.changed.notify_one();
             }
             Err(reason) => return Some(reason),
