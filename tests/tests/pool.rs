@@ -569,3 +569,61 @@ async fn dropping_the_pool_ends_every_task() -> Result {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A qexec/1 server of an older revision, as far as the pool can tell: the same PKI,
+/// but it knows no request, so it abandons every control stream with `Unsupported`
+/// (what qexecd does with an unknown request variant, spec: QX-VER-3).
+async fn serve_as_an_old_server(endpoint: quinn::Endpoint) {
+    let unsupported = quinn::VarInt::from_u32(ErrorCode::Unsupported.as_u32());
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(conn) = incoming.await else { continue };
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let _ = recv.read_to_end(1 << 16).await;
+                let _ = send.reset(unsupported);
+                let _ = recv.stop(unsupported);
+            }
+        });
+    }
+}
+
+/// A server that answers `Info` with `Unsupported` is live with the pool's default
+/// capacity (spec: QX-INFO-8), and a request it refuses comes back `Refused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_server_gets_the_default_capacity() -> Result {
+    let dir = tempfile::tempdir()?;
+    qexec_tls::init(dir.path(), &qexec_tls::InitOptions::default())?;
+    let paths = qexec_tls::PkiPaths::new(dir.path());
+    let crypto = qexec_tls::server_crypto(&qexec_tls::TlsSource::Files {
+        ca: paths.ca.clone(),
+        cert: paths.server.clone(),
+        key: paths.server_key.clone(),
+    })?;
+    let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+    let endpoint = qexec_tls::bind_endpoint("127.0.0.1:0".parse()?, Some(config))?;
+    let addr = endpoint.local_addr()?;
+    let server = tokio::spawn(serve_as_an_old_server(endpoint));
+    let worker = Worker {
+        name: "old".into(),
+        config: qexec_client::ClientConfig::for_user(dir.path(), "alice")
+            .with_addr(addr.to_string()),
+    };
+    let options = PoolOptions {
+        default_capacity: 3,
+        ..PoolOptions::default()
+    };
+    let (pool, mut results) = Pool::connect(vec![worker], options).await?;
+    let w = pool.workers();
+    ensure!(w[0].live && w[0].capacity == Some(3), "{w:?}");
+    pool.submit(submission(&["true"])).await?;
+    pool.close();
+    let all = collect(&mut results).await?;
+    ensure!(all.len() == 1, "{all:?}");
+    let Outcome::Refused(e) = &all[0].outcome else {
+        bail!("{:?}", all[0]);
+    };
+    ensure!(e.code == ErrorCode::Unsupported, "{e:?}");
+    ensure!(all[0].worker.as_deref() == Some("old"), "{:?}", all[0]);
+    server.abort();
+    Ok(())
+}

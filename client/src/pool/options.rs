@@ -130,6 +130,17 @@ mod tests {
         PoolOptions::default().validate().expect("defaults work");
     }
 
+    #[test]
+    fn a_fixed_backoff_is_valid() {
+        // backoff_max == backoff_min: no doubling, a fixed wait.
+        let o = PoolOptions {
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+            ..PoolOptions::default()
+        };
+        o.validate().expect("equal bounds work");
+    }
+
     /// An option's name and a change that makes it unusable.
     type Breakage = (&'static str, fn(&mut PoolOptions));
 
