@@ -415,11 +415,15 @@ async fn capacity_refusal_moves_the_job_to_another_worker() -> Result {
 /// and once the pool is closed and the worker gave up, each comes back `NoWorker`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_live_worker_after_close_is_no_worker() -> Result {
-    let daemons = fleet("pool-noworker", 1, &[]).await?;
-    let mut worker = workers(&daemons);
+    let dir = tempfile::tempdir()?;
+    qexec_tls::init(dir.path(), &qexec_tls::InitOptions::default())?;
     // A port nothing listens on.
     let free = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    worker[0].config.addr = free.to_string();
+    let worker = vec![Worker {
+        name: "w0".into(),
+        config: qexec_client::ClientConfig::for_user(dir.path(), "alice")
+            .with_addr(free.to_string()),
+    }];
     let options = PoolOptions {
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
