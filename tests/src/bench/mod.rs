@@ -5,13 +5,14 @@
 //! measures the six sections of bench/README.md, each figure over several runs (median and
 //! min–max), with ratios against baselines measured in the same run:
 //! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], the terminal
-//! keystroke latency of section 7, [`keystroke`], and the job records of section 8,
-//! [`records`].
+//! keystroke latency of section 7, [`keystroke`], the job records of section 8,
+//! [`records`], and the worker pool over a local fleet of section 9, [`fleet`].
 
 pub(crate) mod cold;
 pub(crate) mod cpu;
 pub(crate) mod delay;
 pub(crate) mod fanout;
+pub(crate) mod fleet;
 pub(crate) mod hol;
 pub(crate) mod keystroke;
 pub(crate) mod memory;
@@ -60,6 +61,8 @@ pub(crate) struct Settings {
     pub(crate) keystroke_samples: usize,
     /// Finished jobs held while listing them (10,000 in a full run).
     pub(crate) record_jobs: usize,
+    /// `/bin/true` jobs through the worker pool per fleet figure (10,000 in a full run).
+    pub(crate) fleet_jobs: usize,
 }
 
 impl Settings {
@@ -79,6 +82,7 @@ impl Settings {
             memory_jobs: 1000,
             keystroke_samples: 1000,
             record_jobs: 10_000,
+            fleet_jobs: 10_000,
         }
     }
 
@@ -98,6 +102,7 @@ impl Settings {
             memory_jobs: 200,
             keystroke_samples: 500,
             record_jobs: 1000,
+            fleet_jobs: 1000,
         }
     }
 }
