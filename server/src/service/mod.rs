@@ -589,9 +589,14 @@ mod tests {
         let _a2 = jobs.reserve("alice", 2).unwrap();
         assert!(jobs.reserve("alice", 2).is_none());
         let _b = jobs.reserve("bob", 2).unwrap();
+        // spec: QX-INFO-4 — what Info reports per caller.
+        assert_eq!((jobs.running("alice"), jobs.running("bob")), (2, 1));
+        assert_eq!(jobs.running("carol"), 0);
         drop(a1);
+        assert_eq!(jobs.running("alice"), 1);
         let _a3 = jobs.reserve("alice", 2).unwrap();
         assert!(jobs.reserve("alice", 2).is_none());
+        assert_eq!(jobs.running("alice"), 2);
     }
 
     #[tokio::test]
