@@ -10,7 +10,8 @@
 //! bytes written to both close together may be captured in either order).
 //!
 //! # Writer and followers
-//! Exactly one [`LogWriter`] (owned by the job's supervisor) appends whole records
+//! Exactly one [`LogWriter`] (owned by the job's output pump thread, see [`pump`], or
+//! for a terminal job by its supervisor) appends whole records
 //! with positioned writes, then publishes the committed `(payload length, file length)`
 //! through a [`tokio::sync::watch`] channel. Readers ([`LogReader`]) never poll: they
 //! wait on that channel when they have read everything committed. A reader has its
@@ -603,6 +604,9 @@ impl LogReader {
     }
 }
 
+mod pump;
 mod recover;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use pump::{Pump, PumpEvent};
