@@ -46,7 +46,7 @@ const STACK_SIZE: usize = 128 << 10;
 /// What the pump tells the supervisor.
 #[derive(Debug)]
 pub(crate) enum PumpEvent {
-    /// The output cap was reached: output is being discarded (spec: QX-LIMIT-21).
+    /// The output cap was reached: output is being discarded (spec: QX-LIMIT-20).
     CapReached,
     /// Both pipes are closed; the writer comes back so the supervisor ends the log.
     Done(LogWriter),
@@ -83,6 +83,7 @@ impl Pump {
             buf: Vec::new(),
             splice: true,
             cap_reported: false,
+            write_back: std::env::var_os("QEXEC_LOG_WRITEBACK").is_none_or(|v| v != "0"),
         };
         std::thread::Builder::new()
             .name("qexec-output".into())
@@ -143,6 +144,9 @@ struct PumpThread {
     /// Output is spliced into the log (until the file system says it cannot).
     splice: bool,
     cap_reported: bool,
+    /// Start the writeback of the log behind the writer (`QEXEC_LOG_WRITEBACK=0`
+    /// turns it off, for measurements).
+    write_back: bool,
 }
 
 const STREAMS: [OutputStream; 2] = [OutputStream::Stdout, OutputStream::Stderr];
@@ -208,6 +212,9 @@ impl PumpThread {
                 Pumped::Data(n) => moved += n,
                 Pumped::Eof | Pumped::WouldBlock => break,
             }
+        }
+        if self.write_back {
+            self.log.write_back_behind();
         }
     }
 
