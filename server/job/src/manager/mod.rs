@@ -13,14 +13,18 @@
 //! across an `.await`.
 //!
 //! # One supervisor per job
-//! It owns the job's pidfd, both output pipes (non-blocking, resized to 1 MiB), the
-//! `LogWriter`, the timeout, the `Lifecycle` and the job's cgroup. Output moves
-//! from a pipe into the log with `splice(2)` (no copy through user space, no buffer
-//! per job); past the output cap, or on a file system that cannot splice, it is read
-//! into a buffer allocated on first use (discarded, or appended with one write per
-//! record). It waits on all of them at once (`tokio::select!`), on stop requests (a
-//! `Notify`), on a running cgroup kill and, for v1 jobs with a memory limit, on the
-//! OOM check.
+//! It owns the job's pidfd, the timeout, the `Lifecycle`, the job's cgroup and,
+//! through the job's output pump, both output pipes (non-blocking, resized to 1 MiB)
+//! and the `LogWriter`. The pump is a plain thread per job (`output::Pump`), so a
+//! log write the kernel makes sleep (dirty-page throttling, a preempted copy) never
+//! stalls a runtime worker: output moves from a pipe into the log with `splice(2)`
+//! (no copy through user space, no buffer per job); past the output cap, or on a
+//! file system that cannot splice, it is read into a buffer allocated on first use
+//! (discarded, or appended with one write per record). The pump tells the supervisor
+//! when the cap is reached and hands the `LogWriter` back once both pipes are closed.
+//! A terminal job's master is read by the supervisor itself. It waits on all of them
+//! at once (`tokio::select!`), on stop requests (a `Notify`), on a running cgroup
+//! kill and, for v1 jobs with a memory limit, on the OOM check.
 //!
 //! # When a job ends
 //! A job has ended when its main process was reaped **and** both output pipes were

@@ -16,16 +16,12 @@ use tokio::time::Instant;
 
 use crate::cgroup::{CgroupError, JobCgroup};
 use crate::lifecycle::{Action, Lifecycle};
-use crate::output::{Appended, HEADER_LEN, LogWriter, SpliceError};
+use crate::output::{Appended, HEADER_LEN, LogWriter, Pump, PumpEvent};
 
-/// Size asked for each output pipe (the unprivileged maximum by default).
-const PIPE_SIZE: i32 = 1 << 20;
-/// Read buffer of the copy path (the header space comes in front of it).
+/// Read buffer of a terminal's output (the header space comes in front of it).
 const READ_BUF: usize = 128 << 10;
-/// Largest record moved by one splice (the pipe holds at most its size).
-const SPLICE_MAX: usize = PIPE_SIZE as usize;
-/// Reads per pipe in the final non-blocking drain, so a writer that never stops
-/// cannot keep a job alive.
+/// Reads in the final non-blocking drain of a terminal, so a writer that never
+/// stops cannot keep a job alive.
 const FINAL_DRAIN_READS: usize = 64;
 /// How long a dropped supervisor waits for its SIGKILLed main process to be reaped.
 const DROP_REAP_WAIT_MS: u16 = 2000;
@@ -34,13 +30,12 @@ const OOM_CHECK: Duration = Duration::from_millis(250);
 use super::cgroups::read_accounting;
 use super::table::{Job, ProcessHandle, Shared, lock, now_ms};
 
-/// Wraps an output pipe for the reactor, enlarged to [`PIPE_SIZE`] when possible.
-fn output_pipe(fd: OwnedFd) -> io::Result<pipe::Receiver> {
-    // A bigger pipe means fewer wake-ups and a writer that blocks less often.
-    if let Err(e) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
-        tracing::debug!(error = %e, "cannot enlarge an output pipe; keeping its size");
+/// The next event of a running output pump (never ready when there is none).
+async fn pump_event(pump: Option<&mut Pump>) -> Option<PumpEvent> {
+    match pump {
+        Some(pump) => pump.next().await,
+        None => std::future::pending().await,
     }
-    pipe::Receiver::from_owned_fd(fd)
 }
 
 /// Waits for readability of an optional fd (never ready when `None`).
@@ -98,13 +93,15 @@ pub(super) struct Supervisor {
     handle: Option<Arc<ProcessHandle>>,
     /// The reactor's duplicate of the main process' pidfd.
     pidfd: Option<AsyncFd<OwnedFd>>,
+    /// A terminal job's output (its master), read on the runtime; `None` once closed.
     stdout: Option<pipe::Receiver>,
-    stderr: Option<pipe::Receiver>,
+    /// The thread that moves a pipe job's stdout and stderr into the log; `None`
+    /// once it handed the log back.
+    pump: Option<Pump>,
+    /// The log; `None` while the pump holds it.
     log: Option<LogWriter>,
-    /// Read buffer of the copy path, allocated on first use.
+    /// Read buffer of a terminal's output, allocated on first use.
     buf: Vec<u8>,
-    /// Output is spliced into the log (until the file system says it cannot).
-    splice: bool,
     life: Lifecycle,
     timeout_at: Option<Instant>,
     drain_until: Option<Instant>,
@@ -145,10 +142,9 @@ impl Supervisor {
             handle: Some(handle),
             pidfd: None,
             stdout: None,
-            stderr: None,
+            pump: None,
             log: Some(log),
             buf: Vec::new(),
-            splice: true,
             life: Lifecycle::new(),
             timeout_at,
             drain_until: None,
@@ -161,9 +157,12 @@ impl Supervisor {
         }
     }
 
-    /// Registers the job's pidfd (a duplicate) and output pipes with the reactor. A
-    /// terminal job has no `stderr`: its `stdout` is the terminal's master, read
-    /// like a pipe but never spliced (splice needs a pipe) (spec: QX-TERM-8).
+    /// Registers the job's pidfd (a duplicate) with the reactor and starts moving
+    /// its output into the log: a pipe job's stdout and stderr by its output pump
+    /// thread (the log's writes never run on the runtime), a terminal job's master
+    /// on the runtime. A terminal job has no `stderr`: its `stdout` is the
+    /// terminal's master, read like a pipe but never spliced (splice needs a pipe),
+    /// on the runtime so a keystroke's echo takes no thread hop (spec: QX-TERM-8).
     pub(super) fn register(
         &mut self,
         pidfd: io::Result<OwnedFd>,
@@ -173,12 +172,14 @@ impl Supervisor {
         self.pidfd = Some(crate::sys::async_fd(pidfd?, Interest::READABLE)?);
         match stderr {
             Some(stderr) => {
-                self.stdout = Some(output_pipe(stdout)?);
-                self.stderr = Some(output_pipe(stderr)?);
+                let log = self
+                    .log
+                    .take()
+                    .ok_or_else(|| io::Error::other("the output log is already taken"))?;
+                self.pump = Some(Pump::start(self.job.id, log, stdout, stderr)?);
             }
             None => {
                 self.stdout = Some(pipe::Receiver::from_owned_fd_unchecked(stdout)?);
-                self.splice = false;
                 self.terminal = true;
             }
         }
@@ -189,7 +190,7 @@ impl Supervisor {
     pub(super) async fn run(mut self) {
         let job = Arc::clone(&self.job);
         loop {
-            if self.life.exited() && self.stdout.is_none() && self.stderr.is_none() {
+            if self.life.exited() && self.stdout.is_none() && self.pump.is_none() {
                 break;
             }
             let kill_at = self.life.deadline();
@@ -204,8 +205,8 @@ impl Supervisor {
                 self.pidfd.as_ref()
             };
             tokio::select! {
-                () = readable(self.stdout.as_ref()) => { self.pump(OutputStream::Stdout); }
-                () = readable(self.stderr.as_ref()) => { self.pump(OutputStream::Stderr); }
+                () = readable(self.stdout.as_ref()) => { self.pump_terminal(); }
+                event = pump_event(self.pump.as_mut()) => self.on_pump(event),
                 () = async {
                     match pidfd {
                         Some(fd) => { let _ = fd.readable().await.map(|mut g| g.clear_ready()); }
@@ -287,76 +288,54 @@ impl Supervisor {
         }
     }
 
-    /// One read from a pipe into the log.
-    fn pump(&mut self, stream: OutputStream) -> Pumped {
-        let Self {
-            stdout,
-            stderr,
-            buf,
-            log,
-            splice,
-            ..
-        } = self;
-        let pipe = match stream {
-            OutputStream::Stdout => stdout,
-            OutputStream::Stderr => stderr,
-        };
-        let Some(fd) = pipe.as_ref() else {
-            return Pumped::Eof;
-        };
-        // Fast path: pipe → file in the kernel, while there is room under the cap.
-        if let Some(log) = log.as_mut().filter(|l| *splice && l.room() > 0) {
-            let moved = fd.try_io(|| match log.splice_from(stream, fd.as_fd(), SPLICE_MAX) {
-                Ok(n) => Ok(Ok(n)),
-                Err(SpliceError::Io(e)) => Err(e),
-                Err(other) => Ok(Err(other)),
-            });
-            match moved {
-                Ok(Ok(0)) => {
-                    *pipe = None;
-                    return Pumped::Eof;
-                }
-                Ok(Ok(_)) => return Pumped::Data,
-                Ok(Err(SpliceError::Log(e))) => {
-                    tracing::error!(
-                        job = %self.job.id,
-                        path = %self.job.log.path().display(),
-                        error = %e,
-                        "cannot write the job's output log; further output is discarded and the status says output_truncated"
-                    );
-                    return Pumped::Data;
-                }
-                Ok(Err(_unsupported)) => {
-                    tracing::debug!(job = %self.job.id, "the state directory cannot splice; copying output instead");
-                    *splice = false;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pumped::WouldBlock,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Pumped::WouldBlock,
-                Err(e) => {
-                    tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading an output pipe failed; closing it");
-                    *pipe = None;
-                    return Pumped::Eof;
-                }
+    /// An event of the output pump.
+    fn on_pump(&mut self, event: Option<PumpEvent>) {
+        match event {
+            Some(PumpEvent::CapReached) => self.cap_reached(),
+            Some(PumpEvent::Done(log)) => {
+                self.log = Some(log);
+                self.pump = None;
+            }
+            None => {
+                // The thread is gone without handing the log back (it panicked):
+                // the log ended with it.
+                tracing::error!(job = %self.job.id, "the job's output pump ended unexpectedly");
+                self.pump = None;
             }
         }
-        // Copy path: past the cap (read and discard), or where splicing is unsupported.
-        if buf.is_empty() {
-            buf.resize(HEADER_LEN + READ_BUF, 0);
+    }
+
+    /// The output cap was reached.
+    fn cap_reached(&mut self) {
+        if !self.life.stopping() {
+            // spec: past the cap the job is stopped and marked truncated.
+            let grace = self.shared.config.default_grace;
+            self.stop(StopReason::OutputLimit, grace);
         }
-        let read = fd.try_read(&mut buf[HEADER_LEN..]);
+    }
+
+    /// One read from a terminal's master into the log.
+    fn pump_terminal(&mut self) -> Pumped {
+        let stream = OutputStream::Stdout;
+        let Some(fd) = self.stdout.as_ref() else {
+            return Pumped::Eof;
+        };
+        if self.buf.is_empty() {
+            self.buf.resize(HEADER_LEN + READ_BUF, 0);
+        }
+        let read = fd.try_read(&mut self.buf[HEADER_LEN..]);
         match read {
             Ok(0) => {
-                *pipe = None;
+                self.stdout = None;
                 Pumped::Eof
             }
             Ok(n) => {
-                let appended = log.as_mut().map(|log| log.append_framed(stream, buf, n));
+                let appended = self
+                    .log
+                    .as_mut()
+                    .map(|log| log.append_framed(stream, &mut self.buf, n));
                 match appended {
-                    Some(Ok(Appended::CapReached)) if !self.life.stopping() => {
-                        // spec: past the cap the job is stopped and marked truncated.
-                        let grace = self.shared.config.default_grace;
-                        self.stop(StopReason::OutputLimit, grace);
-                    }
+                    Some(Ok(Appended::CapReached)) => self.cap_reached(),
                     Some(Err(e)) => tracing::error!(
                         job = %self.job.id,
                         path = %self.job.log.path().display(),
@@ -370,13 +349,13 @@ impl Supervisor {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Pumped::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Pumped::WouldBlock,
             // A terminal's master reads EIO once no process holds the slave: its EOF.
-            Err(e) if self.terminal && e.raw_os_error() == Some(libc::EIO) => {
-                *pipe = None;
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                self.stdout = None;
                 Pumped::Eof
             }
             Err(e) => {
-                tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading an output pipe failed; closing it");
-                *pipe = None;
+                tracing::warn!(job = %self.job.id, ?stream, error = %e, "reading the job's terminal failed; closing it");
+                self.stdout = None;
                 Pumped::Eof
             }
         }
@@ -475,21 +454,22 @@ impl Supervisor {
     }
 
     /// The drain after the main process' exit is over: kill what is left of the job,
-    /// take what is already in the pipes, close them.
+    /// take what is already in the pipes, close them (the pump does so for a pipe
+    /// job, then hands the log back).
     fn end_drain(&mut self) {
         self.drain_until = None;
-        if self.stdout.is_some() || self.stderr.is_some() {
+        if self.stdout.is_some() || self.pump.is_some() {
             self.apply(Action::Kill);
         }
-        for stream in [OutputStream::Stdout, OutputStream::Stderr] {
-            for _ in 0..FINAL_DRAIN_READS {
-                if !matches!(self.pump(stream), Pumped::Data) {
-                    break;
-                }
+        for _ in 0..FINAL_DRAIN_READS {
+            if !matches!(self.pump_terminal(), Pumped::Data) {
+                break;
             }
         }
         self.stdout = None;
-        self.stderr = None;
+        if let Some(pump) = &mut self.pump {
+            pump.end();
+        }
     }
 
     /// Publishes the final status and frees everything the job held.
@@ -522,7 +502,11 @@ impl Supervisor {
             }
         }
         self.stdout = None;
-        self.stderr = None;
+        // A pump still running (the supervisor is being dropped) is asked to end;
+        // it ends the log itself when it is done, after the status above.
+        if let Some(pump) = &mut self.pump {
+            pump.end();
+        }
         self.pidfd = None;
         // The last reference: closes the pidfd (the process was reaped; if it was
         // not, `ChildProcess`'s drop kills and reaps it).

@@ -10,7 +10,8 @@
 //! bytes written to both close together may be captured in either order).
 //!
 //! # Writer and followers
-//! Exactly one [`LogWriter`] (owned by the job's supervisor) appends whole records
+//! Exactly one [`LogWriter`] (owned by the job's output pump thread, `pump`, or
+//! for a terminal job by its supervisor) appends whole records
 //! with positioned writes, then publishes the committed `(payload length, file length)`
 //! through a [`tokio::sync::watch`] channel. Readers ([`LogReader`]) never poll: they
 //! wait on that channel when they have read everything committed. A reader has its
@@ -46,7 +47,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use qexec_protocol::OutputStream;
 use tokio::sync::watch;
 
-use crate::sys::{ReadWait, pread_into};
+use crate::sys::{ReadWait, pread_into, start_writeback};
 
 /// Bytes of a record header: stream tag and payload length.
 pub(crate) const HEADER_LEN: usize = 5;
@@ -57,6 +58,9 @@ const INDEX_MAX_ENTRIES: usize = 1024;
 /// Largest single read of a reader: one `Data` frame (QX-LIMIT-11), so what a
 /// stalled follower holds is bounded by it.
 const READ_CHUNK: usize = qexec_protocol::limits::MAX_OUTPUT_CHUNK;
+/// Bytes of log written between two starts of their writeback (see
+/// [`LogWriter::write_back_behind`]).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 const TAG_STDOUT: u8 = 1;
 const TAG_STDERR: u8 = 2;
@@ -216,6 +220,8 @@ pub(crate) struct LogWriter {
     state: Committed,
     cap: u64,
     failed: bool,
+    /// File position up to which writeback was started.
+    written_back: u64,
 }
 
 impl LogWriter {
@@ -239,6 +245,7 @@ impl LogWriter {
             state: Committed::default(),
             cap,
             failed: false,
+            written_back: 0,
         })
     }
 
@@ -359,6 +366,28 @@ impl LogWriter {
         }
         self.commit(stream, n);
         Ok(n)
+    }
+
+    /// Starts the writeback of what was written since the last call, once that is
+    /// [`WRITEBACK_STEP`] or more, without waiting for it: the log's pages stay
+    /// cached for followers (clean instead of dirty), and a job writing gigabytes
+    /// does not leave them dirty until the kernel throttles every writer and
+    /// writes them back in one burst. Not an `fsync`: nothing is promised about
+    /// durability. May wait while the device's queue is full, so it is called by
+    /// the output pump's thread, never on the runtime.
+    pub(crate) fn write_back_behind(&mut self) {
+        let len = self.state.file_len - self.written_back;
+        if len < WRITEBACK_STEP {
+            return;
+        }
+        let Some(file) = &self.file else {
+            return;
+        };
+        if let Err(e) = start_writeback(file, self.written_back, len) {
+            // Only a hint: the kernel writes the pages back in its own time.
+            tracing::debug!(path = %self.shared.path.display(), error = %e, "cannot start the output log's writeback");
+        }
+        self.written_back = self.state.file_len;
     }
 
     /// Publishes a record of `n` payload bytes written at `file_len`.
@@ -603,6 +632,9 @@ impl LogReader {
     }
 }
 
+mod pump;
 mod recover;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use pump::{Pump, PumpEvent};

@@ -1,4 +1,5 @@
-//! Positioned reads of an output log into a buffer's spare capacity (parent side).
+//! Output log file I/O (parent side): positioned reads into a buffer's spare
+//! capacity, and starting the writeback of what was written.
 //!
 //! `FileExt::read_exact_at` needs an initialised buffer, so every read would first
 //! zero it (a `memset` per byte read). These wrappers let the kernel fill the
@@ -62,6 +63,30 @@ pub(crate) fn pread_into(
     Ok(n)
 }
 
+/// Starts the writeback of the dirty pages of `file` in `[pos, pos + len)` and
+/// returns without waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: no
+/// `fsync`, no metadata, no durability promise). A writer that calls this behind
+/// itself keeps its dirty pages few, so the kernel neither throttles it
+/// (`balance_dirty_pages`) nor later writes gigabytes back in one burst.
+pub(crate) fn start_writeback(file: &File, pos: u64, len: u64) -> io::Result<()> {
+    let offset = libc::off64_t::try_from(pos).map_err(io::Error::other)?;
+    let nbytes = libc::off64_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: plain system call on an fd `file` keeps open for the whole call; no
+    // memory is passed.
+    let r = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset,
+            nbytes,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -83,5 +108,20 @@ mod tests {
             assert_eq!(pread_into(&f, &mut buf, 4, 10, wait).unwrap(), 0);
             assert_eq!(&buf[..], b"ab3456");
         }
+    }
+
+    #[test]
+    fn writeback_of_a_written_range_starts() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[7; 8192]).unwrap();
+        start_writeback(&f, 0, 8192).unwrap();
+        // A range past the end is not an error either: nothing is dirty there.
+        start_writeback(&f, 8192, 4096).unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            pread_into(&f, &mut buf, 8192, 0, ReadWait::Block).unwrap(),
+            8192
+        );
+        assert!(buf.iter().all(|&b| b == 7));
     }
 }

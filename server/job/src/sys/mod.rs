@@ -4,7 +4,8 @@
 //!
 //! Three kinds of code live here:
 //! - **parent side** (ordinary server threads): positioned reads of output logs into
-//!   uninitialised buffer room ([`pread_into`]), pidfd signalling and waiting
+//!   uninitialised buffer room ([`pread_into`]), starting their writeback
+//!   ([`start_writeback`]), pidfd signalling and waiting
 //!   ([`pidfd_send_signal`], [`pidfd_wait`]), process-group signals, the tokio fd
 //!   registration ([`async_fd`]), the seccomp probe ([`seccomp_filter_available`]),
 //!   and the one door to a new process, [`child::start_child`].
@@ -48,7 +49,7 @@ pub(crate) mod sandbox;
 mod seccomp;
 
 pub(crate) use base::{CStringArray, Errno};
-pub(crate) use fileio::{ReadWait, pread_into};
+pub(crate) use fileio::{ReadWait, pread_into, start_writeback};
 pub(crate) use hook::{INIT_MODE_MAGIC, PROBE_MODE_MAGIC, PROBE_MODE_OUTPUT, keep_hook_linked};
 use ns::{
     SignalFd, bring_up_loopback, make_mounts_private, mount, poll_signal_or_hangup, set_hostname,
