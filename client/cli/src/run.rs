@@ -51,15 +51,17 @@ pub(super) struct RunArgs {
     /// Forward local standard input to the job, EOF included (else the job's stdin is
     /// /dev/null).
     #[arg(short = 'i', long = "stdin")]
-    stdin: bool,
+    pub(super) stdin: bool,
     /// With --json: add `ts_ms` (when qexec received the chunk, ms since the epoch) to
     /// every output event.
     #[arg(long)]
-    timestamps: bool,
+    pub(super) timestamps: bool,
     /// Run the job on a remote terminal (interactive programs: shells, editors, REPLs).
     /// Needs a terminal on stdin; `~.` at the start of a line disconnects.
     #[arg(short = 't', long = "tty")]
-    tty: bool,
+    pub(super) tty: bool,
+    #[command(flatten)]
+    pub(super) fanout: super::fanout::FanoutArgs,
     /// The program and its arguments, after `--`. Executed directly, no shell.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub(super) command: Vec<OsString>,
