@@ -189,7 +189,9 @@ pub enum GroupProblem {
         member: String,
     },
     /// It names something that is not a server of the file.
-    #[error("names {member:?}, which is not a [servers.*] table of the file: add [servers.{member}] or fix the name")]
+    #[error(
+        "names {member:?}, which is not a [servers.*] table of the file: add [servers.{member}] or fix the name"
+    )]
     UnknownMember {
         /// The unknown name.
         member: String,
@@ -361,10 +363,15 @@ addr = "10.0.0.5:7000"
         let servers = "[servers.a]\naddr = \"a\"\n[servers.b]\naddr = \"b\"\n";
         let file = ConfigFile::parse(&format!("{servers}[groups]\nrack = [\"b\", \"a\"]\n"), path)
             .unwrap();
-        assert_eq!(file.group("rack"), Some(&["b".to_owned(), "a".to_owned()][..]));
+        assert_eq!(
+            file.group("rack"),
+            Some(&["b".to_owned(), "a".to_owned()][..])
+        );
         assert_eq!(file.group("a"), None);
         // A group where one server is needed says so.
-        let e = file.profile(Some("rack"), Path::new("/etc/qexec")).unwrap_err();
+        let e = file
+            .profile(Some("rack"), Path::new("/etc/qexec"))
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "\"rack\" is a group of servers in /etc/qexec/config.toml (b, a): this command \
@@ -386,7 +393,8 @@ addr = "10.0.0.5:7000"
         );
         assert_eq!(
             bad("r = [\"a\", \"s\"]\ns = [\"b\"]"),
-            prefix("r") + "names the group \"s\": groups do not nest; list that group's servers instead"
+            prefix("r")
+                + "names the group \"s\": groups do not nest; list that group's servers instead"
         );
         assert_eq!(
             bad("r = [\"a\", \"c\"]"),

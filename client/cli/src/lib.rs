@@ -243,11 +243,9 @@ impl Command {
             Self::Wait(_) => "qexec wait",
             Self::Status(_) => "qexec status",
             Self::Logs(_) => "qexec logs",
-            Self::List(_) => "qexec list",
-            Self::Run(_)
-            | Self::Certs(_)
-            | Self::Completions(_)
-            | Self::Man(_) => return None,
+            Self::Run(_) | Self::List(_) | Self::Certs(_) | Self::Completions(_) | Self::Man(_) => {
+                return None;
+            }
             #[cfg(feature = "demo")]
             Self::Demo(_) => return None,
         })
@@ -492,7 +490,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     // A group or --hosts selects several servers: `run` fans out, the others refuse.
     // (Only for commands that connect: a broken config.toml must not stop `certs`.)
     let single = command.single_server_name();
-    let fans_out = if single.is_some() || matches!(command, Command::Run(_)) {
+    let fans_out = if single.is_some() || matches!(command, Command::Run(_) | Command::List(_)) {
         fanout::fans_out(&conn)?
     } else {
         false
@@ -514,6 +512,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Wait(args) => wait::wait(&conn, json, args).await,
         Command::Status(args) => status::status(&conn, json, args).await,
         Command::Logs(args) => logs::logs(&conn, json, args).await,
+        Command::List(args) if fans_out => fanout::list(&conn, json, args).await,
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),

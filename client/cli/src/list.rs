@@ -46,12 +46,30 @@ pub(super) struct ListArgs {
     user: Option<String>,
     /// At most N jobs, the newest; 0 for all.
     #[arg(long, value_name = "N", default_value_t = 50)]
-    limit: u32,
+    pub(super) limit: u32,
+}
+
+impl ListArgs {
+    /// The first page's query these flags ask for.
+    pub(super) fn query(&self) -> ListQuery {
+        let state = match (self.running, self.state) {
+            (true, _) | (false, Some(StateArg::Running)) => ListStateFilter::Running,
+            (false, Some(StateArg::Ended)) => ListStateFilter::Ended,
+            (false, Some(StateArg::Failed)) => ListStateFilter::FailedToStart,
+            (false, None) => ListStateFilter::Any,
+        };
+        ListQuery {
+            state,
+            owner: self.user.clone(),
+            newest_first: true,
+            ..ListQuery::all(1)
+        }
+    }
 }
 
 /// The jobs `query` selects, newest first, at most `limit` (0: all), page by page;
 /// through the plain `List` (filtered here) for a server without `ListQuery`.
-async fn query_all(
+pub(super) async fn query_all(
     client: &Client,
     mut query: ListQuery,
     limit: u32,
@@ -95,18 +113,7 @@ async fn query_all(
 }
 
 pub(super) async fn list(conn: &ConnArgs, json: bool, args: ListArgs) -> Result<u8, CliError> {
-    let state = match (args.running, args.state) {
-        (true, _) | (false, Some(StateArg::Running)) => ListStateFilter::Running,
-        (false, Some(StateArg::Ended)) => ListStateFilter::Ended,
-        (false, Some(StateArg::Failed)) => ListStateFilter::FailedToStart,
-        (false, None) => ListStateFilter::Any,
-    };
-    let query = ListQuery {
-        state,
-        owner: args.user.clone(),
-        newest_first: true,
-        ..ListQuery::all(1)
-    };
+    let query = args.query();
     let client = conn.connect().await?;
     let jobs = query_all(&client, query, args.limit).await?;
     super::finish(&client).await;

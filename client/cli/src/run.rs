@@ -209,7 +209,7 @@ fn report_end(json: bool, status: &JobStatus, asked_stop: bool) -> Result<(), Cl
 const MAX_RECONNECTS: u32 = 5;
 
 /// What went wrong with the connection, without advice (we are about to retry).
-fn lost(e: &ClientError) -> String {
+pub(super) fn lost(e: &ClientError) -> String {
     match e {
         ClientError::ShuttingDown { addr } => format!("qexecd at {addr} is shutting down"),
         ClientError::Unreachable { addr, .. } => format!("cannot reach qexecd at {addr}"),

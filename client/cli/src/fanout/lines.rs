@@ -29,7 +29,10 @@ impl Lines {
     pub(super) fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
         while !data.is_empty() {
             let room = MAX_LINE - self.partial.len();
-            match data[..data.len().min(room)].iter().position(|&b| b == b'\n') {
+            match data[..data.len().min(room)]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 Some(i) => {
                     self.emit(&data[..=i], out);
                     data = &data[i + 1..];
@@ -81,7 +84,10 @@ mod tests {
 
     #[test]
     fn lines_are_prefixed_whole_across_chunks() {
-        assert_eq!(feed(&[b"one\ntw", b"o\nthr", b"ee"]), b"h | one\nh | two\nh | three\n");
+        assert_eq!(
+            feed(&[b"one\ntw", b"o\nthr", b"ee"]),
+            b"h | one\nh | two\nh | three\n"
+        );
         assert_eq!(feed(&[b"\n\n"]), b"h | \nh | \n");
         assert_eq!(feed(&[]), b"");
         // Not held back: a complete line goes out with the chunk that ends it.

@@ -6,9 +6,11 @@
 //! rule) and `run` (the concurrent jobs, Ctrl-C).
 
 mod lines;
+mod list;
 mod run;
 mod summary;
 
+pub(crate) use list::list;
 pub(crate) use run::run;
 
 use std::path::PathBuf;
@@ -62,7 +64,9 @@ pub enum FanoutError {
         host: String,
     },
     /// A flag that names one server was combined with several hosts.
-    #[error("{flag} names one server and cannot be combined with several hosts (-s GROUP, --hosts, --hosts-file): list the host there instead")]
+    #[error(
+        "{flag} names one server and cannot be combined with several hosts (-s GROUP, --hosts, --hosts-file): list the host there instead"
+    )]
     OneServerFlag {
         /// The flag.
         flag: &'static str,
@@ -80,6 +84,17 @@ pub enum FanoutError {
     NeedsSeveral {
         /// The flag.
         flag: &'static str,
+    },
+    /// The connection to a host was lost while its job ran, and taking the job back
+    /// failed.
+    #[error("{lost} while job {job} ran, and reconnecting failed: {again}")]
+    Lost {
+        /// The job.
+        job: qexec_protocol::JobId,
+        /// How the connection was lost.
+        lost: String,
+        /// Why the last attempt to reconnect failed.
+        again: String,
     },
     /// A flag of `run` that cannot work with several hosts.
     #[error("{flag} cannot be used with several hosts: {why}")]
@@ -142,7 +157,10 @@ pub(crate) fn check_single(args: &FanoutArgs) -> Result<(), CliError> {
         return Err(FanoutError::NeedsSeveral { flag: "--parallel" }.into());
     }
     if args.no_prefix {
-        return Err(FanoutError::NeedsSeveral { flag: "--no-prefix" }.into());
+        return Err(FanoutError::NeedsSeveral {
+            flag: "--no-prefix",
+        }
+        .into());
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use qexec_client::{Client, ClientConfig, ClientError, OutputEvent, OutputSubscri
 use qexec_protocol::{JobId, OutputStream, StartRequest};
 
 use super::super::render::{EventJson, JobJson, json_line};
-use super::super::run::{RunArgs, end_note};
+use super::super::run::{RunArgs, end_note, lost};
 use super::super::{CliError, ConnArgs, LimitArgs, note};
 use super::lines::Lines;
 use super::summary::{Outcome, Row, RowJson, exit_code, table};
@@ -229,7 +229,10 @@ impl Host {
                         },
                     });
                 } else {
-                    note(&format!("{}: the job could not start: {message}", self.label));
+                    note(&format!(
+                        "{}: the job could not start: {message}",
+                        self.label
+                    ));
                 }
                 super::super::finish(&client).await;
                 return self.row(None, Outcome::FailedToStart { failure, message }, t0);
@@ -276,12 +279,26 @@ impl Host {
                         // As `run`: the server keeps the job through its grace period
                         // (spec: QX-STREAM-24); take it back from where we were.
                         let position = output.position();
+                        if !self.shared.json {
+                            note(&format!(
+                                "{}: {}; reconnecting to job {job} from byte {position}",
+                                self.label,
+                                lost(&e)
+                            ));
+                        }
                         match self.reconnect(job, position).await {
                             Ok((c, sub)) => {
                                 client = c;
                                 output = sub;
                             }
-                            Err(e) => break Err(e),
+                            Err(again) => {
+                                break Err(FanoutError::Lost {
+                                    job,
+                                    lost: lost(&e),
+                                    again: again.to_string(),
+                                }
+                                .into());
+                            }
                         }
                     }
                     Err(e) => break Err(e.into()),

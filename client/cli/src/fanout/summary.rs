@@ -209,7 +209,10 @@ mod tests {
     #[test]
     fn exit_rule() {
         assert_eq!(exit_code(&[ended("a", 0), ended("b", 0)], false), 0);
-        assert_eq!(exit_code(&[ended("a", 0), ended("b", 3), ended("c", 1)], false), 3);
+        assert_eq!(
+            exit_code(&[ended("a", 0), ended("b", 3), ended("c", 1)], false),
+            3
+        );
         assert_eq!(exit_code(&[ended("a", 3), failed("b", "x")], false), 255);
         assert_eq!(exit_code(&[ended("a", 0), ended("b", 0)], true), 130);
         let not_found = Row {
