@@ -541,6 +541,38 @@ async fn ctrl_c_stops_the_job_on_every_host() -> Result {
 }
 
 #[tokio::test]
+async fn a_closed_stdout_stops_every_job_and_exits_141() -> Result {
+    let fleet = Fleet::start("fleet-pipe", 4).await?;
+    let mut child = fleet
+        .cli(&["-s", "all", "run", "--", "yes", "flood"])?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read one line, then close our end (as `| head -1`).
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let first = tokio::time::timeout(WAIT, first)
+        .await
+        .context("no output")???;
+    ensure!(first.ends_with(" | flood\n"), "{first:?}");
+    let (code, stderr) = exit_of(child).await?;
+    ensure!(code == Some(141), "{code:?} {stderr}");
+    let rows = summary(&stderr)?;
+    ensure!(rows.len() == 4, "{stderr}");
+    for (host, cells) in &rows {
+        ensure!(cells[4].starts_with("stopped by "), "{host}: {cells:?}");
+    }
+    // Nothing left running anywhere (qexec waited for each stop's answer).
+    let out = output(fleet.cli(&["-s", "all", "--json", "list", "--running"])?).await?;
+    ensure!(text(&out.stdout).trim() == "[]", "{}", text(&out.stdout));
+    Ok(())
+}
+
+#[tokio::test]
 async fn commands_for_one_server_refuse_a_group_and_bad_groups_are_named() -> Result {
     let dir = tempfile::Builder::new()
         .prefix("fleet-cli")

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -42,6 +43,10 @@ struct Shared {
     prefix: bool,
     /// Longest label (chars), for the prefix's padding.
     width: usize,
+    /// Tells every host to give up (our stdout was closed).
+    halt: watch::Sender<Halt>,
+    /// Our stdout was closed: the reader is gone.
+    pipe_closed: AtomicBool,
 }
 
 /// One line of `--json` output about one host.
@@ -90,6 +95,16 @@ fn write_to(stream: OutputStream, bytes: &[u8]) -> std::io::Result<()> {
 fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     super::super::print_out(&json_line(v))
 }
+
+/// Exit status when our stdout was closed (128 + SIGPIPE, as `run`).
+const EXIT_PIPE: u8 = 128 + 13;
+
+/// Why a host was left when Ctrl-C came while its connection was lost.
+const DETACHED_LOST: &str =
+    "Ctrl-C while reconnecting (the server stops the job after its grace period)";
+
+/// Why a host was left by a second Ctrl-C.
+const DETACHED_TWICE: &str = "Ctrl-C again while the server stopped the job";
 
 /// How many connection attempts a host makes in a row to take its job back (as `run`).
 const MAX_RECONNECTS: u32 = 5;
@@ -208,13 +223,9 @@ impl Host {
         };
         // Dropped before its answer (Ctrl-C), a started job is stopped by the server
         // when the connection closes (it is a `stop_on_detach` job, QX-STREAM-17).
-        let started = tokio::select! {
-            s = client.run(self.shared.req.clone()) => s,
-            () = halted(&mut halt, Halt::Stop) => {
-                super::super::finish(&client).await;
-                return self.row(None, Outcome::NotStarted, t0);
-            }
-        };
+        // Not abandoned on Ctrl-C: once asked for, the job may have started, and the
+        // answer (within the request timeout) says which one to stop below.
+        let started = client.run(self.shared.req.clone()).await;
         let mut started = match started {
             Ok(s) => s,
             Err(ClientError::Spawn { failure, message }) => {
@@ -234,12 +245,12 @@ impl Host {
                         self.label
                     ));
                 }
-                super::super::finish(&client).await;
+                super::close(&client).await;
                 return self.row(None, Outcome::FailedToStart { failure, message }, t0);
             }
             Err(e) => {
                 let e = self.shared.limits.explain(e);
-                super::super::finish(&client).await;
+                super::close(&client).await;
                 return self.failed(None, &e, t0);
             }
         };
@@ -258,15 +269,47 @@ impl Host {
                 addr: client.addr().to_owned(),
                 reason: "no output stream for a followed start".into(),
             });
-            super::super::finish(&client).await;
+            super::close(&client).await;
             return self.failed(Some(job), &e, t0);
         };
         let mut client = client;
         let outcome = loop {
             tokio::select! {
+                // A halt first: a job that floods its output is still stopped.
+                biased;
+                () = halted(&mut halt, Halt::Stop) => {
+                    // Skip the backlog (as `run`): the stop's answer is the final status.
+                    drop(output);
+                    let stopped = tokio::select! {
+                        s = client.stop(job, None) => s.map(|s| (Box::new(s), true)).map_err(CliError::from),
+                        () = halted(&mut halt, Halt::Detach) => {
+                            self.flush();
+                            super::close(&client).await;
+                            return self.row(Some(job), Outcome::Detached(DETACHED_TWICE), t0);
+                        }
+                    };
+                    break stopped;
+                }
                 event = output.next() => match event {
                     Ok(Some(OutputEvent::Data { stream, offset, data })) => {
                         if let Err(e) = self.output(stream, offset, &data) {
+                            if let CliError::Output { source, .. } = &e
+                                && source.kind() == std::io::ErrorKind::BrokenPipe
+                            {
+                                // As `run` (141): our reader is gone. Every job is stopped
+                                // by a Stop request (delivered reliably; a close frame
+                                // lost under a flood of output would leave the job to
+                                // the server's grace period), then qexec exits.
+                                self.shared.pipe_closed.store(true, Ordering::Relaxed);
+                                self.shared.halt.send_if_modified(|h| {
+                                    let raise = *h < Halt::Stop;
+                                    if raise {
+                                        *h = Halt::Stop;
+                                    }
+                                    raise
+                                });
+                                continue;
+                            }
                             break Err(e);
                         }
                     }
@@ -286,7 +329,14 @@ impl Host {
                                 lost(&e)
                             ));
                         }
-                        match self.reconnect(job, position).await {
+                        let again = tokio::select! {
+                            r = self.reconnect(job, position) => r,
+                            () = halted(&mut halt, Halt::Stop) => {
+                                self.flush();
+                                return self.row(Some(job), Outcome::Detached(DETACHED_LOST), t0);
+                            }
+                        };
+                        match again {
                             Ok((c, sub)) => {
                                 client = c;
                                 output = sub;
@@ -303,23 +353,10 @@ impl Host {
                     }
                     Err(e) => break Err(e.into()),
                 },
-                () = halted(&mut halt, Halt::Stop) => {
-                    // Skip the backlog (as `run`): the stop's answer is the final status.
-                    drop(output);
-                    let stopped = tokio::select! {
-                        s = client.stop(job, None) => s.map(|s| (Box::new(s), true)).map_err(CliError::from),
-                        () = halted(&mut halt, Halt::Detach) => {
-                            self.flush();
-                            super::super::finish(&client).await;
-                            return self.row(Some(job), Outcome::Detached, t0);
-                        }
-                    };
-                    break stopped;
-                }
             }
         };
         self.flush();
-        super::super::finish(&client).await;
+        super::close(&client).await;
         match outcome {
             Ok((status, asked_stop)) => {
                 if self.shared.json {
@@ -329,6 +366,8 @@ impl Host {
                             status: Box::new(JobJson::from(&*status)),
                         },
                     });
+                } else if self.shared.pipe_closed.load(Ordering::Relaxed) {
+                    // Stopped because our reader went away: nothing to explain.
                 } else if let Some(line) = end_note(&status, asked_stop) {
                     note(&format!("{}: {line}", self.label));
                 }
@@ -397,6 +436,7 @@ pub(crate) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
         .map(|(l, _)| l.chars().count())
         .max()
         .unwrap_or(0);
+    let (halt_tx, halt_rx) = watch::channel(Halt::No);
     let shared = Arc::new(Shared {
         req,
         limits: args.limits,
@@ -404,10 +444,11 @@ pub(crate) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
         timestamps: args.timestamps,
         prefix: !args.fanout.no_prefix,
         width,
+        halt: halt_tx.clone(),
+        pipe_closed: false.into(),
     });
     let parallel = args.fanout.parallel.unwrap_or(DEFAULT_PARALLEL) as usize;
     let turns = Arc::new(Semaphore::new(parallel));
-    let (halt_tx, halt_rx) = watch::channel(Halt::No);
     let mut tasks = JoinSet::new();
     let n = hosts.len();
     for (i, (label, config)) in hosts.into_iter().enumerate() {
@@ -451,8 +492,13 @@ pub(crate) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
         }
     }
     let rows: Vec<Row> = rows.into_iter().flatten().collect();
-    let code = exit_code(&rows, interrupts > 0);
-    if json {
+    let pipe_closed = shared.pipe_closed.load(Ordering::Relaxed);
+    let code = if pipe_closed {
+        EXIT_PIPE
+    } else {
+        exit_code(&rows, interrupts > 0)
+    };
+    if json && !pipe_closed {
         print_json(&FanoutJson::Summary {
             hosts: rows.iter().map(RowJson::from).collect(),
             exit: code,

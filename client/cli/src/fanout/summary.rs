@@ -32,9 +32,9 @@ pub(super) enum Outcome {
     Failed(String),
     /// Ctrl-C came before the job started here; nothing ran.
     NotStarted,
-    /// A second Ctrl-C came while the server was stopping the job; qexec closed the
-    /// connection (the server stops a `run` job then, spec: QX-STREAM-17).
-    Detached,
+    /// qexec closed the connection without waiting for the job's end (the server
+    /// stops a `run` job then, spec: QX-STREAM-17); why.
+    Detached(&'static str),
 }
 
 /// One host's row.
@@ -57,7 +57,7 @@ impl Row {
         match &self.outcome {
             Outcome::Ended(status) => Some(exit_status(status)),
             Outcome::FailedToStart { failure, .. } => Some(spawn_exit(*failure)),
-            Outcome::Failed(_) | Outcome::NotStarted | Outcome::Detached => None,
+            Outcome::Failed(_) | Outcome::NotStarted | Outcome::Detached(_) => None,
         }
     }
 
@@ -72,7 +72,7 @@ impl Row {
             ),
             Outcome::Failed(e) => format!("failed: {}", escape_str(e)),
             Outcome::NotStarted => "not started (Ctrl-C)".to_owned(),
-            Outcome::Detached => "detached while stopping (Ctrl-C)".to_owned(),
+            Outcome::Detached(why) => format!("detached: {why}"),
         }
     }
 }
@@ -140,7 +140,8 @@ pub(super) struct RowJson {
     elapsed_ms: u64,
     /// The job's final status (for `ended`).
     status: Option<Box<JobJson>>,
-    /// What failed (`failed`, `failed_to_start`).
+    /// What failed (`failed`, `failed_to_start`), or why qexec did not wait
+    /// (`detached`).
     error: Option<String>,
 }
 
@@ -153,7 +154,7 @@ impl From<&Row> for RowJson {
             }
             Outcome::Failed(e) => ("failed", None, Some(e.clone())),
             Outcome::NotStarted => ("not_started", None, None),
-            Outcome::Detached => ("detached", None, None),
+            Outcome::Detached(why) => ("detached", None, Some((*why).to_owned())),
         };
         Self {
             host: r.host.clone(),
