@@ -129,7 +129,7 @@ struct ConnArgs {
     /// answers "port unreachable" fails at once).
     #[arg(long, env = "QEXEC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     connect_timeout: Duration,
-    /// Run on several hosts at once (`qexec run` only): names of servers (or groups)
+    /// Run on several hosts at once (`qexec run`, `qexec list`): names of servers (or groups)
     /// of config.toml, or HOST[:PORT] with the default CA and certificate; comma
     /// separated or the flag repeated. Replaces -s.
     #[arg(long, value_name = "HOST,…", value_delimiter = ',', global = true)]

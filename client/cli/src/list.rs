@@ -14,11 +14,15 @@ Admins and viewers see every job; users see their own. Newest first. Columns: ID
 shortest unique prefix, at least 8 hex digits; every command takes it), OWNER, STATE,
 STARTED (UTC, MM-DD HH:MM), TIME (run time so far), COMMAND (cut to fit 80 columns).
 With --json: an array of status objects (full ids).
+With several hosts (-s GROUP, --hosts, --hosts-file): one table with a HOST column in
+front, newest first across hosts, --limit per host (--json: each object has `host`);
+a host that cannot be asked is one line on stderr and the exit status is 255.
 
 Examples:
   qexec list
   qexec list --state running
   qexec list --user alice --limit 10
+  qexec -s rack1 list --running
   qexec list --json | jq -r '.[] | select(.state == \"running\") | .id'";
 
 /// `--state` values.

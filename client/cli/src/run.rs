@@ -36,12 +36,29 @@ Exit status: the job's exit code; 128+N if it was killed by signal N; 127 if the
 was not found, 126 if it could not be executed; 255 for a failure of qexec itself.
 With --json, stdout carries JSON Lines: a `started` event, `output` events, an `end` event.
 
+Several hosts (-s GROUP of config.toml, --hosts a,b,c, --hosts-file FILE): the job runs
+on every host at once (at most --parallel, default 32). Each line of output is printed
+whole behind its host, `build-01 | …` (stdout to stdout, stderr to stderr; a last line
+without a newline gets one; a line over 64 KiB is cut there); --no-prefix prints the
+raw chunks instead. An unreachable or lost host is a row of the summary (on stderr),
+not the end. Ctrl-C stops the job on every host (Stop), prints the summary and exits
+130; a second Ctrl-C stops waiting. -i and -t work on one host only. With --json each
+event carries `host`, an `error` event reports a failed host, and a last `summary`
+event has every host's row and the exit status.
+Exit status with several hosts: 0 if every job exited 0; else 255 if qexec failed with
+any host (unreachable, connection lost, refused); else the highest of the hosts' own
+statuses (as above, e.g. 3 if one job exited 3); 130 after Ctrl-C; 141 when our stdout
+was closed (every job is stopped first).
+
 Examples:
   qexec run -- uname -a
   echo hi | qexec run -i -- cat
   qexec run -it -- bash
   qexec run --cpu 0.5 --memory 256M --pids 64 --timeout 30s -- ./fuzz-one input.bin
-  qexec run -e RUST_LOG=debug -C /srv/app -- ./server --check";
+  qexec run -e RUST_LOG=debug -C /srv/app -- ./server --check
+  qexec -s rack1 run -- uptime                 # every server of group rack1
+  qexec --hosts build-01,10.0.0.7:7000 run --parallel 8 -- make -C /src test
+  qexec --hosts-file hosts.txt --json run -- df -h /";
 
 /// Arguments of `qexec run`.
 #[derive(Debug, Args)]
