@@ -356,6 +356,40 @@ async fn an_unreachable_host_is_a_row_and_exit_255() -> Result {
         rows["h2"][4] == "exited 0" && rows[&a1][4] == "exited 0",
         "{rows:?}"
     );
+    // --parallel 1: one host after the other (each job ends before the next starts).
+    let out = output(fleet.cli(&[
+        "--hosts",
+        "h1,h2",
+        "--json",
+        "run",
+        "--parallel",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo x",
+    ])?)
+    .await?;
+    ensure!(out.status.code() == Some(0), "{}", text(&out.stderr));
+    let events = json_lines(&out)?;
+    let summary = events.last().context("no events")?;
+    let mut spans: Vec<(u64, u64)> = summary["hosts"]
+        .as_array()
+        .context("hosts")?
+        .iter()
+        .map(|r| {
+            let s = &r["status"];
+            (
+                s["started_at_ms"].as_u64().unwrap_or(0),
+                s["ended_at_ms"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    spans.sort_unstable();
+    ensure!(
+        spans.len() == 2 && spans[0].1 <= spans[1].0,
+        "overlap: {spans:?}"
+    );
     // `list` too: the host that answers is listed, the other is an error, exit 255.
     let out = output(fleet.cli(&["--hosts", &format!("{dead},h2"), "list"])?).await?;
     let stderr = text(&out.stderr);
@@ -365,8 +399,9 @@ async fn an_unreachable_host_is_a_row_and_exit_255() -> Result {
         "{stderr}"
     );
     let table = text(&out.stdout);
+    // h2's two jobs (echo hi, echo x), nothing else.
     ensure!(
-        table.lines().count() == 2 && table.lines().nth(1).is_some_and(|l| l.starts_with("h2  ")),
+        table.lines().count() == 3 && table.lines().skip(1).all(|l| l.starts_with("h2  ")),
         "{table}"
     );
     Ok(())
@@ -616,6 +651,9 @@ async fn commands_for_one_server_refuse_a_group_and_bad_groups_are_named() -> Re
     );
     let (_, err) = run(&["--hosts", "a,a", "run", "--", "true"])?;
     ensure!(err.starts_with("qexec: host a is given twice"), "{err}");
+    // A group in --hosts is its servers.
+    let (_, err) = run(&["--hosts", "rack,b", "run", "--", "true"])?;
+    ensure!(err.starts_with("qexec: host b is given twice"), "{err}");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "# nobody\n\n")?;
     let (_, err) = run(&[
