@@ -221,10 +221,9 @@ impl Host {
             },
             () = halted(&mut halt, Halt::Stop) => return self.row(None, Outcome::NotStarted, t0),
         };
-        // Dropped before its answer (Ctrl-C), a started job is stopped by the server
-        // when the connection closes (it is a `stop_on_detach` job, QX-STREAM-17).
         // Not abandoned on Ctrl-C: once asked for, the job may have started, and the
-        // answer (within the request timeout) says which one to stop below.
+        // answer (within the request timeout) says which one to stop below. (Closing
+        // the connection instead would rely on the close frame arriving.)
         let started = client.run(self.shared.req.clone()).await;
         let mut started = match started {
             Ok(s) => s,
