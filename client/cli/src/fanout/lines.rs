@@ -109,6 +109,10 @@ mod tests {
 
     #[test]
     fn a_line_at_the_cap_is_cut_there() {
+        assert_eq!(
+            MAX_LINE, 65_536,
+            "documented as 64 KiB in CLI.md and --help"
+        );
         let exactly = vec![b'x'; MAX_LINE - 1];
         let mut line = exactly.clone();
         line.push(b'\n');

@@ -113,11 +113,10 @@ pub(super) fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     for row in &cells {
         let mut line = String::new();
-        for (i, c) in row.iter().enumerate() {
+        for (c, w) in row.iter().zip(widths) {
+            // (The last column's padding goes with trim_end below.)
             line.push_str(c);
-            if i + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
-            }
+            line.push_str(&" ".repeat(w - c.chars().count() + 2));
         }
         out.push_str(line.trim_end());
         out.push('\n');
