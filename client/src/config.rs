@@ -87,7 +87,8 @@ pub struct Profile {
     pub key: Option<PathBuf>,
 }
 
-/// `$QEXEC_CONFIG_DIR/config.toml`: named servers and which one is the default.
+/// `$QEXEC_CONFIG_DIR/config.toml`: named servers, groups of them, and which server is
+/// the default.
 ///
 /// ```toml
 /// default = "build"
@@ -97,6 +98,9 @@ pub struct Profile {
 /// ca = "build/ca.pem"                  # relative to the config dir
 /// cert = "build/client.pem"
 /// key = "build/client-key.pem"
+///
+/// [groups]
+/// rack1 = ["build", "lab"]             # names of [servers.*]; no nesting
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +110,10 @@ pub struct ConfigFile {
     /// The named servers.
     #[serde(default)]
     pub servers: std::collections::BTreeMap<String, Profile>,
+    /// Named groups of servers (`-s GROUP` fans a command out over them): each a list
+    /// of names of [`servers`](Self::servers), at least one, no group inside a group.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// `config.toml` could not be used.
@@ -139,6 +147,61 @@ pub enum ConfigError {
         /// The names it has.
         known: Vec<String>,
     },
+    /// A group of `[groups]` is not usable.
+    #[error("group {name:?} in {path} {problem}")]
+    BadGroup {
+        /// The group.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        problem: GroupProblem,
+    },
+    /// A group was named where one server is needed.
+    #[error("{name:?} is a group of servers in {path} ({}): {what} works on one server; name one of them with -s",
+        members.join(", "))]
+    GroupNotAllowed {
+        /// The group.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Its servers.
+        members: Vec<String>,
+        /// What needed one server (`the default`, `qexec status`).
+        what: String,
+    },
+}
+
+/// What is wrong with a group of `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupProblem {
+    /// It has the name of a server too.
+    #[error("has the name of a server too: rename the group or the [servers.*] table")]
+    ShadowsServer,
+    /// It lists no server.
+    #[error("is empty: list at least one server in it, or remove it")]
+    Empty,
+    /// It names a group (groups do not nest).
+    #[error("names the group {member:?}: groups do not nest; list that group's servers instead")]
+    Nested {
+        /// The group it names.
+        member: String,
+    },
+    /// It names something that is not a server of the file.
+    #[error(
+        "names {member:?}, which is not a [servers.*] table of the file: add [servers.{member}] or fix the name"
+    )]
+    UnknownMember {
+        /// The unknown name.
+        member: String,
+    },
+    /// It names one server twice.
+    #[error("names {member:?} twice: list each server once")]
+    Duplicate {
+        /// The repeated name.
+        member: String,
+    },
 }
 
 impl ConfigFile {
@@ -154,11 +217,56 @@ impl ConfigFile {
     }
 
     /// Parses the text of a config file (`path` is for messages).
+    /// Groups are checked: each names servers of the file, at least one, no group and
+    /// no server twice, and no group has a server's name.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let file: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             reason: e.to_string().trim().replace('\n', " "),
-        })
+        })?;
+        file.check_groups(path)?;
+        Ok(file)
+    }
+
+    fn check_groups(&self, path: &Path) -> Result<(), ConfigError> {
+        for (name, members) in &self.groups {
+            let bad = |problem| ConfigError::BadGroup {
+                name: name.clone(),
+                path: path.to_owned(),
+                problem,
+            };
+            if self.servers.contains_key(name) {
+                return Err(bad(GroupProblem::ShadowsServer));
+            }
+            if members.is_empty() {
+                return Err(bad(GroupProblem::Empty));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for member in members {
+                if self.groups.contains_key(member) {
+                    return Err(bad(GroupProblem::Nested {
+                        member: member.clone(),
+                    }));
+                }
+                if !self.servers.contains_key(member) {
+                    return Err(bad(GroupProblem::UnknownMember {
+                        member: member.clone(),
+                    }));
+                }
+                if !seen.insert(member) {
+                    return Err(bad(GroupProblem::Duplicate {
+                        member: member.clone(),
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The servers of group `name`, in the file's order; `None` when there is no
+    /// such group.
+    pub fn group(&self, name: &str) -> Option<&[String]> {
+        self.groups.get(name).map(Vec::as_slice)
     }
 
     /// The server `name` (else the file's `default`, else none), its paths resolved
@@ -167,6 +275,14 @@ impl ConfigFile {
         let Some(name) = name.or(self.default.as_deref()) else {
             return Ok(None);
         };
+        if let Some(members) = self.group(name) {
+            return Err(ConfigError::GroupNotAllowed {
+                name: name.to_owned(),
+                path: dir.join(CONFIG_FILE),
+                members: members.to_vec(),
+                what: "this command".to_owned(),
+            });
+        }
         let p = self
             .servers
             .get(name)
@@ -238,6 +354,56 @@ addr = "10.0.0.5:7000"
             bad.to_string()
                 .starts_with("c.toml is not a valid qexec config: "),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn groups_name_servers_of_the_file() {
+        let path = Path::new("/etc/qexec/config.toml");
+        let servers = "[servers.a]\naddr = \"a\"\n[servers.b]\naddr = \"b\"\n";
+        let file = ConfigFile::parse(&format!("{servers}[groups]\nrack = [\"b\", \"a\"]\n"), path)
+            .unwrap();
+        assert_eq!(
+            file.group("rack"),
+            Some(&["b".to_owned(), "a".to_owned()][..])
+        );
+        assert_eq!(file.group("a"), None);
+        // A group where one server is needed says so.
+        let e = file
+            .profile(Some("rack"), Path::new("/etc/qexec"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"rack\" is a group of servers in /etc/qexec/config.toml (b, a): this command \
+             works on one server; name one of them with -s"
+        );
+        let bad = |groups: &str| {
+            ConfigFile::parse(&format!("{servers}[groups]\n{groups}\n"), path)
+                .unwrap_err()
+                .to_string()
+        };
+        let prefix = |name: &str| format!("group {name:?} in /etc/qexec/config.toml ");
+        assert_eq!(
+            bad("a = [\"b\"]"),
+            prefix("a") + "has the name of a server too: rename the group or the [servers.*] table"
+        );
+        assert_eq!(
+            bad("r = []"),
+            prefix("r") + "is empty: list at least one server in it, or remove it"
+        );
+        assert_eq!(
+            bad("r = [\"a\", \"s\"]\ns = [\"b\"]"),
+            prefix("r")
+                + "names the group \"s\": groups do not nest; list that group's servers instead"
+        );
+        assert_eq!(
+            bad("r = [\"a\", \"c\"]"),
+            prefix("r")
+                + "names \"c\", which is not a [servers.*] table of the file: add [servers.c] or fix the name"
+        );
+        assert_eq!(
+            bad("r = [\"a\", \"a\"]"),
+            prefix("r") + "names \"a\" twice: list each server once"
         );
     }
 }

@@ -6,6 +6,7 @@ mod certs;
 mod completions;
 #[cfg(feature = "demo")]
 mod demo;
+mod fanout;
 mod info;
 mod jobref;
 mod kill;
@@ -53,6 +54,8 @@ const EXIT_HELP: &str = "\
 Exit status:
   qexec run      the job's exit code; 128+N if the job was killed by signal N;
                  127 if the program was not found, 126 if it could not be executed
+  run, fan-out   0 if every host's job exited 0; 255 if any host failed (unreachable,
+                 lost, refused); else the highest host status; 130 after Ctrl-C
   qexec start    0; 127 or 126 as for run
   qexec wait     as qexec run would exit, for the last job given
   other commands 0 on success
@@ -70,6 +73,8 @@ Examples:
   qexec logs -f $ID                        follow its output
   qexec status 3f2a; qexec wait @last      a unique id prefix; your newest job
   qexec -s build list                      a named server of config.toml
+  qexec -s rack1 run -- uptime             a group of config.toml: every host at once
+  qexec --hosts a,b:7000 run -- uname -r   ad-hoc hosts (or --hosts-file FILE)
   qexec status $ID; qexec stop $ID --grace 2s; qexec list
 
 Jobs: the id, a unique prefix of 4+ hex digits, or @last.";
@@ -126,6 +131,15 @@ struct ConnArgs {
     /// answers "port unreachable" fails at once).
     #[arg(long, env = "QEXEC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     connect_timeout: Duration,
+    /// Run on several hosts at once (`qexec run`, `qexec list`): names of servers (or groups)
+    /// of config.toml, or HOST[:PORT] with the default CA and certificate; comma
+    /// separated or the flag repeated. Replaces -s.
+    #[arg(long, value_name = "HOST,…", value_delimiter = ',', global = true)]
+    hosts: Vec<String>,
+    /// As --hosts, one host per line of FILE (`#` starts a comment; blank lines are
+    /// skipped).
+    #[arg(long, value_name = "FILE", global = true)]
+    hosts_file: Option<PathBuf>,
 }
 
 impl ConnArgs {
@@ -149,7 +163,12 @@ impl ConnArgs {
             },
         }
         .unwrap_or_default();
-        Ok(ClientConfig {
+        Ok(self.merge(profile, base))
+    }
+
+    /// A flag (or its variable) first, then `profile`, then `base`.
+    fn merge(&self, profile: qexec_client::Profile, base: ClientConfig) -> ClientConfig {
+        ClientConfig {
             addr: self
                 .addr
                 .clone()
@@ -160,7 +179,7 @@ impl ConnArgs {
             key: self.key.clone().or(profile.key).unwrap_or(base.key),
             connect_timeout: self.connect_timeout,
             request_timeout: base.request_timeout,
-        })
+        }
     }
 
     async fn connect(&self) -> Result<Client, CliError> {
@@ -219,6 +238,26 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+impl Command {
+    /// `qexec NAME` for a command that talks to exactly one server, else `None`.
+    fn single_server_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Start(_) => "qexec start",
+            Self::Stop(_) => "qexec stop",
+            Self::Kill(_) => "qexec kill",
+            Self::Wait(_) => "qexec wait",
+            Self::Status(_) => "qexec status",
+            Self::Logs(_) => "qexec logs",
+            Self::Info(_) => "qexec info",
+            Self::Run(_) | Self::List(_) | Self::Certs(_) | Self::Completions(_) | Self::Man(_) => {
+                return None;
+            }
+            #[cfg(feature = "demo")]
+            Self::Demo(_) => return None,
+        })
+    }
+}
+
 /// A failure of the CLI; printed as one line `qexec: …`, exit status 255.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -273,6 +312,9 @@ pub enum CliError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A fan-out (several hosts) could not be set up.
+    #[error(transparent)]
+    Fanout(#[from] fanout::FanoutError),
     /// The demo could not run.
     #[error("demo: {reason}")]
     Demo {
@@ -451,14 +493,32 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         json,
         command,
     } = cli;
+    // A group or --hosts selects several servers: `run` fans out, the others refuse.
+    // (Only for commands that connect: a broken config.toml must not stop `certs`.)
+    let single = command.single_server_name();
+    let fans_out = if single.is_some() || matches!(command, Command::Run(_) | Command::List(_)) {
+        fanout::fans_out(&conn)?
+    } else {
+        false
+    };
+    if let Some(what) = single
+        && fans_out
+    {
+        return Err(fanout::refuse(&conn, what));
+    }
     match command {
-        Command::Run(args) => run::run(&conn, json, args).await,
+        Command::Run(args) if fans_out => fanout::run(&conn, json, args).await,
+        Command::Run(args) => {
+            fanout::check_single(&args.fanout)?;
+            run::run(&conn, json, args).await
+        }
         Command::Start(args) => start::start(&conn, json, args).await,
         Command::Stop(args) => stop::stop(&conn, json, args).await,
         Command::Kill(args) => kill::kill(&conn, json, args).await,
         Command::Wait(args) => wait::wait(&conn, json, args).await,
         Command::Status(args) => status::status(&conn, json, args).await,
         Command::Logs(args) => logs::logs(&conn, json, args).await,
+        Command::List(args) if fans_out => fanout::list(&conn, json, args).await,
         Command::List(args) => list::list(&conn, json, args).await,
         Command::Info(args) => info::info(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),

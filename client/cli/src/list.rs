@@ -14,11 +14,15 @@ Admins and viewers see every job; users see their own. Newest first. Columns: ID
 shortest unique prefix, at least 8 hex digits; every command takes it), OWNER, STATE,
 STARTED (UTC, MM-DD HH:MM), TIME (run time so far), COMMAND (cut to fit 80 columns).
 With --json: an array of status objects (full ids).
+With several hosts (-s GROUP, --hosts, --hosts-file): one table with a HOST column in
+front, newest first across hosts, --limit per host (--json: each object has `host`);
+a host that cannot be asked is one line on stderr and the exit status is 255.
 
 Examples:
   qexec list
   qexec list --state running
   qexec list --user alice --limit 10
+  qexec -s rack1 list --running
   qexec list --json | jq -r '.[] | select(.state == \"running\") | .id'";
 
 /// `--state` values.
@@ -46,12 +50,30 @@ pub(super) struct ListArgs {
     user: Option<String>,
     /// At most N jobs, the newest; 0 for all.
     #[arg(long, value_name = "N", default_value_t = 50)]
-    limit: u32,
+    pub(super) limit: u32,
+}
+
+impl ListArgs {
+    /// The first page's query these flags ask for.
+    pub(super) fn query(&self) -> ListQuery {
+        let state = match (self.running, self.state) {
+            (true, _) | (false, Some(StateArg::Running)) => ListStateFilter::Running,
+            (false, Some(StateArg::Ended)) => ListStateFilter::Ended,
+            (false, Some(StateArg::Failed)) => ListStateFilter::FailedToStart,
+            (false, None) => ListStateFilter::Any,
+        };
+        ListQuery {
+            state,
+            owner: self.user.clone(),
+            newest_first: true,
+            ..ListQuery::all(1)
+        }
+    }
 }
 
 /// The jobs `query` selects, newest first, at most `limit` (0: all), page by page;
 /// through the plain `List` (filtered here) for a server without `ListQuery`.
-async fn query_all(
+pub(super) async fn query_all(
     client: &Client,
     mut query: ListQuery,
     limit: u32,
@@ -95,18 +117,7 @@ async fn query_all(
 }
 
 pub(super) async fn list(conn: &ConnArgs, json: bool, args: ListArgs) -> Result<u8, CliError> {
-    let state = match (args.running, args.state) {
-        (true, _) | (false, Some(StateArg::Running)) => ListStateFilter::Running,
-        (false, Some(StateArg::Ended)) => ListStateFilter::Ended,
-        (false, Some(StateArg::Failed)) => ListStateFilter::FailedToStart,
-        (false, None) => ListStateFilter::Any,
-    };
-    let query = ListQuery {
-        state,
-        owner: args.user.clone(),
-        newest_first: true,
-        ..ListQuery::all(1)
-    };
+    let query = args.query();
     let client = conn.connect().await?;
     let jobs = query_all(&client, query, args.limit).await?;
     super::finish(&client).await;

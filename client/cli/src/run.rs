@@ -36,12 +36,29 @@ Exit status: the job's exit code; 128+N if it was killed by signal N; 127 if the
 was not found, 126 if it could not be executed; 255 for a failure of qexec itself.
 With --json, stdout carries JSON Lines: a `started` event, `output` events, an `end` event.
 
+Several hosts (-s GROUP of config.toml, --hosts a,b,c, --hosts-file FILE): the job runs
+on every host at once (at most --parallel, default 32). Each line of output is printed
+whole behind its host, `build-01 | …` (stdout to stdout, stderr to stderr; a last line
+without a newline gets one; a line over 64 KiB is cut there); --no-prefix prints the
+raw chunks instead. An unreachable or lost host is a row of the summary (on stderr),
+not the end. Ctrl-C stops the job on every host (Stop), prints the summary and exits
+130; a second Ctrl-C stops waiting. -i and -t work on one host only. With --json each
+event carries `host`, an `error` event reports a failed host, and a last `summary`
+event has every host's row and the exit status.
+Exit status with several hosts: 0 if every job exited 0; else 255 if qexec failed with
+any host (unreachable, connection lost, refused); else the highest of the hosts' own
+statuses (as above, e.g. 3 if one job exited 3); 130 after Ctrl-C; 141 when our stdout
+was closed (every job is stopped first).
+
 Examples:
   qexec run -- uname -a
   echo hi | qexec run -i -- cat
   qexec run -it -- bash
   qexec run --cpu 0.5 --memory 256M --pids 64 --timeout 30s -- ./fuzz-one input.bin
-  qexec run -e RUST_LOG=debug -C /srv/app -- ./server --check";
+  qexec run -e RUST_LOG=debug -C /srv/app -- ./server --check
+  qexec -s rack1 run -- uptime                 # every server of group rack1
+  qexec --hosts build-01,10.0.0.7:7000 run --parallel 8 -- make -C /src test
+  qexec --hosts-file hosts.txt --json run -- df -h /";
 
 /// Arguments of `qexec run`.
 #[derive(Debug, Args)]
@@ -51,15 +68,17 @@ pub(super) struct RunArgs {
     /// Forward local standard input to the job, EOF included (else the job's stdin is
     /// /dev/null).
     #[arg(short = 'i', long = "stdin")]
-    stdin: bool,
+    pub(super) stdin: bool,
     /// With --json: add `ts_ms` (when qexec received the chunk, ms since the epoch) to
     /// every output event.
     #[arg(long)]
-    timestamps: bool,
+    pub(super) timestamps: bool,
     /// Run the job on a remote terminal (interactive programs: shells, editors, REPLs).
     /// Needs a terminal on stdin; `~.` at the start of a line disconnects.
     #[arg(short = 't', long = "tty")]
-    tty: bool,
+    pub(super) tty: bool,
+    #[command(flatten)]
+    pub(super) fanout: super::fanout::FanoutArgs,
     /// The program and its arguments, after `--`. Executed directly, no shell.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub(super) command: Vec<OsString>,
@@ -207,7 +226,7 @@ fn report_end(json: bool, status: &JobStatus, asked_stop: bool) -> Result<(), Cl
 const MAX_RECONNECTS: u32 = 5;
 
 /// What went wrong with the connection, without advice (we are about to retry).
-fn lost(e: &ClientError) -> String {
+pub(super) fn lost(e: &ClientError) -> String {
     match e {
         ClientError::ShuttingDown { addr } => format!("qexecd at {addr} is shutting down"),
         ClientError::Unreachable { addr, .. } => format!("cannot reach qexecd at {addr}"),
