@@ -194,6 +194,9 @@ async fn forward_stdin(mut writer: StdinWriter) -> Result<(), CliError> {
 }
 
 /// What the first Ctrl-C leads to: the job's final status once the server stopped it.
+/// How long `run` waits for the answer to the Stop it sends when its stdout is closed.
+const STOP_ON_EPIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 type StopTask = tokio::task::JoinHandle<Result<JobStatus, ClientError>>;
 
 /// Waits for the stop asked by the first Ctrl-C (pending forever when none was asked).
@@ -335,8 +338,14 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                     };
                     if let Err(e) = written {
                         if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            // Like a local process killed by SIGPIPE: our reader is gone;
-                            // closing the connection stops the job.
+                            // Like a local process killed by SIGPIPE: our reader is gone.
+                            // The job is stopped by a Stop request, whose answer proves
+                            // it arrived: the close frame alone can be lost under a
+                            // flood of output, leaving the job to the server's grace
+                            // period. The wait is bounded: once the server has the
+                            // request it stops the job without us.
+                            drop(output.take());
+                            let _ = tokio::time::timeout(STOP_ON_EPIPE_WAIT, client.stop(job, None)).await;
                             break Ok(128 + 13);
                         }
                         break Err(CliError::Output { what: "stdout/stderr", source: e });

@@ -745,3 +745,35 @@ fn info_shows_load_limits_and_your_own_jobs() {
     let out = s.run(&["stop", &job]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+// A closed stdout (`qexec run -- yes | head -1`) must stop the job: the close frame
+// alone could be lost under the flood of output, leaving the job running.
+#[test]
+fn a_closed_stdout_stops_the_job() {
+    let s = TestServer::start();
+    for round in 0..5 {
+        let mut cmd = s.qexec();
+        cmd.args(["run", "--", "yes"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stdout.take().unwrap();
+        let mut first = [0u8; 2];
+        std::io::Read::read_exact(&mut pipe, &mut first).unwrap();
+        assert_eq!(&first, b"y\n");
+        drop(pipe); // the reader is gone, as `head -1` exits
+        let done = wait_child(child, WAIT);
+        assert_eq!(
+            done.status.code(),
+            Some(141),
+            "round {round}: {}",
+            stderr(&done)
+        );
+        let status = s.run(&["status", "@last"]);
+        let text = stdout(&status);
+        assert!(
+            !text.contains("running"),
+            "round {round}: the job still runs after its client exited: {text}"
+        );
+    }
+}
