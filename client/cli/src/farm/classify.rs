@@ -159,14 +159,20 @@ mod tests {
         let of = |state, oom| Class::of(&status(state, oom));
         assert_eq!(of(exited(Termination::Exited(0)), false), Class::Ok);
         assert_eq!(of(exited(Termination::Exited(3)), false), Class::Exit(3));
-        assert_eq!(of(exited(Termination::Exited(139)), false), Class::Exit(139));
+        assert_eq!(
+            of(exited(Termination::Exited(139)), false),
+            Class::Exit(139)
+        );
         for sig in CRASH_SIGNALS {
             assert_eq!(
                 of(exited(Termination::Signaled(sig)), false),
                 Class::Crash(sig)
             );
         }
-        assert_eq!(of(exited(Termination::Signaled(9)), false), Class::Killed(9));
+        assert_eq!(
+            of(exited(Termination::Signaled(9)), false),
+            Class::Killed(9)
+        );
         assert_eq!(
             of(exited(Termination::Signaled(13)), false),
             Class::Killed(13)

@@ -178,8 +178,7 @@ mod tests {
         assert_eq!(std::fs::read(&entry).unwrap(), input);
         assert_eq!(std::fs::read(with_suffix(&entry, ".out")).unwrap(), b"out");
         let back: FindingMeta =
-            serde_json::from_slice(&std::fs::read(with_suffix(&entry, ".json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(with_suffix(&entry, ".json")).unwrap()).unwrap();
         assert_eq!(back, m);
         // The same input again (another path, other output): one entry, unchanged.
         let mut again = m.clone();

@@ -116,7 +116,10 @@ mod tests {
         let text = out.clone();
         let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
         // The first argument is the file.
-        assert!(lines[0].starts_with(b"<") && lines[0].ends_with(b">"), "{out:?}");
+        assert!(
+            lines[0].starts_with(b"<") && lines[0].ends_with(b">"),
+            "{out:?}"
+        );
         let path = &lines[0][1..lines[0].len() - 1];
         let expected_args: Vec<u8> = [
             b"<".as_slice(),
@@ -131,7 +134,10 @@ mod tests {
         assert!(out.starts_with(&expected_args), "{out:?}");
         // The file holds the input, NUL and newline bytes included (printed twice: the
         // probe `cat`s each file argument).
-        assert_eq!(&out[expected_args.len()..], [&input[..], &input[..]].concat());
+        assert_eq!(
+            &out[expected_args.len()..],
+            [&input[..], &input[..]].concat()
+        );
     }
 
     #[test]
