@@ -6,6 +6,7 @@ mod certs;
 mod completions;
 #[cfg(feature = "demo")]
 mod demo;
+mod farm;
 mod jobref;
 mod kill;
 mod limits;
@@ -53,6 +54,7 @@ Exit status:
                  127 if the program was not found, 126 if it could not be executed
   qexec start    0; 127 or 126 as for run
   qexec wait     as qexec run would exit, for the last job given
+  qexec farm     0 nothing found, 1 findings kept, 2 not every input ran to an end
   other commands 0 on success
   255            a failure of qexec itself: usage, connection, TLS, or an error
                  answer from the server (one line on stderr says what and how to fix it)";
@@ -208,6 +210,9 @@ enum Command {
     /// Write the manual pages (qexec.1, qexec-run.1, …) to a directory.
     #[command(after_help = man::HELP)]
     Man(man::ManArgs),
+    /// Run a target over a corpus across workers, keep the inputs that crash, OOM or hang.
+    #[command(after_help = farm::HELP)]
+    Farm(farm::FarmArgs),
     /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
     #[cfg(feature = "demo")]
     #[command(after_help = demo::HELP)]
@@ -458,6 +463,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => man::man(args),
+        Command::Farm(args) => farm::farm(&conn, json, args).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(args).await,
     }

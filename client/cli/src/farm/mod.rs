@@ -26,7 +26,9 @@ use clap::Args;
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use qexec_client::pool::{JobResult, Outcome, Pool, PoolError, PoolOptions, Submission};
+use qexec_client::pool::{
+    JobResult, Outcome, Pool, PoolError, PoolOptions, Submission, WorkerSnapshot,
+};
 use qexec_client::units::parse_size;
 use qexec_protocol::{ErrorCode, SpawnFailure, StartRequest};
 
@@ -78,8 +80,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Submissions queued in the pool beyond what the workers run (each holds its input).
 const QUEUE: usize = 256;
 
-/// Progress line redraws, at most 4 a second.
+/// Progress line redraws, at most 4 a second (also how often the workers are looked at).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// How long the farm waits with no live worker before it stops: the pool retries dead
+/// workers for ever while it takes submissions.
+const NO_WORKER_GRACE: Duration = Duration::from_secs(60);
 
 /// Arguments of `qexec farm`.
 #[derive(Debug, Args)]
@@ -199,6 +205,21 @@ struct SummaryLine<'a> {
     summary: &'a report::SummaryJson,
 }
 
+/// Each worker's last error: `w1: cannot reach …; w2: …`.
+fn worker_errors(workers: &[WorkerSnapshot]) -> String {
+    workers
+        .iter()
+        .map(|w| {
+            format!(
+                "{}: {}",
+                w.name,
+                w.last_error.as_deref().unwrap_or("no answer yet")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Spawn failures that depend on the command only: every input would fail the same way.
 fn fatal_spawn(failure: SpawnFailure) -> bool {
     matches!(
@@ -238,17 +259,15 @@ pub(super) async fn farm(conn: &ConnArgs, json: bool, args: FarmArgs) -> Result<
             super::report(&e);
             Ok(EXIT_FARM_ERROR)
         }
-        Ok((farm, workers)) => {
-            run(farm, workers, json, &mut interrupt, &mut terminate)
-                .await
-                .or_else(|e| match e {
-                    FarmError::Cli(e) => Err(e),
-                    e => {
-                        super::report(&e);
-                        Ok(EXIT_FARM_ERROR)
-                    }
-                })
-        }
+        Ok((farm, workers)) => run(farm, workers, json, &mut interrupt, &mut terminate)
+            .await
+            .or_else(|e| match e {
+                FarmError::Cli(e) => Err(e),
+                e => {
+                    super::report(&e);
+                    Ok(EXIT_FARM_ERROR)
+                }
+            }),
     }
 }
 
@@ -261,7 +280,7 @@ fn prepare<'a>(
     let (argv, _file_mode) = wrap::job_argv(&args.target);
     let argv: Vec<OsString> = argv
         .into_iter()
-        .map(|a| std::os::unix::ffi::OsStringExt::from_vec(a))
+        .map(std::os::unix::ffi::OsStringExt::from_vec)
         .collect();
     let mut request = args.limits.request(&argv, true)?;
     request.timeout_ms = request
@@ -303,7 +322,13 @@ fn prepare<'a>(
 }
 
 /// Reads an input (unless it is a retry) and submits it.
-async fn submit(pool: &Pool, request: StartRequest, path: PathBuf, mut flight: Flight, keep: usize) -> Submitted {
+async fn submit(
+    pool: &Pool,
+    request: StartRequest,
+    path: PathBuf,
+    mut flight: Flight,
+    keep: usize,
+) -> Submitted {
     if flight.attempts == 0 {
         match tokio::fs::read(&path).await {
             Ok(data) => flight.data = data.into(),
@@ -345,19 +370,11 @@ async fn run(
     let (pool, mut results) = Pool::connect(workers, options).await?;
     let snapshot = pool.workers();
     if !snapshot.iter().any(|w| w.live) {
-        let details = snapshot
-            .iter()
-            .map(|w| {
-                format!(
-                    "{}: {}",
-                    w.name,
-                    w.last_error.as_deref().unwrap_or("no answer")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(FarmError::NoWorker { details });
+        return Err(FarmError::NoWorker {
+            details: worker_errors(&snapshot),
+        });
     }
+    let mut no_live_since: Option<Instant> = None;
     let progress = !json && std::io::stderr().is_terminal();
     let keep = usize::try_from(farm.args.keep_output).unwrap_or(usize::MAX);
     let mut next_input = 0usize;
@@ -442,12 +459,26 @@ async fn run(
                 Some(result) => farm.result(result)?,
                 None => break,
             },
-            _ = tick.tick(), if progress => {
-                let live = pool.workers().iter().filter(|w| w.live).count();
-                let line = farm.tally.progress(started.elapsed(), live, worker_count);
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[K{line}");
-                let _ = err.flush();
+            _ = tick.tick() => {
+                let snapshot = pool.workers();
+                let live = snapshot.iter().filter(|w| w.live).count();
+                if live > 0 {
+                    no_live_since = None;
+                } else if no_live_since.get_or_insert_with(Instant::now).elapsed()
+                    >= NO_WORKER_GRACE
+                {
+                    farm.halt(format!(
+                        "no worker has been reachable for {}: {}",
+                        qexec_client::units::format_duration(NO_WORKER_GRACE),
+                        worker_errors(&snapshot)
+                    ));
+                }
+                if progress {
+                    let line = farm.tally.progress(started.elapsed(), live, worker_count);
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[K{line}");
+                    let _ = err.flush();
+                }
             }
         }
     }
@@ -458,6 +489,12 @@ async fn run(
     drop(pending);
     drop(results);
     drop(pool);
+    // The close frames leave when the connections' driver tasks next run (as
+    // `finish` does for one client); were one lost, the server's idle timeout and
+    // detach grace period stop the jobs later.
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
     let mut left: Vec<usize> = pending_input.into_iter().collect();
     left.extend(farm.in_flight.drain().map(|(_, f)| f.input));
     left.extend(farm.retries.drain(..).map(|f| f.input));
@@ -520,7 +557,8 @@ impl Farm<'_> {
                     code: e.code,
                     message: e.message.clone(),
                 });
-                self.tally.not_run(&name, &format!("refused: {}", e.message));
+                self.tally
+                    .not_run(&name, &format!("refused: {}", e.message));
                 self.halt(format!(
                     "{} refused the job: {explained}",
                     worker.unwrap_or("a worker")
@@ -559,7 +597,8 @@ impl Farm<'_> {
                 Outcome::Refused(e) => e.message.clone(),
                 _ => crate::render::spawn_failure_name(failure).to_owned(),
             };
-            self.tally.not_run(&name, &format!("failed to start: {reason}"));
+            self.tally
+                .not_run(&name, &format!("failed to start: {reason}"));
             if fatal_spawn(failure) {
                 self.halt(format!(
                     "the target could not start on {}: {reason}",
@@ -575,13 +614,18 @@ impl Farm<'_> {
     }
 
     /// Stores a finding and reports it (a `--json` line).
-    fn keep(&mut self, flight: &Flight, result: &JobResult, class: &Class) -> Result<(), FarmError> {
+    fn keep(
+        &mut self,
+        flight: &Flight,
+        result: &JobResult,
+        class: &Class,
+    ) -> Result<(), FarmError> {
         let input = &self.inputs[flight.input];
         let sha256 = store::sha256_hex(&flight.data);
         let entry = self.store.entry_path(&sha256, class.kind());
-        let (name, name_hex) = crate::render::text_and_hex(
-            std::os::unix::ffi::OsStrExt::as_bytes(input.path.as_os_str()),
-        );
+        let (name, name_hex) = crate::render::text_and_hex(std::os::unix::ffi::OsStrExt::as_bytes(
+            input.path.as_os_str(),
+        ));
         let meta = FindingMeta {
             kind: class.kind().to_owned(),
             signal: match class {
