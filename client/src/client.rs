@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use qexec_protocol::{
     AttachRequest, ClientMessage, ErrorCode, JobId, JobStatus, ListEntry, ListQuery, ListRequest,
-    ServerMessage, SignalRequest, StartRequest, StatusRequest, StopRequest,
+    ServerInfo, ServerMessage, SignalRequest, StartRequest, StatusRequest, StopRequest,
 };
 
 use crate::config::{ClientConfig, DEFAULT_PORT};
@@ -514,6 +514,34 @@ impl Client {
         answer
     }
 
+    /// Asks the server how busy it is: its version, running jobs and limits, our own
+    /// running jobs, its CPUs (spec: QX-INFO-1 to QX-INFO-6). Any role may ask
+    /// (spec: QX-AUTHZ-6). The answer is a snapshot: a `Start` may still be refused
+    /// for capacity.
+    ///
+    /// A server older than this request abandons it with `Unsupported`
+    /// (spec: QX-INFO-8): that is returned as [`ClientError::Server`] with
+    /// `code: ErrorCode::Unsupported` (so `err.code() == Some(ErrorCode::Unsupported)`)
+    /// and a message saying so. The connection stays usable; treat that server's
+    /// capacity as unknown, not the server as failed.
+    pub async fn info(&self) -> Result<ServerInfo, ClientError> {
+        let mut control = self.open().await?;
+        self.send_request(control.send(), &ClientMessage::Info)
+            .await
+            .map_err(info_unsupported)?;
+        let answer = match self
+            .answer(control.reader(), "info", self.request_timeout)
+            .await
+        {
+            Ok(ServerMessage::Info(info)) => Ok(info),
+            Ok(ServerMessage::Error(e)) => Err(self.ctx.server_error(e, None)),
+            Ok(other) => return Err(self.ctx.unexpected("info", &other)),
+            Err(e) => return Err(info_unsupported(e)),
+        };
+        control.complete();
+        answer
+    }
+
     /// Lists the jobs visible to us.
     pub async fn list(&self, running_only: bool) -> Result<Vec<JobStatus>, ClientError> {
         let mut control = self.open().await?;
@@ -573,9 +601,50 @@ impl Client {
     }
 }
 
+/// spec: QX-INFO-8 — an older server abandons `Info` with `Unsupported`; say what it
+/// means (same variant and code, a message for people).
+fn info_unsupported(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Server {
+            code: ErrorCode::Unsupported,
+            ..
+        } => ClientError::Server {
+            code: ErrorCode::Unsupported,
+            message: "this qexecd does not support the Info request (it predates it): its \
+                      load and limits are unknown; upgrade the server to see them"
+                .into(),
+        },
+        e => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_old_servers_unsupported_info_keeps_its_code() {
+        // spec: QX-INFO-8
+        let reset = ClientError::Server {
+            code: ErrorCode::Unsupported,
+            message: "the server reset the stream".into(),
+        };
+        let e = info_unsupported(reset);
+        assert_eq!(e.code(), Some(ErrorCode::Unsupported));
+        assert!(
+            e.to_string().contains("does not support the Info request"),
+            "{e}"
+        );
+        assert!(!e.is_connection_lost());
+        let other = ClientError::Server {
+            code: ErrorCode::ResourceExhausted,
+            message: "busy".into(),
+        };
+        assert_eq!(
+            info_unsupported(other).code(),
+            Some(ErrorCode::ResourceExhausted)
+        );
+    }
 
     #[test]
     fn addresses_split() {

@@ -39,6 +39,7 @@ mod config;
 mod context;
 mod error;
 mod output;
+pub mod pool;
 mod routing;
 mod stdin;
 mod stream;

@@ -294,3 +294,110 @@ fn terminal_job_round_trip_and_followers_see_the_same_bytes() {
         assert_eq!(status.stdout_bytes, seen.len() as u64);
     });
 }
+
+// spec: QX-INFO-1 to QX-INFO-5, QX-AUTHZ-6 — Client::info: the limits the server was
+// given, the counts moving with a running job, per caller; a viewer may ask.
+#[test]
+fn info_tells_limits_and_the_callers_own_running_jobs() {
+    let s = TestServer::start_with(|c| {
+        c.max_jobs = 7;
+        c.max_jobs_per_user = 3;
+    });
+    s.block_on(async {
+        let alice = Client::connect(&s.config(Some("alice"))).await.unwrap();
+        let bob = Client::connect(&s.config(Some("bob"))).await.unwrap();
+        let viewer = Client::connect(&s.config(Some("auditor"))).await.unwrap();
+        let before = alice.info().await.unwrap();
+        assert_eq!(before.server_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!((before.max_jobs, before.max_jobs_per_user), (7, 3));
+        assert_eq!((before.running_jobs, before.caller_running_jobs), (0, 0));
+        assert!(before.cpus >= 1);
+        assert_eq!(before.free_slots(), 3);
+
+        let job = alice.start(request(&["sleep", "600"])).await.unwrap().job;
+        let mine = alice.info().await.unwrap();
+        assert_eq!((mine.running_jobs, mine.caller_running_jobs), (1, 1));
+        assert_eq!(mine.free_slots(), 2);
+        let theirs = bob.info().await.unwrap();
+        assert_eq!((theirs.running_jobs, theirs.caller_running_jobs), (1, 0));
+        let seen = viewer.info().await.unwrap();
+        assert_eq!((seen.running_jobs, seen.caller_running_jobs), (1, 0));
+
+        alice.stop(job, Some(Duration::ZERO)).await.unwrap();
+        // The slots are released when the job's end is handled: wait for it on the
+        // event (the count reaching 0), bounded.
+        let released = tokio::time::timeout(WAIT, async {
+            loop {
+                let now = alice.info().await.unwrap();
+                if now.running_jobs == 0 && now.caller_running_jobs == 0 {
+                    return now;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the ended job's slots are released");
+        assert_eq!(released.free_slots(), 3);
+    });
+}
+
+/// A server of an older revision, for `Info` purposes: it speaks qexec/1 with the same
+/// PKI but knows no `Info`, so it abandons every control stream with `Unsupported`
+/// (what qexecd does with an unknown request variant, spec: QX-VER-3, QX-ERR-3).
+async fn serve_as_an_old_server(endpoint: quinn::Endpoint) {
+    let unsupported = quinn::VarInt::from_u32(qexec_protocol::ErrorCode::Unsupported.as_u32());
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(conn) = incoming.await else { continue };
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                // The whole request (a client FINs right after it), then the reset.
+                let _ = recv.read_to_end(64).await;
+                let _ = send.reset(unsupported);
+                let _ = recv.stop(unsupported);
+            }
+        });
+    }
+}
+
+// spec: QX-INFO-8 — an older server's `Unsupported` is the typed error with that code,
+// and the connection stays usable (the server is not failed, its capacity unknown).
+#[test]
+fn info_from_an_older_server_is_unsupported_not_a_failure() {
+    let s = TestServer::start();
+    s.block_on(async {
+        let pki = qexec_tls::PkiPaths::new(s.dir());
+        let crypto = qexec_tls::server_crypto(&qexec_tls::TlsSource::Files {
+            ca: pki.ca.clone(),
+            cert: pki.server.clone(),
+            key: pki.server_key.clone(),
+        })
+        .unwrap();
+        let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+        let endpoint =
+            qexec_tls::bind_endpoint("127.0.0.1:0".parse().unwrap(), Some(config)).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let server = tokio::spawn(serve_as_an_old_server(endpoint));
+
+        let client = Client::connect(&s.config(None).with_addr(addr.to_string()))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let e = client.info().await.unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(qexec_protocol::ErrorCode::Unsupported),
+                "{e}"
+            );
+            assert!(
+                matches!(e, qexec_client::ClientError::Server { .. }),
+                "{e:?}"
+            );
+            assert!(!e.is_connection_lost(), "{e:?}");
+            assert!(
+                e.to_string().contains("does not support the Info request"),
+                "{e}"
+            );
+        }
+        server.abort();
+    });
+}

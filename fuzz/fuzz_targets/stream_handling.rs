@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
             );
             if role == Role::Viewer {
                 assert!(
-                    matches!(op, Op::List | Op::Status | Op::Follow),
+                    matches!(op, Op::List | Op::Status | Op::Follow | Op::Info),
                     "viewer allowed to {op:?}"
                 );
             }

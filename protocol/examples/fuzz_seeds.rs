@@ -8,8 +8,8 @@ use std::path::Path;
 
 use qexec_protocol::{
     ClientMessage, ErrorCode, ErrorResponse, JobId, JobState, JobStatus, Limits, ListEntry,
-    ListQuery, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerMessage,
-    StartRequest, StopReason, Termination, encode_into,
+    ListQuery, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerInfo,
+    ServerMessage, StartRequest, StopReason, Termination, encode_into,
 };
 use serde::Serialize;
 
@@ -130,7 +130,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         }),
         ServerMessage::ListPageEnd { next: Some(8) },
     ];
-    let seeds: [(&str, &str, Vec<u8>); 9] = [
+    let info = ServerMessage::Info(ServerInfo {
+        server_version: "0.1.0".into(),
+        running_jobs: 3,
+        max_jobs: 1024,
+        caller_running_jobs: 1,
+        max_jobs_per_user: 256,
+        cpus: 8,
+    });
+    let seeds: [(&str, &str, Vec<u8>); 11] = [
         ("frame_decoder", "seed-client", frames(0, &client)?),
         ("frame_decoder", "seed-server-list", frames(1, &server)?),
         ("frame_decoder", "seed-server-error", frames(1, &error)?),
@@ -144,6 +152,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("message_decoder", "seed-data", body(2, &output[1])?),
         ("message_decoder", "seed-list-query", body(0, &query)?),
         ("frame_decoder", "seed-server-list-page", frames(1, &page)?),
+        (
+            "message_decoder",
+            "seed-info",
+            body(0, &ClientMessage::Info)?,
+        ),
+        ("frame_decoder", "seed-server-info", frames(1, &[info])?),
     ];
     for (target, name, bytes) in seeds {
         let dir = root.join(target);

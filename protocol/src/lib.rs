@@ -28,9 +28,9 @@ pub use frame::{
 pub use id::{JobId, ParseJobIdError};
 pub use message::{
     AttachRequest, ClientMessage, ErrorResponse, JobState, JobStatus, Limits, ListEntry, ListQuery,
-    ListRequest, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerMessage,
-    SignalRequest, SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse,
-    StatusRequest, StopReason, StopRequest, TerminalSpec, Termination, WindowSize,
+    ListRequest, ListStateFilter, OutputFrame, OutputStream, ResourceUsage, ServerInfo,
+    ServerMessage, SignalRequest, SpawnFailure, StartRequest, StartTerminalRequest,
+    StartedResponse, StatusRequest, StopReason, StopRequest, TerminalSpec, Termination, WindowSize,
 };
 pub use state::{
     ControlStreamState, OutputStreamState, ResponseState, StreamViolation, client_message_name,

@@ -53,6 +53,11 @@ pub enum ClientMessage {
     /// The terminal of the job started on this stream has a new size; the job's
     /// foreground process group gets `SIGWINCH` (spec: QX-TERM-2).
     Resize(WindowSize),
+    /// Ask the server how busy it is: its version, running jobs and limits, the
+    /// caller's own running jobs, its CPUs (spec: QX-MSG-CTRL-11, QX-INFO-1). The
+    /// answer is [`ServerMessage::Info`]; a server that predates it answers
+    /// `Unsupported` (spec: QX-INFO-8).
+    Info,
 }
 
 /// Resource limits of a job. `None` means "the server's default" (spec: QX-MSG-TYPE-1).
@@ -294,6 +299,47 @@ pub enum ServerMessage {
         /// `None` when no more jobs match.
         next: Option<u64>,
     },
+    /// Answer to `Info` (spec: QX-MSG-SRV-9).
+    Info(ServerInfo),
+}
+
+/// What a server says about itself and its load, in answer to
+/// [`ClientMessage::Info`] (spec: QX-MSG-TYPE-10, QX-INFO-2 to QX-INFO-6).
+///
+/// A snapshot: the counts may have changed by the time the answer arrives. The
+/// declaration order is the wire format, and the struct never gains a field
+/// (spec: QX-VER-2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server software's version, e.g. qexecd's crate version `"0.1.0"`
+    /// (spec: QX-INFO-2). For people and logs; not a protocol version.
+    pub server_version: String,
+    /// Jobs of all users counted against `max_jobs` at the time of the answer:
+    /// running ones and ones being started (spec: QX-INFO-3).
+    pub running_jobs: u32,
+    /// How many jobs the server runs at once, all users together (qexecd
+    /// `--max-jobs`) (spec: QX-INFO-3).
+    pub max_jobs: u32,
+    /// The caller's own jobs counted against `max_jobs_per_user` (spec: QX-INFO-4).
+    pub caller_running_jobs: u32,
+    /// How many jobs one user may run at once (qexecd `--max-jobs-per-user`)
+    /// (spec: QX-INFO-4).
+    pub max_jobs_per_user: u32,
+    /// CPUs the server's jobs can use (spec: QX-INFO-5).
+    pub cpus: u32,
+}
+
+impl ServerInfo {
+    /// Jobs the caller could start now before a server limit refuses the next one:
+    /// the smaller of the two limits' room (0 when either is reached). Advisory: other
+    /// clients start and end jobs meanwhile (spec: QX-INFO-6).
+    pub fn free_slots(&self) -> u32 {
+        let all = self.max_jobs.saturating_sub(self.running_jobs);
+        let mine = self
+            .max_jobs_per_user
+            .saturating_sub(self.caller_running_jobs);
+        all.min(mine)
+    }
 }
 
 /// Answer to `Start`.
@@ -509,6 +555,27 @@ impl JobStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_slots_is_the_smaller_room() {
+        // spec: QX-INFO-6
+        let info = |running_jobs, max_jobs, caller_running_jobs, max_jobs_per_user| ServerInfo {
+            server_version: String::new(),
+            running_jobs,
+            max_jobs,
+            caller_running_jobs,
+            max_jobs_per_user,
+            cpus: 1,
+        };
+        assert_eq!(info(0, 8, 0, 4).free_slots(), 4);
+        assert_eq!(info(6, 8, 0, 4).free_slots(), 2);
+        assert_eq!(info(7, 8, 3, 4).free_slots(), 1);
+        assert_eq!(info(8, 8, 0, 4).free_slots(), 0);
+        assert_eq!(info(0, 8, 4, 4).free_slots(), 0);
+        // Over a limit (the limit was lowered, or counts raced): no room, no underflow.
+        assert_eq!(info(9, 8, 0, 4).free_slots(), 0);
+        assert_eq!(info(0, 8, 5, 4).free_slots(), 0);
+    }
 
     #[test]
     fn state_filters_select_as_specified() {

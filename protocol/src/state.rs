@@ -127,6 +127,7 @@ pub fn client_message_name(msg: &ClientMessage) -> &'static str {
         ClientMessage::ListQuery(_) => "ListQuery",
         ClientMessage::StartTerminal(_) => "StartTerminal",
         ClientMessage::Resize(_) => "Resize",
+        ClientMessage::Info => "Info",
     }
 }
 
@@ -141,6 +142,7 @@ pub fn server_message_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Error(_) => "Error",
         ServerMessage::ListEntry(_) => "ListEntry",
         ServerMessage::ListPageEnd { .. } => "ListPageEnd",
+        ServerMessage::Info(_) => "Info",
     }
 }
 
@@ -289,6 +291,7 @@ enum Answer {
     List,
     ListPage,
     Attached,
+    Info,
 }
 
 /// What the server may still send on a control stream, as the client sees it
@@ -314,6 +317,7 @@ impl ResponseState {
             ClientMessage::List(_) => Answer::List,
             ClientMessage::ListQuery(_) => Answer::ListPage,
             ClientMessage::Attach(_) => Answer::Attached,
+            ClientMessage::Info => Answer::Info,
             ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_) => {
                 return None;
             }
@@ -346,7 +350,8 @@ impl ResponseState {
                 | (Answer::Status, ServerMessage::Status(_))
                 | (Answer::List, ServerMessage::ListEnd)
                 | (Answer::ListPage, ServerMessage::ListPageEnd { .. })
-                | (Answer::Attached, ServerMessage::Attached { .. }) => Ok(true),
+                | (Answer::Attached, ServerMessage::Attached { .. })
+                | (Answer::Info, ServerMessage::Info(_)) => Ok(true),
                 (Answer::List, ServerMessage::ListItem(_))
                 | (Answer::ListPage, ServerMessage::ListEntry(_)) => Ok(false),
                 _ => Err(StreamViolation::WrongResponse {
@@ -577,6 +582,8 @@ mod tests {
             vec![ClientMessage::Status(StatusRequest { job: JOB })],
             vec![ClientMessage::List(ListRequest::default())],
             vec![ClientMessage::Attach(AttachRequest { job: JOB, from: 3 })],
+            // spec: QX-INFO-1 (a one-frame request like Status)
+            vec![ClientMessage::Info],
             // spec: QX-TERM-3
             vec![terminal(), ClientMessage::StdinEof],
             vec![
@@ -625,6 +632,14 @@ mod tests {
             (
                 vec![start(false), ClientMessage::StdinEof],
                 StreamViolation::UnexpectedStdin { got: "StdinEof" },
+            ),
+            (
+                vec![ClientMessage::Info, ClientMessage::StdinEof],
+                StreamViolation::UnexpectedStdin { got: "StdinEof" },
+            ),
+            (
+                vec![ClientMessage::Info, ClientMessage::Info],
+                StreamViolation::SecondRequest { got: "Info" },
             ),
             (
                 vec![
@@ -731,6 +746,45 @@ mod tests {
             status: status(JOB),
         });
         let page_end = ServerMessage::ListPageEnd { next: None };
+        let info = ServerMessage::Info(crate::ServerInfo {
+            server_version: "0.1.0".into(),
+            running_jobs: 1,
+            max_jobs: 2,
+            caller_running_jobs: 0,
+            max_jobs_per_user: 1,
+            cpus: 4,
+        });
+        // spec: QX-INFO-1 — Info is answered by Info or Error, nothing else, and no
+        // other request is answered by Info.
+        for wrong in [&st, &ServerMessage::ListEnd, &page_end, &attached] {
+            let mut s = ResponseState::for_request(&ClientMessage::Info).unwrap();
+            assert!(
+                matches!(
+                    s.on_frame(wrong),
+                    Err(StreamViolation::WrongResponse {
+                        request: "Info",
+                        ..
+                    })
+                ),
+                "{wrong:?}"
+            );
+        }
+        for req in [&status_req, &list_req, &attach_req, &query_req] {
+            let mut s = ResponseState::for_request(req).unwrap();
+            assert!(
+                matches!(
+                    s.on_frame(&info),
+                    Err(StreamViolation::WrongResponse { got: "Info", .. })
+                ),
+                "{req:?}"
+            );
+        }
+        let mut s = ResponseState::for_request(&ClientMessage::Info).unwrap();
+        assert_eq!(s.on_frame(&info), Ok(true));
+        assert!(matches!(
+            s.on_frame(&info),
+            Err(StreamViolation::FrameAfterEnd { .. })
+        ));
         // A page answer never mixes with the old List answer.
         let mut s = ResponseState::for_request(&query_req).unwrap();
         assert!(matches!(
@@ -758,6 +812,8 @@ mod tests {
             (&query_req, vec![&page_end]),
             (&query_req, vec![&entry, &entry, &page_end]),
             (&query_req, vec![&entry, &error]),
+            (&ClientMessage::Info, vec![&info]),
+            (&ClientMessage::Info, vec![&error]),
         ];
         for (req, answers) in ok {
             let mut s = ResponseState::for_request(req).unwrap();

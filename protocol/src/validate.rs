@@ -516,8 +516,8 @@ pub fn validate_terminal(req: &StartTerminalRequest) -> Result<(), InvalidReques
     validate_window_size(&req.terminal.size)
 }
 
-/// Checks the contents of any request frame. `Status`, `List` and `Attach` have no
-/// field a limit applies to; `StdinData`/`StdinEof` are not requests and are checked
+/// Checks the contents of any request frame. `Status`, `List`, `Attach` and `Info`
+/// have no field a limit applies to; `StdinData`/`StdinEof` are not requests and are checked
 /// by [`ControlStreamState`](crate::ControlStreamState) instead.
 pub fn validate_request(msg: &ClientMessage) -> Result<(), InvalidRequest> {
     match msg {
@@ -531,6 +531,7 @@ pub fn validate_request(msg: &ClientMessage) -> Result<(), InvalidRequest> {
         ClientMessage::Status(_)
         | ClientMessage::List(_)
         | ClientMessage::Attach(_)
+        | ClientMessage::Info
         | ClientMessage::StdinData(_)
         | ClientMessage::StdinEof => Ok(()),
     }

@@ -8,9 +8,9 @@ use qexec_protocol::frame::{self, Decoder};
 use qexec_protocol::{
     AttachRequest, ClientMessage, EncodeError, ErrorCode, ErrorResponse, FrameError, JobId,
     JobState, JobStatus, Limits, ListEntry, ListQuery, ListRequest, ListStateFilter, MAX_FRAME_LEN,
-    MAX_PREFIX_LEN, OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest,
-    SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse, StatusRequest, StopReason,
-    StopRequest, TerminalSpec, Termination, WindowSize, fuzzing,
+    MAX_PREFIX_LEN, OutputFrame, OutputStream, ResourceUsage, ServerInfo, ServerMessage,
+    SignalRequest, SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse,
+    StatusRequest, StopReason, StopRequest, TerminalSpec, Termination, WindowSize, fuzzing,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -109,6 +109,7 @@ fn client_message() -> BoxedStrategy<ClientMessage> {
             })
         }),
         window_size().prop_map(ClientMessage::Resize),
+        Just(ClientMessage::Info),
     ]
     .boxed()
 }
@@ -256,6 +257,7 @@ fn server_message() -> BoxedStrategy<ServerMessage> {
         (any::<u64>(), job_status())
             .prop_map(|(seq, status)| ServerMessage::ListEntry(ListEntry { seq, status })),
         any::<Option<u64>>().prop_map(|next| ServerMessage::ListPageEnd { next }),
+        server_info().prop_map(ServerMessage::Info),
         (
             error_code(),
             ".{0,40}",
@@ -270,6 +272,28 @@ fn server_message() -> BoxedStrategy<ServerMessage> {
             ),
     ]
     .boxed()
+}
+
+fn server_info() -> impl Strategy<Value = ServerInfo> {
+    ("\\PC{0,16}", any::<[u32; 5]>()).prop_map(
+        |(
+            server_version,
+            [
+                running_jobs,
+                max_jobs,
+                caller_running_jobs,
+                max_jobs_per_user,
+                cpus,
+            ],
+        )| ServerInfo {
+            server_version,
+            running_jobs,
+            max_jobs,
+            caller_running_jobs,
+            max_jobs_per_user,
+            cpus,
+        },
+    )
 }
 
 fn output_frame() -> BoxedStrategy<OutputFrame> {
@@ -337,6 +361,21 @@ where
 
 proptest! {
     #![proptest_config(config())]
+
+    /// spec: QX-MSG-TYPE-10, QX-INFO-6: every ServerInfo survives encode/decode, and
+    /// its free slots never exceed either limit's room.
+    #[test]
+    fn server_info_round_trips(info in server_info()) {
+        round_trip(&info)?;
+        round_trip(&ServerMessage::Info(info.clone()))?;
+        let free = info.free_slots();
+        prop_assert!(free <= info.max_jobs.saturating_sub(info.running_jobs));
+        prop_assert!(free <= info.max_jobs_per_user.saturating_sub(info.caller_running_jobs));
+        prop_assert!(
+            free == info.max_jobs.saturating_sub(info.running_jobs)
+                || free == info.max_jobs_per_user.saturating_sub(info.caller_running_jobs)
+        );
+    }
 
     /// spec: QX-FRAME-1, QX-MSG-CTRL-*: every client message survives encode/decode.
     #[test]

@@ -3,8 +3,8 @@
 
 use qexec_protocol::{
     ClientMessage, ErrorCode, ErrorResponse, JobId, Limits, ListQuery, ListRequest,
-    ListStateFilter, OutputFrame, OutputStream, ServerMessage, SignalRequest, StartRequest,
-    StartTerminalRequest, StatusRequest, TerminalSpec, WindowSize, encode,
+    ListStateFilter, OutputFrame, OutputStream, ServerInfo, ServerMessage, SignalRequest,
+    StartRequest, StartTerminalRequest, StatusRequest, TerminalSpec, WindowSize, encode,
 };
 
 const JOB: JobId = JobId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
@@ -99,6 +99,29 @@ fn terminal_examples() {
     let mut frame = vec![body.len() as u8];
     frame.extend(&body);
     assert_eq!(encode(&start).unwrap(), frame);
+}
+
+#[test]
+fn info_examples() {
+    // spec: QX-MSG-CTRL-11 — Info is ClientMessage index 11, a unit variant.
+    assert_eq!(encode(&ClientMessage::Info).unwrap(), [0x01, 0x0b]);
+    // spec: QX-MSG-SRV-9, QX-MSG-TYPE-10 — ServerMessage index 8, then the six fields;
+    // 1024 = 80 08, 256 = 80 02.
+    let info = ServerMessage::Info(ServerInfo {
+        server_version: "0.1.0".into(),
+        running_jobs: 3,
+        max_jobs: 1024,
+        caller_running_jobs: 1,
+        max_jobs_per_user: 256,
+        cpus: 8,
+    });
+    assert_eq!(
+        encode(&info).unwrap(),
+        [
+            0x0e, 0x08, 0x05, b'0', b'.', b'1', b'.', b'0', 0x03, 0x80, 0x08, 0x01, 0x80, 0x02,
+            0x08
+        ]
+    );
 }
 
 #[test]

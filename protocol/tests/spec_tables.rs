@@ -9,9 +9,9 @@
 use qexec_protocol::frame::{decode_body, encode};
 use qexec_protocol::{
     AttachRequest, ClientMessage, ErrorCode, ErrorResponse, FrameError, JobId, JobState, JobStatus,
-    Limits, ListRequest, OutputFrame, OutputStream, ResourceUsage, ServerMessage, SignalRequest,
-    SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse, StatusRequest, StopReason,
-    StopRequest, TerminalSpec, Termination, WindowSize,
+    Limits, ListRequest, OutputFrame, OutputStream, ResourceUsage, ServerInfo, ServerMessage,
+    SignalRequest, SpawnFailure, StartRequest, StartTerminalRequest, StartedResponse,
+    StatusRequest, StopReason, StopRequest, TerminalSpec, Termination, WindowSize,
 };
 use serde::de::DeserializeOwned;
 
@@ -104,6 +104,19 @@ fn status() -> JobStatus {
     }
 }
 
+/// A `ServerInfo` whose fields hold their own field numbers of the spec's table
+/// (the version is the one-character string "1").
+fn server_info() -> ServerInfo {
+    ServerInfo {
+        server_version: "1".into(),
+        running_jobs: 2,
+        max_jobs: 3,
+        caller_running_jobs: 4,
+        max_jobs_per_user: 5,
+        cpus: 6,
+    }
+}
+
 /// One value of every variant this crate has, by the name its table gives it.
 fn samples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let job = JobId::from_u128(7);
@@ -182,6 +195,12 @@ fn samples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             body(&ClientMessage::StdinData(vec![1])),
         ),
         ("ClientMessage", "StdinEof", body(&ClientMessage::StdinEof)),
+        ("ClientMessage", "Info", body(&ClientMessage::Info)),
+        (
+            "ServerMessage",
+            "Info",
+            body(&ServerMessage::Info(server_info())),
+        ),
         (
             "ServerMessage",
             "Started",
@@ -458,4 +477,53 @@ fn length_widths() {
         let err = decode_body::<ClientMessage>(&bad).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ProtocolViolation, "{bad:02x?}");
     }
+}
+
+/// The rows `(#, field, type)` of the first struct table after `anchor`.
+fn struct_table(anchor: &str) -> Vec<(u32, String, String)> {
+    let at = SPEC
+        .find(anchor)
+        .unwrap_or_else(|| panic!("spec/protocol.md has no {anchor:?}"));
+    SPEC[at..]
+        .lines()
+        .skip_while(|l| !l.starts_with("| # | field | type |"))
+        .skip(2) // the header and the |---| line
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let index = cells[1]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad field number in {row:?}"));
+            (
+                index,
+                cells[2].trim_matches('`').to_owned(),
+                cells[3].trim_matches('`').to_owned(),
+            )
+        })
+        .collect()
+}
+
+// spec: QX-MSG-ENC-2, QX-MSG-TYPE-10 — the ServerInfo table is the struct: its rows
+// are the fields in declaration order with their types, and nothing else is encoded.
+#[test]
+fn server_info_table_is_the_struct() {
+    let rows = struct_table("**[QX-MSG-TYPE-10]** `ServerInfo`");
+    let want = [
+        (1, "server_version", "String"),
+        (2, "running_jobs", "u32"),
+        (3, "max_jobs", "u32"),
+        (4, "caller_running_jobs", "u32"),
+        (5, "max_jobs_per_user", "u32"),
+        (6, "cpus", "u32"),
+    ];
+    let got: Vec<(u32, &str, &str)> = rows
+        .iter()
+        .map(|(i, f, t)| (*i, f.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    // The encoding is those fields in that order: `server_info` gives each named field
+    // its table number, so the bytes count 1 to 6 exactly when the declaration order
+    // is the table's; no tag, no length.
+    let bytes = body(&server_info());
+    assert_eq!(bytes, [0x01, b'1', 2, 3, 4, 5, 6]);
 }

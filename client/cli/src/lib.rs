@@ -7,6 +7,7 @@ mod completions;
 #[cfg(feature = "demo")]
 mod demo;
 mod farm;
+mod info;
 mod jobref;
 mod kill;
 mod limits;
@@ -22,6 +23,7 @@ mod stop;
 mod tty;
 mod wait;
 
+pub use info::{InfoJson, info_human};
 pub use jobref::ResolveError;
 
 use std::io::{IsTerminal, Write};
@@ -201,6 +203,9 @@ enum Command {
     /// List the jobs visible to you.
     #[command(after_help = list::HELP)]
     List(list::ListArgs),
+    /// Show how busy the server is: running jobs, limits, yours, CPUs, version.
+    #[command(after_help = info::HELP)]
+    Info(info::InfoArgs),
     /// Make or extend the PKI (CA, server and client certificates).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -460,6 +465,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Status(args) => status::status(&conn, json, args).await,
         Command::Logs(args) => logs::logs(&conn, json, args).await,
         Command::List(args) => list::list(&conn, json, args).await,
+        Command::Info(args) => info::info(&conn, json, args).await,
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => man::man(args),

@@ -691,10 +691,57 @@ fn man_pages_are_written() {
         "qexec-run.1",
         "qexec-kill.1",
         "qexec-certs-issue-server.1",
+        "qexec-info.1",
     ] {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert!(text.contains(".TH"), "{page}: {text}");
     }
     let run = std::fs::read_to_string(dir.path().join("qexec-run.1")).unwrap();
     assert!(run.contains("timestamps"), "{run}");
+}
+
+// `qexec info`: the server's load and limits, human and --json (spec: QX-INFO-1 to
+// QX-INFO-6); a viewer may ask (spec: QX-AUTHZ-6).
+#[test]
+fn info_shows_load_limits_and_your_own_jobs() {
+    use qexec_cli::InfoJson;
+    let s = TestServer::start_with(|c| {
+        c.max_jobs = 9;
+        c.max_jobs_per_user = 4;
+    });
+    let job = start(&s, &["sleep", "600"]);
+    let out = s.run(&["--json", "info"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let info: InfoJson = serde_json::from_str(&stdout(&out)).expect("info --json");
+    assert_eq!(info.server_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!((info.running_jobs, info.max_jobs), (1, 9));
+    assert_eq!((info.caller_running_jobs, info.max_jobs_per_user), (1, 4));
+    assert_eq!(info.free_slots, 3);
+    assert!(info.cpus >= 1);
+
+    let out = s.run(&["info"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let keys: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["server", "version", "jobs", "yours", "free", "cpus"]);
+    assert!(
+        text.contains("\njobs    1 running of 9 (all users)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nyours   1 running of 4 per user\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nfree    3\n"), "{text}");
+
+    // Another identity: the server's count, not the job's owner's.
+    let out = as_user(&s, "auditor", &["--json", "info"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let seen: InfoJson = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((seen.running_jobs, seen.caller_running_jobs), (1, 0));
+    let out = s.run(&["stop", &job]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }

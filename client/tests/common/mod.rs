@@ -15,7 +15,14 @@ pub(crate) struct TestServer(BlockingLocalServer);
 
 impl TestServer {
     pub(crate) fn start() -> Self {
-        Self(BlockingLocalServer::start(|_| {}).expect("start the in-process qexecd"))
+        Self::start_with(|_| {})
+    }
+
+    /// As [`TestServer::start`], with the server's configuration adjusted first.
+    pub(crate) fn start_with(
+        adjust: impl FnOnce(&mut qexec_server::service::ServerConfig),
+    ) -> Self {
+        Self(BlockingLocalServer::start(adjust).expect("start the in-process qexecd"))
     }
 
     pub(crate) fn dir(&self) -> &Path {

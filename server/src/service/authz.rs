@@ -7,6 +7,8 @@
 //! | user   | yes   | own jobs      | own jobs       | own jobs            |
 //! | viewer | no    | all jobs      | all jobs       | no                  |
 //!
+//! `Info` (how busy the server is) is allowed to every role (spec: QX-AUTHZ-6).
+//!
 //! Deny by default. A job the caller may not *see* (a user and another user's job) is
 //! answered exactly like a job that does not exist: `NotFound`. `PermissionDenied` is
 //! only used for a job the caller can see (a viewer stopping a job) or an operation the
@@ -33,11 +35,13 @@ pub enum Op {
     Signal,
     /// Write a job's standard input.
     Stdin,
+    /// Ask how busy the server is (spec: QX-INFO-1, QX-AUTHZ-6).
+    Info,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Start,
         Op::List,
         Op::Status,
@@ -45,11 +49,12 @@ impl Op {
         Op::Stop,
         Op::Signal,
         Op::Stdin,
+        Op::Info,
     ];
 
     /// Whether the operation acts on one existing job.
     pub const fn on_job(self) -> bool {
-        !matches!(self, Op::Start | Op::List)
+        !matches!(self, Op::Start | Op::List | Op::Info)
     }
 
     /// Lowercase name for logs.
@@ -62,6 +67,7 @@ impl Op {
             Op::Stop => "stop",
             Op::Signal => "signal",
             Op::Stdin => "stdin",
+            Op::Info => "info",
         }
     }
 }
@@ -113,7 +119,8 @@ pub fn authorize(identity: &Identity, op: Op, job_owner: Option<&str>) -> Decisi
     let allowed = match (identity.role, op) {
         (Role::Admin, _) => true,
         (Role::User, _) => true,
-        (Role::Viewer, Op::List | Op::Status | Op::Follow) => true,
+        // spec: QX-AUTHZ-6 (any authenticated role may ask Info)
+        (Role::Viewer, Op::List | Op::Status | Op::Follow | Op::Info) => true,
         (Role::Viewer, Op::Start | Op::Stop | Op::Signal | Op::Stdin) => false,
     };
     if allowed {
@@ -139,7 +146,7 @@ mod tests {
     fn whole_matrix() {
         use Decision::{Allow as A, NotFound as N, PermissionDenied as P};
         // Columns: job-less (owner None for Start/List), own job, foreign job, missing.
-        let table: [(Role, Op, [Decision; 3]); 21] = [
+        let table: [(Role, Op, [Decision; 3]); 24] = [
             (Role::Admin, Op::Start, [A, A, A]),
             (Role::Admin, Op::List, [A, A, A]),
             (Role::Admin, Op::Status, [A, A, N]),
@@ -147,6 +154,7 @@ mod tests {
             (Role::Admin, Op::Stop, [A, A, N]),
             (Role::Admin, Op::Signal, [A, A, N]),
             (Role::Admin, Op::Stdin, [A, A, N]),
+            (Role::Admin, Op::Info, [A, A, A]),
             (Role::User, Op::Start, [A, A, A]),
             (Role::User, Op::List, [A, A, A]),
             (Role::User, Op::Status, [A, N, N]),
@@ -154,6 +162,7 @@ mod tests {
             (Role::User, Op::Stop, [A, N, N]),
             (Role::User, Op::Signal, [A, N, N]),
             (Role::User, Op::Stdin, [A, N, N]),
+            (Role::User, Op::Info, [A, A, A]),
             (Role::Viewer, Op::Start, [P, P, P]),
             (Role::Viewer, Op::List, [A, A, A]),
             (Role::Viewer, Op::Status, [A, A, N]),
@@ -161,6 +170,8 @@ mod tests {
             (Role::Viewer, Op::Stop, [P, P, N]),
             (Role::Viewer, Op::Signal, [P, P, N]),
             (Role::Viewer, Op::Stdin, [P, P, N]),
+            // spec: QX-AUTHZ-6
+            (Role::Viewer, Op::Info, [A, A, A]),
         ];
         for (role, op, [own, foreign, missing]) in table {
             let me = id("alice", role);

@@ -128,6 +128,13 @@ pub(crate) struct UserSlot {
 }
 
 impl UserJobs {
+    /// `user`'s reserved slots now: its running jobs and the ones being started
+    /// (spec: QX-INFO-4).
+    pub(crate) fn running(&self, user: &str) -> usize {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(user).copied().unwrap_or(0)
+    }
+
     /// Reserves a slot for `user`, `None` when it already has `max` running.
     pub(crate) fn reserve(&self, user: &str, max: usize) -> Option<UserSlot> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,6 +168,10 @@ pub(crate) struct Shared {
     pub(crate) manager: JobManager,
     pub(crate) request_timeout: Duration,
     pub(crate) max_jobs_per_user: usize,
+    /// See [`ServerConfig::max_jobs`] (answered in `Info`, spec: QX-INFO-3).
+    pub(crate) max_jobs: usize,
+    /// CPUs the jobs can use, probed once at start-up (spec: QX-INFO-5).
+    pub(crate) cpus: u32,
     pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) request_buffer_per_connection: usize,
@@ -432,6 +443,8 @@ impl Server {
                 manager,
                 request_timeout: config.request_timeout,
                 max_jobs_per_user: config.max_jobs_per_user,
+                max_jobs: config.max_jobs,
+                cpus: handlers::info::available_cpus(),
                 max_subscriptions_per_connection: config.max_subscriptions_per_connection,
                 handshake_timeout: config.handshake_timeout,
                 request_buffer_per_connection: config.request_buffer_per_connection,

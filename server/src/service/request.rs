@@ -76,6 +76,7 @@ pub fn op_of(msg: &ClientMessage) -> Result<Op, StreamFault> {
         ClientMessage::List(_) | ClientMessage::ListQuery(_) => Op::List,
         ClientMessage::Attach(_) => Op::Follow,
         ClientMessage::Signal(_) => Op::Signal,
+        ClientMessage::Info => Op::Info,
         ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_) => {
             return Err(StreamFault::new(
                 ErrorCode::ProtocolViolation,
@@ -96,6 +97,7 @@ pub fn job_of(msg: &ClientMessage) -> Option<JobId> {
         | ClientMessage::StartTerminal(_)
         | ClientMessage::List(_)
         | ClientMessage::ListQuery(_)
+        | ClientMessage::Info
         | ClientMessage::StdinData(_)
         | ClientMessage::StdinEof
         | ClientMessage::Resize(_) => None,

@@ -6,13 +6,15 @@
 //! min–max), with ratios against baselines measured in the same run:
 //! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], the terminal
 //! keystroke latency of section 7, [`keystroke`], the job records of section 8,
-//! [`records`], and the fuzz farm of section 10, [`farm`].
+//! [`records`], the worker pool over a local fleet of section 9, [`fleet`], and the
+//! fuzz farm of section 10, [`farm`].
 
 pub(crate) mod cold;
 pub(crate) mod cpu;
 pub(crate) mod delay;
 pub(crate) mod fanout;
 pub(crate) mod farm;
+pub(crate) mod fleet;
 pub(crate) mod hol;
 pub(crate) mod keystroke;
 pub(crate) mod memory;
@@ -61,6 +63,8 @@ pub(crate) struct Settings {
     pub(crate) keystroke_samples: usize,
     /// Finished jobs held while listing them (10,000 in a full run).
     pub(crate) record_jobs: usize,
+    /// `/bin/true` jobs through the worker pool per fleet figure (10,000 in a full run).
+    pub(crate) fleet_jobs: usize,
     /// Inputs of the fuzz farm's corpus (2,000 in a full run).
     pub(crate) farm_inputs: usize,
     /// Of those, crashing (20 in a full run).
@@ -84,6 +88,7 @@ impl Settings {
             memory_jobs: 1000,
             keystroke_samples: 1000,
             record_jobs: 10_000,
+            fleet_jobs: 10_000,
             farm_inputs: 2000,
             farm_crashing: 20,
         }
@@ -105,6 +110,7 @@ impl Settings {
             memory_jobs: 200,
             keystroke_samples: 500,
             record_jobs: 1000,
+            fleet_jobs: 1000,
             farm_inputs: 200,
             farm_crashing: 5,
         }

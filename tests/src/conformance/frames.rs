@@ -65,7 +65,7 @@ pub(super) fn checks() -> Vec<Check> {
         ),
         check!(
             "QX-VER-3",
-            "a request with an unknown message variant (8, 200) closes the stream with \
+            "a request with an unknown message variant (12, 200) closes the stream with \
              Unsupported",
             ver_3
         ),
@@ -408,8 +408,8 @@ async fn frame_6(config: &Config) -> Outcome {
 }
 
 /// The first `ClientMessage` variant index this revision of qexec/1 does not define
-/// (the last defined one is `Resize`, 10).
-const FIRST_UNKNOWN_CLIENT_VARIANT: u8 = 11;
+/// (the last defined one is `Info`, 11).
+const FIRST_UNKNOWN_CLIENT_VARIANT: u8 = 12;
 
 async fn ver_3(config: &Config) -> Outcome {
     // spec: QX-VER-3 — the first ClientMessage variant qexec/1 does not define;

@@ -14,6 +14,7 @@
 
 mod auth;
 mod frames;
+mod info;
 mod lifetime;
 mod limits;
 mod list;
@@ -146,6 +147,7 @@ pub fn checks() -> Vec<Check> {
     all.extend(lifetime::checks());
     all.extend(messages::checks());
     all.extend(list::checks());
+    all.extend(info::checks());
     all.extend(limits::checks());
     all.extend(auth::checks());
     all.extend(terminal::checks());

@@ -106,6 +106,10 @@ pub(super) struct FarmArgs {
     /// order written), e.g. 64K; 0 keeps none.
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
     keep_output: u64,
+    /// Most jobs of the farm at once on any one worker, e.g. its CPUs [default: as
+    /// many as the worker's --max-jobs and --max-jobs-per-user allow].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    per_worker: Option<u32>,
     /// How many times an input whose worker was lost mid-run is resubmitted (to a live
     /// worker) before it is reported as lost.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -365,6 +369,7 @@ async fn run(
     let worker_count = workers.len();
     let options = PoolOptions {
         queue: QUEUE,
+        max_per_worker: farm.args.per_worker,
         ..PoolOptions::default()
     };
     let (pool, mut results) = Pool::connect(workers, options).await?;

@@ -213,6 +213,12 @@ impl JobManager {
         collect_page(filter, jobs.into_iter().map(|j| (j.seq, j.status())))
     }
 
+    /// How many jobs count against [`ManagerConfig::max_running_jobs`] now: the ones
+    /// running and the ones being started. One short lock, no per-job work.
+    pub fn running_jobs(&self) -> usize {
+        self.inner.shared.running_count()
+    }
+
     /// Follows the job's combined output from byte `from`.
     pub fn follow(&self, id: JobId, from: u64) -> Result<Follower, JobError> {
         let job = self.inner.shared.job(id)?;

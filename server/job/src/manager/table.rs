@@ -270,6 +270,11 @@ impl Shared {
         jobs
     }
 
+    /// Running slots in use: jobs running or being started (spec: QX-INFO-3).
+    pub(crate) fn running_count(&self) -> usize {
+        lock(&self.table).running
+    }
+
     /// Refuses new jobs from now on; returns the running ones.
     pub(crate) fn begin_shutdown(&self) -> Vec<Arc<Job>> {
         let mut table = lock(&self.table);

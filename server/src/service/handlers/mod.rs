@@ -9,6 +9,7 @@
 //! stream) returns it as a [`Continuation`], run after the answer was sent.
 
 pub(crate) mod attach;
+pub(crate) mod info;
 pub(crate) mod list;
 pub(crate) mod signal;
 pub(crate) mod start;
@@ -124,6 +125,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, mut ctl: Control, op: Op, msg: Clien
             ClientMessage::Attach(r) => attach::handle(ctx, r),
             ClientMessage::Signal(r) => signal::handle(ctx, r),
             ClientMessage::StartTerminal(r) => start::handle_terminal(ctx, r).await,
+            ClientMessage::Info => info::handle(ctx),
             ClientMessage::StdinData(_) | ClientMessage::StdinEof | ClientMessage::Resize(_) => {
                 // The caller's `op_of` refused these; kept total without a panic path.
                 ctl.fault(&StreamFault {
