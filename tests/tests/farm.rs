@@ -419,7 +419,7 @@ async fn a_worker_killed_mid_run_loses_no_input() -> Result {
         ])?
         .spawn()?;
     // Wait for jobs of the farm on w2, then kill w2 (no goodbye to the farm).
-    let w2 = fleet.daemons[1].client("client").await?;
+    let w2 = fleet.daemons[1].client("admin").await?;
     let deadline = Instant::now() + WAIT;
     loop {
         if !w2.list(true).await?.is_empty() {
@@ -495,7 +495,7 @@ async fn a_target_that_cannot_start_stops_the_farm() -> Result {
 
 /// Waits until `daemon` runs at least `n` jobs (`n` = 0: none).
 async fn wait_running(daemon: &Daemon, at_least: bool, n: usize) -> Result {
-    let client = daemon.client("client").await?;
+    let client = daemon.client("admin").await?;
     let deadline = Instant::now() + WAIT;
     loop {
         let running = client.list(true).await?.len();
