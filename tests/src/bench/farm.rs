@@ -1,6 +1,7 @@
 //! Section 10: the fuzz farm. `qexec farm` over a generated corpus (2,000 inputs, 20 of
 //! them crashing; 200 and 5 in a quick run) across 4 local qexecd workers with qexecd's
-//! defaults (isolation on), the target tests/farm/target.sh on stdin: execs/s, and
+//! defaults (isolation on), at most 8 jobs at once on each, the target
+//! tests/farm/target.sh on stdin: execs/s, and
 //! whether the farm kept exactly the crashing inputs (no more, no fewer).
 
 use std::collections::BTreeSet;
@@ -16,6 +17,9 @@ const SECTION: &str = "10 fuzz farm";
 
 /// Local workers of the farm.
 const WORKERS: usize = 4;
+
+/// Most farm jobs at once on one worker (as the fleet row's pool: 8).
+const PER_WORKER: u32 = 8;
 
 /// The test target (markers: CRASH → SIGSEGV).
 const TARGET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/farm/target.sh");
@@ -108,6 +112,7 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
             .arg("--out")
             .arg(out.path())
             .args(["--timeout", "30s", "--memory", "256M", "--pids", "64"])
+            .args(["--per-worker", &PER_WORKER.to_string()])
             .args(["--", "/bin/sh", TARGET]);
         let output = tokio::task::spawn_blocking(move || cmd.output()).await??;
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -140,7 +145,7 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         "farm.execs_per_s",
         SECTION,
         format!(
-            "qexec farm: {} inputs, {WORKERS} isolated workers",
+            "qexec farm: {} inputs, {WORKERS} isolated workers × {PER_WORKER} jobs",
             s.farm_inputs
         ),
         "/s",
