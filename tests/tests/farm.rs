@@ -125,9 +125,9 @@ fn entry_id(data: &[u8]) -> anyhow::Result<String> {
 
 /// The names of the files under `<out>/crashes`.
 fn stored(out: &Path) -> anyhow::Result<BTreeSet<String>> {
-    Ok(std::fs::read_dir(out.join("crashes"))?
+    std::fs::read_dir(out.join("crashes"))?
         .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .collect::<anyhow::Result<_>>()?)
+        .collect()
 }
 
 /// Writes `inputs` (relative path → bytes) under a new corpus directory.
