@@ -55,7 +55,9 @@ path, worker, job id, signal, elapsed); <id> is the input's SHA-256, first 16 he
 digits. The same input with the same kind is kept once, across runs too.
 
 Workers: --workers names servers of config.toml (each with its address and PKI);
-without it, the one server of -s (or config.toml's default, or --addr).
+without it, the one server of -s (or config.toml's default, or --addr). Each job goes
+to the live worker with the most free room (by its --max-jobs and --max-jobs-per-user;
+--per-worker caps it, e.g. at its CPUs).
 
 On a terminal a progress line is kept on stderr. The summary (stdout) gives execs/s,
 counts per class and per worker and the findings; with --json, stdout carries one JSON
@@ -100,8 +102,6 @@ pub(super) struct FarmArgs {
     /// server -s names, or config.toml's default, or --addr].
     #[arg(long, value_name = "NAME,…", value_delimiter = ',')]
     workers: Vec<String>,
-    #[command(flatten)]
-    limits: LimitArgs,
     /// Bytes of each finding's output kept in its .out file (stdout and stderr in the
     /// order written), e.g. 64K; 0 keeps none.
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
@@ -114,6 +114,8 @@ pub(super) struct FarmArgs {
     /// worker) before it is reported as lost.
     #[arg(long, value_name = "N", default_value_t = 1)]
     retries_lost: u32,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// The target and its arguments, after `--`; an argument exactly `@@` is replaced
     /// by the path of a file holding the input (else the input is on stdin).
     #[arg(required = true, trailing_var_arg = true, value_name = "TARGET")]
