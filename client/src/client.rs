@@ -278,6 +278,11 @@ impl Client {
         &self.ctx.addr
     }
 
+    /// True once the connection is closed or lost (no request can succeed on it).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     /// Closes the connection now, telling the server we are done.
     ///
     /// The close frame is queued; it leaves when the connection's driver task next runs,

@@ -65,6 +65,18 @@ pub(crate) async fn run(
     results: mpsc::Sender<JobResult>,
 ) {
     let placed = Instant::now();
+    if client.is_closed() {
+        // The worker's connection went away since its last `Info`: nothing was sent,
+        // so the submission goes back to the front of the queue for another worker.
+        let mut state = shared.lock();
+        let slot = &mut state.slots[index];
+        slot.running = slot.running.saturating_sub(1);
+        slot.lost_one("its connection closed".into());
+        state.retry.push_front(queued);
+        drop(state);
+        shared.changed.notify_one();
+        return;
+    }
     let ticket = queued.ticket;
     let mut request = queued.submission.request.clone();
     request.follow = true;
@@ -129,7 +141,15 @@ async fn report(
     result: JobResult,
     results: &mpsc::Sender<JobResult>,
 ) {
-    shared.lock().slots[index].finished(ended);
+    {
+        let mut state = shared.lock();
+        let slot = &mut state.slots[index];
+        slot.finished(ended);
+        if let Outcome::Lost { reason } = &result.outcome {
+            // Its connection failed: place nothing more there until it answers again.
+            slot.lost_one(reason.clone());
+        }
+    }
     shared.changed.notify_one();
     let _ = results.send(result).await;
 }

@@ -64,10 +64,17 @@
 //!   the front of the queue and marks that worker full until one of our jobs on it
 //!   ends or a later `Info` answers; it is not a failure and not an attempt. Any other
 //!   refusal of the request itself is [`Outcome::Refused`], not retried.
-//! - **Dead workers.** A failed connection attempt, a lost connection or an `Info`
-//!   unanswered within [`PoolOptions::info_timeout`] makes the worker dead: its
-//!   connection is closed and each of its unfinished jobs comes back
-//!   [`Outcome::Lost`] with its job id (it may have run: never resubmitted). The owner
+//! - **Slow workers.** An `Info` unanswered within [`PoolOptions::info_timeout`]
+//!   stops placements on that worker until a later `Info` answers; its connection and
+//!   jobs stay (slow is not dead).
+//! - **Dead workers.** A failed connection attempt or a lost connection (QUIC's idle
+//!   timeout, 30 s without an answer to keep-alives, or sooner when the port is
+//!   closed) makes the worker dead: its connection is closed and each of its
+//!   unfinished jobs comes back
+//!   [`Outcome::Lost`] with its job id (it may have run: never resubmitted). A job lost
+//!   that way stops placements on its worker until the worker answers `Info` again, and
+//!   a submission placed on a connection found closed before its `Start` was sent goes
+//!   back to the queue, so a dying worker does not swallow the queue. The owner
 //!   task reconnects with back-off from [`PoolOptions::backoff_min`] doubling to
 //!   [`PoolOptions::backoff_max`]; the others keep serving. With no live worker the
 //!   queue waits; only after [`Pool::close`] and once every worker gave up

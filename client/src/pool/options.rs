@@ -47,9 +47,13 @@ pub struct PoolOptions {
     /// How often each live worker is asked `Info` (its running jobs and limits). The
     /// same request tells a live connection from a lost one. Default 1 s.
     pub info_interval: Duration,
-    /// A worker that does not answer `Info` this soon is dead: its connection is
-    /// closed, its unfinished jobs come back [`Outcome::Lost`](crate::pool::Outcome::Lost),
-    /// and it is reconnected with back-off. Default 10 s.
+    /// A worker that does not answer `Info` this soon gets no new job until a later
+    /// `Info` answers; its connection and the jobs on it stay. Only a connection that
+    /// fails (QUIC gives up on a peer silent for 30 s despite keep-alives; a closed
+    /// port is noticed sooner) makes the worker dead: its unfinished jobs come back
+    /// [`Outcome::Lost`](crate::pool::Outcome::Lost), and it is reconnected with
+    /// back-off. A first connection whose `Info` is late counts as a failed attempt.
+    /// Default 10 s.
     pub info_timeout: Duration,
     /// How many of the pool's jobs a worker may hold at once when its capacity is
     /// unknown: a qexecd older than the `Info` request answers `Unsupported`.
@@ -64,8 +68,10 @@ pub struct PoolOptions {
     /// of the close and its death, then gives up. Once every worker gave up, each
     /// submission still queued comes back [`Outcome::NoWorker`](crate::pool::Outcome::NoWorker),
     /// at most `give_up_after` + `backoff_max` + the workers' `connect_timeout` +
-    /// `info_timeout` after the close. Before the close, dead workers are retried for
-    /// ever and queued submissions wait. Default 30 s.
+    /// `info_timeout` after the later of the close and the death of the last live
+    /// worker (a connection silently lost is found dead within QUIC's 30 s idle
+    /// timeout). Before the close, dead workers are retried for ever and queued
+    /// submissions wait. Default 30 s.
     pub give_up_after: Duration,
 }
 
@@ -128,6 +134,17 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         PoolOptions::default().validate().expect("defaults work");
+    }
+
+    #[test]
+    fn a_fixed_backoff_is_valid() {
+        // backoff_max == backoff_min: no doubling, a fixed wait.
+        let o = PoolOptions {
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+            ..PoolOptions::default()
+        };
+        o.validate().expect("equal bounds work");
     }
 
     /// An option's name and a change that makes it unusable.

@@ -52,6 +52,12 @@ pub(crate) struct Slot {
     /// A start was refused for capacity: place nothing more until one of our jobs on
     /// it ends or an `Info` sent after the refusal answers.
     pub(crate) full: bool,
+    /// One of our jobs on it was lost with its connection, or it answered `Info` late:
+    /// place nothing more until an `Info` sent after that answers (or the worker task
+    /// finds the connection lost and reconnects).
+    pub(crate) suspect: bool,
+    /// `suspect` holds until the answer to a probe numbered above this one.
+    pub(crate) suspect_until_probe: u64,
     /// `Info` requests sent so far.
     pub(crate) probes_sent: u64,
     /// `full` holds until the answer to probe number `full_until_probe` or later.
@@ -75,6 +81,8 @@ impl Slot {
             limit: None,
             running: 0,
             full: false,
+            suspect: false,
+            suspect_until_probe: 0,
             probes_sent: 0,
             full_until_probe: 0,
             done: 0,
@@ -87,7 +95,9 @@ impl Slot {
     /// Jobs it may take now; 0 when dead or full.
     pub(crate) fn free(&self) -> u32 {
         match self.limit {
-            Some(limit) if self.live && !self.full => limit.saturating_sub(self.running),
+            Some(limit) if self.live && !self.full && !self.suspect => {
+                limit.saturating_sub(self.running)
+            }
             _ => 0,
         }
     }
@@ -111,6 +121,9 @@ impl Slot {
         self.limit = Some(cap.map_or(limit, |cap| limit.min(cap)));
         if probe > self.full_until_probe {
             self.full = false;
+        }
+        if probe > self.suspect_until_probe {
+            self.suspect = false;
         }
     }
 
@@ -136,6 +149,14 @@ impl Slot {
     pub(crate) fn up(&mut self, client: Arc<Client>) {
         self.client = Some(client);
         self.live = true;
+    }
+
+    /// A job on it was lost with the connection, its connection was found closed, or
+    /// it did not answer `Info` in time: no placement until a later `Info` answers.
+    pub(crate) fn lost_one(&mut self, reason: String) {
+        self.suspect = true;
+        self.suspect_until_probe = self.probes_sent;
+        self.last_error = Some(reason);
     }
 
     /// Its connection was lost.
@@ -316,6 +337,23 @@ mod tests {
         s.finished(true);
         assert!(!s.full);
         assert_eq!((s.running, s.done, s.refusals), (1, 2, 2));
+    }
+
+    #[test]
+    fn a_lost_job_stops_placement_until_info_answers() {
+        let mut s = live("a", 8, 3);
+        s.lost_one("connection lost".into());
+        assert_eq!(s.free(), 0);
+        assert_eq!(state(vec![s]).place(), Placement::Wait);
+        let mut s = live("a", 8, 3);
+        let before = s.probe_sent();
+        s.lost_one("connection lost".into());
+        // The answer to a probe sent before the loss says nothing about it.
+        s.probed(before, Some(load(3, 8, 3, 256)), 4, None);
+        assert_eq!(s.free(), 0);
+        let after = s.probe_sent();
+        s.probed(after, Some(load(3, 8, 3, 256)), 4, None);
+        assert_eq!(s.free(), 5);
     }
 
     #[test]

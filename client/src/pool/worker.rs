@@ -1,6 +1,5 @@
 //! The owner task of one worker: connects, asks `Info` every interval, and when the
-//! connection is lost (or stops answering) closes it and reconnects with doubling
-//! back-off.
+//! connection is lost closes it and reconnects with doubling back-off.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use tokio::sync::{oneshot, watch};
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::pool::Shared;
-use crate::pool::probe::probe;
+use crate::pool::probe::{NoAnswer, probe};
 
 /// How long a finished pool waits for a connection's close frame to leave.
 const GOODBYE: Duration = Duration::from_millis(200);
@@ -91,7 +90,9 @@ async fn connect(
 ) -> Result<Arc<Client>, String> {
     let client = Arc::new(Client::connect(config).await.map_err(|e| e.to_string())?);
     let n = shared.lock().slots[index].probe_sent();
-    let load = probe(&client, shared.options.info_timeout).await?;
+    let load = probe(&client, shared.options.info_timeout)
+        .await
+        .map_err(NoAnswer::reason)?;
     {
         let mut state = shared.lock();
         let slot = &mut state.slots[index];
@@ -108,8 +109,9 @@ async fn connect(
     Ok(client)
 }
 
-/// Asks `Info` every interval while the connection answers; returns why it stopped
-/// answering, or `None` when the pool is finished.
+/// Asks `Info` every interval while the connection works; returns why it failed, or
+/// `None` when the pool is finished. A late answer only stops placements until a
+/// later `Info` answers.
 async fn serve(
     shared: &Shared,
     index: usize,
@@ -137,7 +139,12 @@ async fn serve(
                 );
                 shared.changed.notify_one();
             }
-            Err(reason) => return Some(reason),
+            Err(NoAnswer::Late(reason)) => {
+                // Slow is not dead: no new jobs until it answers, but its connection
+                // (and the jobs on it) stay until QUIC finds the connection lost.
+                shared.lock().slots[index].lost_one(reason);
+            }
+            Err(NoAnswer::Failed(reason)) => return Some(reason),
         }
     }
 }
