@@ -7,6 +7,7 @@ mod completions;
 #[cfg(feature = "demo")]
 mod demo;
 mod fanout;
+mod farm;
 mod info;
 mod jobref;
 mod kill;
@@ -58,6 +59,7 @@ Exit status:
                  lost, refused); else the highest host status; 130 after Ctrl-C
   qexec start    0; 127 or 126 as for run
   qexec wait     as qexec run would exit, for the last job given
+  qexec farm     0 nothing found, 1 findings kept, 2 not every input ran to an end
   other commands 0 on success
   255            a failure of qexec itself: usage, connection, TLS, or an error
                  answer from the server (one line on stderr says what and how to fix it)";
@@ -131,7 +133,7 @@ struct ConnArgs {
     /// answers "port unreachable" fails at once).
     #[arg(long, env = "QEXEC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     connect_timeout: Duration,
-    /// Run on several hosts at once (`qexec run`, `qexec list`): names of servers (or groups)
+    /// Run on several hosts at once (`qexec run`, `qexec list`, `qexec farm`): names of servers (or groups)
     /// of config.toml, or HOST[:PORT] with the default CA and certificate; comma
     /// separated or the flag repeated. Replaces -s.
     #[arg(long, value_name = "HOST,…", value_delimiter = ',', global = true)]
@@ -232,6 +234,9 @@ enum Command {
     /// Write the manual pages (qexec.1, qexec-run.1, …) to a directory.
     #[command(after_help = man::HELP)]
     Man(man::ManArgs),
+    /// Run a target over a corpus across workers, keep the inputs that crash, OOM or hang.
+    #[command(after_help = farm::HELP)]
+    Farm(farm::FarmArgs),
     /// Show the whole system with no set-up: throwaway PKI, in-process qexecd, a tour.
     #[cfg(feature = "demo")]
     #[command(after_help = demo::HELP)]
@@ -249,7 +254,12 @@ impl Command {
             Self::Status(_) => "qexec status",
             Self::Logs(_) => "qexec logs",
             Self::Info(_) => "qexec info",
-            Self::Run(_) | Self::List(_) | Self::Certs(_) | Self::Completions(_) | Self::Man(_) => {
+            Self::Run(_)
+            | Self::List(_)
+            | Self::Farm(_)
+            | Self::Certs(_)
+            | Self::Completions(_)
+            | Self::Man(_) => {
                 return None;
             }
             #[cfg(feature = "demo")]
@@ -524,6 +534,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Certs(cmd) => certs::certs(json, cmd),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => man::man(args),
+        Command::Farm(args) => farm::farm(&conn, json, args).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(args).await,
     }

@@ -6,12 +6,14 @@
 //! min–max), with ratios against baselines measured in the same run:
 //! [`cold`], [`warm`], [`throughput`], [`hol`], [`fanout`], [`memory`], the terminal
 //! keystroke latency of section 7, [`keystroke`], the job records of section 8,
-//! [`records`], and the worker pool over a local fleet of section 9, [`fleet`].
+//! [`records`], the worker pool over a local fleet of section 9, [`fleet`], and the
+//! fuzz farm of section 10, [`farm`].
 
 pub(crate) mod cold;
 pub(crate) mod cpu;
 pub(crate) mod delay;
 pub(crate) mod fanout;
+pub(crate) mod farm;
 pub(crate) mod fleet;
 pub(crate) mod hol;
 pub(crate) mod keystroke;
@@ -63,6 +65,10 @@ pub(crate) struct Settings {
     pub(crate) record_jobs: usize,
     /// `/bin/true` jobs through the worker pool per fleet figure (10,000 in a full run).
     pub(crate) fleet_jobs: usize,
+    /// Inputs of the fuzz farm's corpus (2,000 in a full run).
+    pub(crate) farm_inputs: usize,
+    /// Of those, crashing (20 in a full run).
+    pub(crate) farm_crashing: usize,
 }
 
 impl Settings {
@@ -83,6 +89,8 @@ impl Settings {
             keystroke_samples: 1000,
             record_jobs: 10_000,
             fleet_jobs: 10_000,
+            farm_inputs: 2000,
+            farm_crashing: 20,
         }
     }
 
@@ -103,6 +111,8 @@ impl Settings {
             keystroke_samples: 500,
             record_jobs: 1000,
             fleet_jobs: 1000,
+            farm_inputs: 200,
+            farm_crashing: 5,
         }
     }
 }

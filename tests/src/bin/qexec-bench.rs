@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
     /// Only these sections (1 cold, 2 warm, 3 throughput, 4 head-of-line, 5 fan-out,
-    /// 6 memory, 7 keystroke, 8 job records, 9 fleet), comma-separated. Results of a partial run are not written to
+    /// 6 memory, 7 keystroke, 8 job records, 9 fleet, 10 fuzz farm), comma-separated. Results of a partial run are not written to
     /// bench/results/ by default.
     #[arg(long, value_delimiter = ',', value_name = "N,…")]
     only: Vec<u8>,
@@ -188,6 +188,9 @@ async fn bench_main(args: Args) -> anyhow::Result<()> {
     }
     if wanted(9) {
         bench::fleet::run(&ctx, &mut report).await?;
+    }
+    if wanted(10) {
+        bench::farm::run(&ctx, &mut report).await?;
     }
     let log = ctx.plain.log();
     if !log.trim().is_empty() {
