@@ -172,7 +172,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, handsh
             // expired, wrong EKU, no certificate, no ALPN match, bad identity …); a
             // peer's close carries its own reason text: logged escaped (QX-SRV-13).
             let reason = e.to_string();
-            if matches!(e, quinn::ConnectionError::ApplicationClosed(_)) {
+            // An application close before the handshake ends reaches us as a
+            // transport close with code APPLICATION_ERROR (RFC 9000 §10.2.3).
+            let client_closed = match &e {
+                quinn::ConnectionError::ApplicationClosed(_) => true,
+                quinn::ConnectionError::ConnectionClosed(c) => {
+                    c.error_code == quinn::TransportErrorCode::APPLICATION_ERROR
+                }
+                _ => false,
+            };
+            if client_closed {
                 // The client gave up on its own (a closed program, a connect raced
                 // against another): nothing was refused.
                 tracing::debug!(%peer, reason = %Esc(&reason), "client closed during the handshake");
