@@ -30,11 +30,9 @@ use crate::tls::client_tls;
 mod terminal;
 pub use terminal::{TerminalJob, TerminalWriter, clamp as clamp_window_size};
 
-/// QUIC keep-alive: lets a follower of a silent job notice a dead server.
+/// QUIC keep-alive: lets a follower of a silent job notice a dead server. Never more
+/// than a third of the idle timeout, so two lost keep-alives never end a connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
-
-/// QUIC idle timeout: a server silent this long (despite keep-alives) is gone.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A control stream whose request is in flight. Dropped before [`Control::complete`]
 /// (an error, a timeout, a cancelled future), the request is abandoned: its send side
@@ -202,6 +200,7 @@ impl Client {
             cert: config.cert.clone(),
             server_name: host.to_owned(),
             verdict,
+            idle_timeout: config.idle_timeout,
         };
 
         // spec: QX-TLS-3 (AES-128-GCM for Initial packets only, never negotiated)
@@ -213,11 +212,12 @@ impl Client {
         // One stalled follower must block only its own output stream: a per-stream
         // window well below the connection window (as qexecd expects clients to).
         let mut transport = qexec_tls::client_transport();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        let idle = config.idle_timeout;
+        transport.keep_alive_interval(Some(KEEP_ALIVE.min(idle / 3)));
+        // Beyond QUIC's range (2^62 ms) is "for ever" in practice: the largest it takes.
         transport.max_idle_timeout(Some(
-            IDLE_TIMEOUT
-                .try_into()
-                .expect("a 30 s idle timeout fits a QUIC varint"),
+            idle.try_into()
+                .unwrap_or_else(|_| quinn::IdleTimeout::from(VarInt::MAX)),
         ));
         quic.transport_config(Arc::new(transport));
 

@@ -12,6 +12,9 @@ pub const DEFAULT_PORT: u16 = 7443;
 /// The default time to wait for the QUIC + TLS handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a server may stay silent before its connection counts as lost.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The PKI directory `qexec certs init` writes to: `$QEXEC_CONFIG_DIR`, else
 /// `$XDG_CONFIG_HOME/qexec`, else `~/.config/qexec` (the layout agreed with qexecd;
 /// one definition, [`qexec_tls::default_dir`]).
@@ -35,6 +38,10 @@ pub struct ClientConfig {
     /// How long to wait for the answer to a request that the server answers at once
     /// (start, status, list, attach).
     pub request_timeout: Duration,
+    /// How long a server may stay silent (keep-alives are sent every 5 s, or every
+    /// third of this if shorter) before the connection counts as lost. Default 30 s;
+    /// the worker pool uses a shorter one to find dead workers sooner.
+    pub idle_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -48,6 +55,7 @@ impl ClientConfig {
             key: dir.join("client-key.pem"),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Duration::from_secs(30),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 

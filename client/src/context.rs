@@ -6,7 +6,6 @@ use quinn::{ConnectionError, ReadError, VarInt};
 use qexec_protocol::{ErrorCode, ErrorResponse, JobId, SpawnFailure};
 use qexec_tls::ServerCertVerdict;
 
-use crate::client::IDLE_TIMEOUT;
 use crate::error::ClientError;
 use crate::stream::{ReadFailure, WriteFailure};
 
@@ -33,6 +32,8 @@ pub(crate) struct Context {
     pub(crate) cert: std::path::PathBuf,
     pub(crate) server_name: String,
     pub(crate) verdict: ServerCertVerdict,
+    /// The connection's QUIC idle timeout ([`ClientConfig::idle_timeout`](crate::ClientConfig::idle_timeout)).
+    pub(crate) idle_timeout: std::time::Duration,
 }
 
 impl Context {
@@ -118,8 +119,8 @@ impl Context {
                 _ => lost(format!("transport error: {t}")),
             },
             ConnectionError::TimedOut => lost(format!(
-                "no answer for {}s (the server or the network went away)",
-                IDLE_TIMEOUT.as_secs()
+                "no answer for {:?} (the server or the network went away)",
+                self.idle_timeout
             )),
             ConnectionError::Reset => lost("the server reset the connection (restarted?)".into()),
             ConnectionError::LocallyClosed => lost("closed by this client".into()),

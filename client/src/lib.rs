@@ -49,7 +49,7 @@ pub mod units;
 pub use client::{Client, StartedJob, TerminalJob, TerminalWriter, clamp_window_size};
 pub use config::{
     CONFIG_FILE, ClientConfig, ConfigError, ConfigFile, DEFAULT_ADDR, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_PORT, GroupProblem, Profile, default_config_dir,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, GroupProblem, Profile, default_config_dir,
 };
 pub use error::{ClientError, CredentialKind};
 pub use output::{OutputEvent, OutputSubscription};

@@ -181,6 +181,7 @@ impl ConnArgs {
             key: self.key.clone().or(profile.key).unwrap_or(base.key),
             connect_timeout: self.connect_timeout,
             request_timeout: base.request_timeout,
+            idle_timeout: base.idle_timeout,
         }
     }
 

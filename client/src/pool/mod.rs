@@ -67,9 +67,9 @@
 //! - **Slow workers.** An `Info` unanswered within [`PoolOptions::info_timeout`]
 //!   stops placements on that worker until a later `Info` answers; its connection and
 //!   jobs stay (slow is not dead).
-//! - **Dead workers.** A failed connection attempt or a lost connection (QUIC's idle
-//!   timeout, 30 s without an answer to keep-alives, or sooner when the port is
-//!   closed) makes the worker dead: its connection is closed and each of its
+//! - **Dead workers.** A failed connection attempt or a lost connection (silent for
+//!   [`PoolOptions::dead_after`], 10 s, despite keep-alives every third of it, or
+//!   sooner when the port is closed) makes the worker dead: its connection is closed and each of its
 //!   unfinished jobs comes back
 //!   [`Outcome::Lost`] with its job id (it may have run: never resubmitted). A job lost
 //!   that way stops placements on its worker until the worker answers `Info` again, and
@@ -330,10 +330,12 @@ impl Pool {
         for (index, worker) in workers.into_iter().enumerate() {
             let (first_tx, first_rx) = oneshot::channel();
             first_attempts.push(first_rx);
+            let mut config = worker.config;
+            config.idle_timeout = config.idle_timeout.min(options.dead_after);
             handles.push(tokio::spawn(worker::run(
                 Arc::clone(&shared),
                 index,
-                worker.config,
+                config,
                 finished_rx.clone(),
                 first_tx,
             )));

@@ -49,7 +49,7 @@ pub struct PoolOptions {
     pub info_interval: Duration,
     /// A worker that does not answer `Info` this soon gets no new job until a later
     /// `Info` answers; its connection and the jobs on it stay. Only a connection that
-    /// fails (QUIC gives up on a peer silent for 30 s despite keep-alives; a closed
+    /// fails (silent for [`PoolOptions::dead_after`] despite keep-alives; a closed
     /// port is noticed sooner) makes the worker dead: its unfinished jobs come back
     /// [`Outcome::Lost`](crate::pool::Outcome::Lost), and it is reconnected with
     /// back-off. A first connection whose `Info` is late counts as a failed attempt.
@@ -69,10 +69,16 @@ pub struct PoolOptions {
     /// submission still queued comes back [`Outcome::NoWorker`](crate::pool::Outcome::NoWorker),
     /// at most `give_up_after` + `backoff_max` + the workers' `connect_timeout` +
     /// `info_timeout` after the later of the close and the death of the last live
-    /// worker (a connection silently lost is found dead within QUIC's 30 s idle
-    /// timeout). Before the close, dead workers are retried for ever and queued
+    /// worker (a connection silently lost is found dead within
+    /// [`PoolOptions::dead_after`]). Before the close, dead workers are retried for ever and queued
     /// submissions wait. Default 30 s.
     pub give_up_after: Duration,
+    /// A worker whose connection is silent this long (the client sends keep-alives
+    /// every third of it) is dead: a killed or unplugged server's jobs come back
+    /// [`Outcome::Lost`](crate::pool::Outcome::Lost) this soon. It caps each worker's
+    /// [`ClientConfig::idle_timeout`] (30 s by default, for one interactive
+    /// connection). Default 10 s.
+    pub dead_after: Duration,
 }
 
 impl Default for PoolOptions {
@@ -87,6 +93,7 @@ impl Default for PoolOptions {
             default_capacity: 4,
             max_per_worker: None,
             give_up_after: Duration::from_secs(30),
+            dead_after: Duration::from_secs(10),
         }
     }
 }
@@ -123,6 +130,9 @@ impl PoolOptions {
         if self.max_per_worker == Some(0) {
             return bad("max_per_worker must be at least 1 (or None)");
         }
+        if self.dead_after < Duration::from_secs(1) {
+            return bad("dead_after must be at least 1 s (keep-alives go every third of it)");
+        }
         Ok(())
     }
 }
@@ -152,7 +162,7 @@ mod tests {
 
     #[test]
     fn unusable_options_are_refused() {
-        let cases: [Breakage; 8] = [
+        let cases: [Breakage; 9] = [
             ("queue", |o| o.queue = 0),
             ("results", |o| o.results = 0),
             ("backoff_min", |o| o.backoff_min = Duration::ZERO),
@@ -161,6 +171,7 @@ mod tests {
             ("info_timeout", |o| o.info_timeout = Duration::ZERO),
             ("default_capacity", |o| o.default_capacity = 0),
             ("max_per_worker", |o| o.max_per_worker = Some(0)),
+            ("dead_after", |o| o.dead_after = Duration::from_millis(500)),
         ];
         for (field, change) in cases {
             let mut o = PoolOptions::default();
