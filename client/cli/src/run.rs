@@ -228,6 +228,10 @@ fn report_end(json: bool, status: &JobStatus, asked_stop: bool) -> Result<(), Cl
 /// How many connection attempts a `run` makes in a row to take its job back.
 const MAX_RECONNECTS: u32 = 5;
 
+/// Exit status when our stdout was closed: 128 + SIGPIPE, as for a local process
+/// killed by it.
+pub(super) const EXIT_PIPE: u8 = 128 + 13;
+
 /// What went wrong with the connection, without advice (we are about to retry).
 pub(super) fn lost(e: &ClientError) -> String {
     match e {
@@ -238,29 +242,30 @@ pub(super) fn lost(e: &ClientError) -> String {
 }
 
 /// A new connection attached to `job` from `position`; while it follows the job the
-/// server keeps it (spec: QX-STREAM-24).
-async fn reconnect(
-    conn: &ConnArgs,
+/// server keeps it (spec: QX-STREAM-24). Up to [`MAX_RECONNECTS`] attempts in a row
+/// while the connection is what fails (`run` on one host and on several).
+pub(super) async fn reconnect(
+    config: &qexec_client::ClientConfig,
     job: JobId,
     position: u64,
 ) -> Result<(qexec_client::Client, OutputSubscription), CliError> {
     let mut failures = 0;
     loop {
         let attempt = async {
-            let client = conn.connect().await?;
-            let sub = client.attach(job, position).await.map_err(CliError::from)?;
-            Ok::<_, CliError>((client, sub))
+            let client = qexec_client::Client::connect(config).await?;
+            let sub = client.attach(job, position).await?;
+            Ok::<_, ClientError>((client, sub))
         }
         .await;
         match attempt {
             Ok(pair) => return Ok(pair),
-            Err(CliError::Client(e)) if e.is_connection_lost() && failures + 1 < MAX_RECONNECTS => {
+            Err(e) if e.is_connection_lost() && failures + 1 < MAX_RECONNECTS => {
                 failures += 1;
                 // Product back-off between reconnection attempts (not a test wait).
                 tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(failures)))
                     .await;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -346,7 +351,7 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                             // request it stops the job without us.
                             drop(output.take());
                             let _ = tokio::time::timeout(STOP_ON_EPIPE_WAIT, client.stop(job, None)).await;
-                            break Ok(128 + 13);
+                            break Ok(EXIT_PIPE);
                         }
                         break Err(CliError::Output { what: "stdout/stderr", source: e });
                     }
@@ -375,7 +380,7 @@ pub(super) async fn run(conn: &ConnArgs, json: bool, args: RunArgs) -> Result<u8
                         t.abort();
                         note(&"local stdin is no longer forwarded: the job's stdin is closed");
                     }
-                    match reconnect(conn, job, position).await {
+                    match reconnect(&conn.config()?, job, position).await {
                         Ok((c, sub)) => {
                             client = Arc::new(c);
                             output = Some(sub);

@@ -5,18 +5,18 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use qexec_client::{Client, ClientConfig, ClientError, OutputEvent, OutputSubscription};
+use qexec_client::{Client, ClientConfig, ClientError, OutputEvent};
 use qexec_protocol::{JobId, OutputStream, StartRequest};
 
 use super::super::render::{EventJson, JobJson, json_line};
-use super::super::run::{RunArgs, end_note, lost};
+use super::super::run::{EXIT_PIPE, RunArgs, end_note, lost, reconnect};
 use super::super::{CliError, ConnArgs, LimitArgs, note};
 use super::lines::Lines;
 use super::summary::{Outcome, Row, RowJson, exit_code, table};
@@ -96,18 +96,12 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     super::super::print_out(&json_line(v))
 }
 
-/// Exit status when our stdout was closed (128 + SIGPIPE, as `run`).
-const EXIT_PIPE: u8 = 128 + 13;
-
 /// Why a host was left when Ctrl-C came while its connection was lost.
 const DETACHED_LOST: &str =
     "Ctrl-C while reconnecting (the server stops the job after its grace period)";
 
 /// Why a host was left by a second Ctrl-C.
 const DETACHED_TWICE: &str = "Ctrl-C again while the server stopped the job";
-
-/// How many connection attempts a host makes in a row to take its job back (as `run`).
-const MAX_RECONNECTS: u32 = 5;
 
 /// Waits until the halt level reaches `at` (forever if the sender is gone).
 async fn halted(rx: &mut watch::Receiver<Halt>, at: Halt) {
@@ -329,7 +323,7 @@ impl Host {
                             ));
                         }
                         let again = tokio::select! {
-                            r = self.reconnect(job, position) => r,
+                            r = reconnect(&self.config, job, position) => r,
                             () = halted(&mut halt, Halt::Stop) => {
                                 self.flush();
                                 return self.row(Some(job), Outcome::Detached(DETACHED_LOST), t0);
@@ -373,32 +367,6 @@ impl Host {
                 self.row(Some(job), Outcome::Ended(status), t0)
             }
             Err(e) => self.failed(Some(job), &e, t0),
-        }
-    }
-
-    /// A new connection attached to `job` from `position` (as `run` does).
-    async fn reconnect(
-        &self,
-        job: JobId,
-        position: u64,
-    ) -> Result<(Client, OutputSubscription), CliError> {
-        let mut failures = 0;
-        loop {
-            let attempt = async {
-                let client = Client::connect(&self.config).await?;
-                let sub = client.attach(job, position).await?;
-                Ok::<_, ClientError>((client, sub))
-            }
-            .await;
-            match attempt {
-                Ok(pair) => return Ok(pair),
-                Err(e) if e.is_connection_lost() && failures + 1 < MAX_RECONNECTS => {
-                    failures += 1;
-                    // Product back-off between reconnection attempts (not a test wait).
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
         }
     }
 }
