@@ -6,18 +6,6 @@ use std::time::Duration;
 use qexec_protocol::{ErrorCode, ServerInfo};
 
 use crate::client::Client;
-use crate::pool::state::Load;
-
-impl From<&ServerInfo> for Load {
-    fn from(info: &ServerInfo) -> Self {
-        Self {
-            running_jobs: info.running_jobs,
-            max_jobs: info.max_jobs,
-            caller_running_jobs: info.caller_running_jobs,
-            max_jobs_per_user: info.max_jobs_per_user,
-        }
-    }
-}
 
 /// Why a worker gave no load.
 #[derive(Debug)]
@@ -39,13 +27,16 @@ impl NoAnswer {
 
 /// The worker's load, `None` when the server answered but does not say (a qexecd
 /// older than `Info` answers `Unsupported`; any other refusal is treated alike).
-pub(crate) async fn probe(client: &Client, limit: Duration) -> Result<Option<Load>, NoAnswer> {
+pub(crate) async fn probe(
+    client: &Client,
+    limit: Duration,
+) -> Result<Option<ServerInfo>, NoAnswer> {
     match tokio::time::timeout(limit, client.info()).await {
         Err(_) => Err(NoAnswer::Late(format!(
             "no answer to Info within {} ms",
             limit.as_millis()
         ))),
-        Ok(Ok(info)) => Ok(Some(Load::from(&info))),
+        Ok(Ok(info)) => Ok(Some(info)),
         // spec: QX-VER-3, QX-INFO-8 (an older server refuses Info with Unsupported)
         Ok(Err(e)) if e.code() == Some(ErrorCode::Unsupported) => Ok(None),
         // The server answered: it is there, its capacity is unknown.

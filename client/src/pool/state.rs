@@ -6,34 +6,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::client::Client;
+use qexec_protocol::ServerInfo;
+
 use crate::pool::Queued;
 
-/// What one `Info` answer says about a worker's load and limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Load {
-    /// Jobs running on the server, all users.
-    pub(crate) running_jobs: u32,
-    /// The server's `--max-jobs`.
-    pub(crate) max_jobs: u32,
-    /// Jobs of our identity running on the server (any connection).
-    pub(crate) caller_running_jobs: u32,
-    /// The server's `--max-jobs-per-user`.
-    pub(crate) max_jobs_per_user: u32,
-}
-
-impl Load {
-    /// How many of the pool's jobs the server can hold, given that `ours` of the jobs
-    /// it counted may be the pool's own: min(max_jobs − others, max_jobs_per_user −
-    /// our identity's others). Jobs the pool counts that the server did not (still
-    /// starting, or ended and not yet reported) make the others look fewer; a start
-    /// refused for it is put back in the queue (see `Slot::refused`).
-    pub(crate) fn limit(&self, ours: u32) -> u32 {
-        let others = self.running_jobs.saturating_sub(ours);
-        let own_others = self.caller_running_jobs.saturating_sub(ours);
-        let all = self.max_jobs.saturating_sub(others);
-        let user = self.max_jobs_per_user.saturating_sub(own_others);
-        all.min(user)
+/// How many of the pool's jobs a server can hold, given that `ours` of the jobs its
+/// `Info` answer counted may be the pool's own: the answer's free slots with our jobs
+/// not counted as taken, i.e. min(max_jobs − others, max_jobs_per_user − our
+/// identity's others). Jobs the pool counts that the server did not (still starting,
+/// or ended and not yet reported) make the others look fewer; a start refused for it
+/// is put back in the queue (see `Slot::refused`).
+pub(crate) fn limit(info: &ServerInfo, ours: u32) -> u32 {
+    ServerInfo {
+        running_jobs: info.running_jobs.saturating_sub(ours),
+        caller_running_jobs: info.caller_running_jobs.saturating_sub(ours),
+        ..info.clone()
     }
+    .free_slots()
 }
 
 /// One worker as the pool sees it.
@@ -113,11 +102,11 @@ impl Slot {
     pub(crate) fn probed(
         &mut self,
         probe: u64,
-        load: Option<Load>,
+        info: Option<&ServerInfo>,
         default: u32,
         cap: Option<u32>,
     ) {
-        let limit = load.map_or(default, |l| l.limit(self.running));
+        let limit = info.map_or(default, |i| limit(i, self.running));
         self.limit = Some(cap.map_or(limit, |cap| limit.min(cap)));
         if probe > self.full_until_probe {
             self.full = false;
@@ -240,31 +229,33 @@ impl State {
 mod tests {
     use super::*;
 
-    fn load(running: u32, max: u32, mine: u32, max_user: u32) -> Load {
-        Load {
+    fn load(running: u32, max: u32, mine: u32, max_user: u32) -> ServerInfo {
+        ServerInfo {
+            server_version: "0.1.0".into(),
             running_jobs: running,
             max_jobs: max,
             caller_running_jobs: mine,
             max_jobs_per_user: max_user,
+            cpus: 2,
         }
     }
 
     #[test]
     fn limit_is_the_smaller_of_both_limits_minus_others() {
         // An idle server: its --max-jobs.
-        assert_eq!(load(0, 8, 0, 256).limit(0), 8);
+        assert_eq!(limit(&load(0, 8, 0, 256), 0), 8);
         // The per-user limit below it.
-        assert_eq!(load(0, 8, 0, 3).limit(0), 3);
+        assert_eq!(limit(&load(0, 8, 0, 3), 0), 3);
         // Three foreign jobs leave five.
-        assert_eq!(load(3, 8, 0, 256).limit(0), 5);
+        assert_eq!(limit(&load(3, 8, 0, 256), 0), 5);
         // Our own four jobs are not "others": the limit stays 8.
-        assert_eq!(load(4, 8, 4, 256).limit(4), 8);
+        assert_eq!(limit(&load(4, 8, 4, 256), 4), 8);
         // Two of our identity's jobs come from elsewhere (another client).
-        assert_eq!(load(6, 8, 6, 6).limit(4), 4);
+        assert_eq!(limit(&load(6, 8, 6, 6), 4), 4);
         // Overfull (a limit lowered under load): nothing, no underflow.
-        assert_eq!(load(10, 8, 0, 256).limit(0), 0);
+        assert_eq!(limit(&load(10, 8, 0, 256), 0), 0);
         // We count more than the server (starts in flight): never negative others.
-        assert_eq!(load(1, 8, 1, 256).limit(5), 8);
+        assert_eq!(limit(&load(1, 8, 1, 256), 5), 8);
     }
 
     /// A live slot (as if connected) with this limit and our jobs in flight.
@@ -322,12 +313,12 @@ mod tests {
         s.refused();
         assert!(s.full);
         // The answer to a probe sent before the refusal does not clear it.
-        s.probed(first, Some(load(3, 8, 3, 256)), 4, None);
+        s.probed(first, Some(&load(3, 8, 3, 256)), 4, None);
         assert!(s.full);
         assert_eq!(s.free(), 0);
         // A later probe does.
         let later = s.probe_sent();
-        s.probed(later, Some(load(3, 8, 3, 256)), 4, None);
+        s.probed(later, Some(&load(3, 8, 3, 256)), 4, None);
         assert!(!s.full);
         assert_eq!(s.free(), 5);
         // So does one of our jobs ending; a lost one does not.
@@ -349,10 +340,10 @@ mod tests {
         let before = s.probe_sent();
         s.lost_one("connection lost".into());
         // The answer to a probe sent before the loss says nothing about it.
-        s.probed(before, Some(load(3, 8, 3, 256)), 4, None);
+        s.probed(before, Some(&load(3, 8, 3, 256)), 4, None);
         assert_eq!(s.free(), 0);
         let after = s.probe_sent();
-        s.probed(after, Some(load(3, 8, 3, 256)), 4, None);
+        s.probed(after, Some(&load(3, 8, 3, 256)), 4, None);
         assert_eq!(s.free(), 5);
     }
 
@@ -368,10 +359,10 @@ mod tests {
     fn the_pools_own_cap_applies_below_the_servers() {
         let mut s = live("a", 0, 0);
         let p = s.probe_sent();
-        s.probed(p, Some(load(0, 1024, 0, 256)), 4, Some(8));
+        s.probed(p, Some(&load(0, 1024, 0, 256)), 4, Some(8));
         assert_eq!(s.limit, Some(8));
         // A server below the cap keeps its own limit.
-        s.probed(p, Some(load(0, 2, 0, 256)), 4, Some(8));
+        s.probed(p, Some(&load(0, 2, 0, 256)), 4, Some(8));
         assert_eq!(s.limit, Some(2));
         s.probed(p, None, 4, Some(2));
         assert_eq!(s.limit, Some(2));

@@ -99,7 +99,7 @@ async fn connect(
         slot.up(Arc::clone(&client));
         slot.probed(
             n,
-            load,
+            load.as_ref(),
             shared.options.default_capacity,
             shared.options.max_per_worker,
         );
@@ -133,7 +133,7 @@ async fn serve(
             Ok(load) => {
                 shared.lock().slots[index].probed(
                     n,
-                    load,
+                    load.as_ref(),
                     shared.options.default_capacity,
                     shared.options.max_per_worker,
                 );
