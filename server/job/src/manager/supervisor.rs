@@ -16,13 +16,10 @@ use tokio::time::Instant;
 
 use crate::cgroup::{CgroupError, JobCgroup};
 use crate::lifecycle::{Action, Lifecycle};
-use crate::output::{Appended, HEADER_LEN, LogWriter, Pump, PumpEvent};
+use crate::output::{
+    Appended, FINAL_DRAIN_READS, HEADER_LEN, LogWriter, Pump, PumpEvent, READ_BUF,
+};
 
-/// Read buffer of a terminal's output (the header space comes in front of it).
-const READ_BUF: usize = 128 << 10;
-/// Reads in the final non-blocking drain of a terminal, so a writer that never
-/// stops cannot keep a job alive.
-const FINAL_DRAIN_READS: usize = 64;
 /// How long a dropped supervisor waits for its SIGKILLed main process to be reaped.
 const DROP_REAP_WAIT_MS: u16 = 2000;
 /// How often the OOM flag of a running v1 job with a memory limit is read.

@@ -637,4 +637,4 @@ mod recover;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use pump::{Pump, PumpEvent};
+pub(crate) use pump::{FINAL_DRAIN_READS, Pump, PumpEvent, READ_BUF};

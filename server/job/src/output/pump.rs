@@ -35,11 +35,16 @@ const PIPE_SIZE: i32 = 1 << 20;
 const SPLICE_MAX: usize = PIPE_SIZE as usize;
 /// Most bytes taken from one pipe per wake-up before the other is looked at.
 const BURST_MAX: usize = 4 * SPLICE_MAX;
-/// Read buffer of the copy path (the header space comes in front of it).
-const READ_BUF: usize = 128 << 10;
-/// Reads per pipe in the final drain, so a writer that never stops cannot keep a
-/// job alive.
-const FINAL_DRAIN_READS: usize = 64;
+/// Read buffer of the copy path, here and for a terminal's output (the header space
+/// comes in front of it).
+pub(crate) const READ_BUF: usize = 128 << 10;
+/// Reads per pipe (or terminal) in the final drain, so a writer that never stops
+/// cannot keep a job alive.
+pub(crate) const FINAL_DRAIN_READS: usize = 64;
+/// Whether pumps start the writeback behind their writes: on unless qexecd runs with
+/// `QEXEC_LOG_WRITEBACK=0` (for measurements); read once, not at every job start.
+static WRITE_BACK: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("QEXEC_LOG_WRITEBACK").is_none_or(|v| v != "0"));
 /// Stack of the pump thread: it keeps its buffers on the heap.
 const STACK_SIZE: usize = 128 << 10;
 
@@ -83,7 +88,7 @@ impl Pump {
             buf: Vec::new(),
             splice: true,
             cap_reported: false,
-            write_back: std::env::var_os("QEXEC_LOG_WRITEBACK").is_none_or(|v| v != "0"),
+            write_back: *WRITE_BACK,
         };
         std::thread::Builder::new()
             .name("qexec-output".into())
