@@ -9,6 +9,11 @@
 //! Baseline: `ssh -tt` through a `ControlMaster` connection, the bulk transfer in a
 //! second channel (`ssh -S … head -c N /dev/zero`) of the same master, so both share
 //! one TCP connection as qexec's jobs share one QUIC connection.
+//!
+//! A control row repeats (b) with the bulk jobs on a second connection of their own
+//! (another UDP socket, another connection task on both sides): if (b) and the
+//! control are alike, what the keystrokes lose is the CPU the bulk transfer takes on
+//! these cores, not a queue they share with it on the connection.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -24,6 +29,7 @@ use qexec_protocol::{TerminalSpec, WindowSize};
 use super::procs::Sshd;
 use super::report::{Goal, Report};
 use super::stats::{micros, percentile};
+use super::wakeup::{self, Probe};
 use super::{Ctx, request};
 
 const SECTION: &str = "7 keystroke";
@@ -41,8 +47,13 @@ struct Runs {
     idle99: Vec<f64>,
     bulk50: Vec<f64>,
     bulk99: Vec<f64>,
+    /// (b) with the bulk jobs on a connection of their own (qexec only).
+    apart50: Vec<f64>,
+    apart99: Vec<f64>,
     /// Bytes the bulk jobs moved while (b) was measured.
     bulk_bytes: u64,
+    /// The wake-up probe during (b).
+    machine: wakeup::Runs,
 }
 
 impl Runs {
@@ -142,38 +153,59 @@ fn qexec_bulk(
     })
 }
 
-/// (a) and (b) for qexec, `runs` times, on one connection.
+/// Echo samples through `job` while bulk jobs stream on `bulk_client`; the samples
+/// and the bytes the bulk jobs moved meanwhile.
+async fn qexec_echoes_under_bulk(
+    ctx: &Ctx,
+    job: &mut TerminalJob,
+    bulk_client: Arc<Client>,
+) -> anyhow::Result<(Vec<f64>, u64, wakeup::Wakeups)> {
+    let s = &ctx.settings;
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved = Arc::new(AtomicU64::new(0));
+    let bulk = qexec_bulk(
+        bulk_client,
+        s.stream_bytes,
+        Arc::clone(&stop),
+        Arc::clone(&moved),
+    );
+    // The bulk stream must be running before the samples start: wait for its
+    // first MiB.
+    let started = Instant::now();
+    while moved.load(Ordering::Relaxed) < (1 << 20) {
+        if started.elapsed() > ECHO_LIMIT {
+            bail!("the bulk job did not start streaming");
+        }
+        tokio::task::yield_now().await;
+    }
+    let before = moved.load(Ordering::Relaxed);
+    let probe = Probe::start();
+    let busy = micros(&qexec_echoes(job, s.keystroke_samples).await?);
+    let machine = probe.finish();
+    let during = moved.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    bulk.await??;
+    Ok((busy, during, machine))
+}
+
+/// (a), (b) and the control for qexec, `runs` times, the terminal on one connection.
 async fn qexec_run(ctx: &Ctx, runs: &mut Runs) -> anyhow::Result<()> {
     let s = &ctx.settings;
     let client = Arc::new(ctx.plain.connect().await?);
+    let other = Arc::new(ctx.plain.connect().await?);
     let mut job = terminal_cat(&client).await?;
     qexec_echoes(&mut job, 20).await?; // warm-up
     for _ in 0..s.runs {
         let idle = micros(&qexec_echoes(&mut job, s.keystroke_samples).await?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let moved = Arc::new(AtomicU64::new(0));
-        let bulk = qexec_bulk(
-            Arc::clone(&client),
-            s.stream_bytes,
-            Arc::clone(&stop),
-            Arc::clone(&moved),
-        );
-        // The bulk stream must be running before the samples start: wait for its
-        // first MiB.
-        let started = Instant::now();
-        while moved.load(Ordering::Relaxed) < (1 << 20) {
-            if started.elapsed() > ECHO_LIMIT {
-                bail!("the bulk job did not start streaming");
-            }
-            tokio::task::yield_now().await;
-        }
-        let before = moved.load(Ordering::Relaxed);
-        let busy = micros(&qexec_echoes(&mut job, s.keystroke_samples).await?);
-        let during = moved.load(Ordering::Relaxed) - before;
-        stop.store(true, Ordering::Relaxed);
-        bulk.await??;
+        let (busy, during, machine) =
+            qexec_echoes_under_bulk(ctx, &mut job, Arc::clone(&client)).await?;
         runs.push(&idle, &busy, during);
+        runs.machine.push(machine);
+        let (apart, _, _) = qexec_echoes_under_bulk(ctx, &mut job, Arc::clone(&other)).await?;
+        runs.apart50.push(percentile(&apart, 0.5));
+        runs.apart99.push(percentile(&apart, 0.99));
     }
+    other.close();
     // Raw mode: ^D is just a byte to cat; stop the job instead.
     client.stop(job.job, Some(Duration::from_secs(1))).await?;
     client.close();
@@ -338,7 +370,9 @@ fn ssh_run(ctx: &Ctx, sshd: &Sshd, runs: &mut Runs) -> anyhow::Result<()> {
             std::thread::yield_now();
         }
         let before = moved.load(Ordering::Relaxed);
+        let probe = Probe::start();
         let busy = micros(&ssh_echoes(&mut cat, s.keystroke_samples)?);
+        runs.machine.push(probe.finish());
         let during = moved.load(Ordering::Relaxed) - before;
         stop.store(true, Ordering::Relaxed);
         bulk.join()
@@ -389,6 +423,25 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         "qexec -t, bulk job on the same connection, p99",
         q.bulk99,
     );
+    f(
+        r,
+        "keystroke.qexec.apart.p50",
+        "qexec -t, bulk job on a second connection (control), p50",
+        q.apart50,
+    );
+    let qc99 = f(
+        r,
+        "keystroke.qexec.apart.p99",
+        "qexec -t, bulk job on a second connection (control), p99",
+        q.apart99,
+    );
+    r.ratio(
+        "keystroke.qexec.same_over_apart_p99",
+        "qexec p99 with bulk on the same connection / on a second one",
+        qb99 / qc99,
+        "×",
+        None,
+    );
     r.ratio(
         "keystroke.qexec.bulk_over_idle_p99",
         "qexec p99 with bulk / idle",
@@ -400,6 +453,7 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         "section 7: qexec bulk jobs moved {} MiB while (b) was measured (all runs)",
         q.bulk_bytes >> 20
     ));
+    machine_rows(r, "qexec", q.machine);
     let Some(sshd) = &ctx.sshd else {
         r.note("section 7: no OpenSSH server, so no ssh figures and no ratios");
         return Ok(());
@@ -448,5 +502,29 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         "section 7: ssh bulk channels moved {} MiB while (b) was measured (all runs)",
         o.bulk_bytes >> 20
     ));
+    machine_rows(r, "ssh", o.machine);
     Ok(())
+}
+
+/// The wake-up probe's rows for `who`'s (b).
+fn machine_rows(r: &mut Report, who: &str, m: wakeup::Runs) {
+    r.figure(
+        &format!("keystroke.{who}.bulk.wakeup_p99"),
+        SECTION,
+        format!("wake-up probe (1 ms sleeps) lateness during {who} (b), p99"),
+        "µs",
+        m.p99,
+    );
+    r.figure(
+        &format!("keystroke.{who}.bulk.wakeup_max"),
+        SECTION,
+        format!("wake-up probe lateness during {who} (b), max"),
+        "µs",
+        m.max,
+    );
+    r.note(format!(
+        "section 7: the kernel reported {} MiB of free memory to the hypervisor during \
+         {who} (b) (all runs)",
+        m.reported_mib
+    ));
 }

@@ -23,6 +23,7 @@ pub(crate) mod records;
 pub(crate) mod report;
 pub(crate) mod stats;
 pub(crate) mod throughput;
+pub(crate) mod wakeup;
 pub(crate) mod warm;
 
 use std::path::PathBuf;

@@ -4,8 +4,9 @@
 //! and the same `head` into a local pipe. Every reader counts the bytes it got.
 //! CPU seconds per GiB of qexecd, the `qexec` client, sshd and `ssh` come from
 //! `/proc/<pid>/stat`; the `qexec run` row is repeated through a UDP relay that adds
-//! 10 ms of delay each way ([`super::delay`]); qexecd's peak RSS is read around
-//! the `qexec run` rows.
+//! 10 ms of delay each way ([`super::delay`]), and through the same relay with no
+//! delay (what the relay itself costs on these cores, apart from the delay);
+//! qexecd's peak RSS is read around the `qexec run` rows.
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
@@ -103,6 +104,7 @@ struct Samples {
     cli: Vec<f64>,
     ssh: Vec<f64>,
     delayed: Vec<f64>,
+    relayed: Vec<f64>,
     qexecd_cpu: Vec<f64>,
     qexec_cpu: Vec<f64>,
     sshd_cpu: Vec<f64>,
@@ -127,6 +129,7 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     let argv = producer(bytes);
     let client = Arc::new(ctx.plain.connect().await?);
     let relay = DelayRelay::start(ctx.plain.addr, ONE_WAY_DELAY)?;
+    let no_delay = DelayRelay::start(ctx.plain.addr, Duration::ZERO)?;
     let qexecd = ctx.plain.pid();
     let mut m = Samples::default();
     for _ in 0..s.runs {
@@ -150,16 +153,17 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         m.cli.push(cli.rate);
         m.qexec_cpu.push(per_gib(cli.cpu, bytes));
         m.qexecd_cpu.push(per_gib(server_cpu, bytes));
-        m.delayed.push(
+        let through = |relay: &DelayRelay| {
             tokio::task::block_in_place(|| {
                 let mut c = ctx.plain.cli(&ctx.bins.qexec);
                 c.env("QEXEC_ADDR", relay.addr().to_string())
                     .args(["run", "--"])
                     .args(&argv);
                 pipe_run(c, bytes)
-            })?
-            .rate,
-        );
+            })
+        };
+        m.delayed.push(through(&relay)?.rate);
+        m.relayed.push(through(&no_delay)?.rate);
         if let Some(sshd) = &ctx.sshd {
             let remote: Vec<&str> = argv.iter().map(String::as_str).collect();
             let before = cpu_times(sshd.pid())?.children;
@@ -175,6 +179,7 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
     }
     client.close();
     drop(relay);
+    drop(no_delay);
     report(r, m);
     Ok(())
 }
@@ -233,6 +238,13 @@ fn report(r: &mut Report, m: Samples) {
         "MB/s",
         m.delayed,
     );
+    let relayed = r.figure(
+        "throughput.qexec_cli_relayed",
+        SECTION,
+        "qexec: `qexec run` → pipe, through the same relay with no delay",
+        "MB/s",
+        m.relayed,
+    );
     r.ratio(
         "throughput.qexec_cli_over_local",
         "qexec run (CLI → pipe) / local pipe",
@@ -267,6 +279,13 @@ fn report(r: &mut Report, m: Samples) {
         100.0 * delayed / cli,
         "%",
         Some(Goal::AtLeast(70.0)),
+    );
+    r.ratio(
+        "throughput.delayed_over_relayed",
+        "qexec run with 10 ms one-way delay / through the relay with no delay",
+        100.0 * delayed / relayed,
+        "%",
+        None,
     );
     r.ratio(
         "throughput.qexecd_peak_rss_streaming",
