@@ -77,12 +77,12 @@ impl Settings {
     pub(crate) fn full() -> Self {
         Self {
             mode: "full",
-            runs: 3,
+            runs: 5,
             cold_invocations: 20,
             warm_jobs: 500,
             stream_bytes: 1 << 30,
-            hol_samples: 300,
-            hol_stalled_bytes: 64 << 20,
+            hol_samples: 1000,
+            hol_stalled_bytes: 256 << 20,
             fanout_followers: 64,
             fanout_connections: 8,
             fanout_bytes: 256 << 20,
