@@ -103,6 +103,9 @@ pub struct StartedJob {
 #[derive(Debug)]
 pub struct Client {
     conn: Connection,
+    /// Opened before every close, so that the close packet leaves however full the
+    /// congestion window is ([`qexec_tls::CloseGate`]).
+    close_gate: qexec_tls::CloseGate,
     endpoint: Endpoint,
     ctx: Context,
     routes: Routes,
@@ -113,6 +116,7 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.router.abort();
+        self.close_gate.open();
         self.conn.close(
             VarInt::from_u32(ErrorCode::NoError.as_u32()),
             b"client gone",
@@ -212,6 +216,9 @@ impl Client {
         // One stalled follower must block only its own output stream: a per-stream
         // window well below the connection window (as qexecd expects clients to).
         let mut transport = qexec_tls::client_transport();
+        // One transport config, so one gate, per connection.
+        let close_gate = qexec_tls::CloseGate::new();
+        transport.congestion_controller_factory(close_gate.controller_factory());
         let idle = config.idle_timeout;
         transport.keep_alive_interval(Some(KEEP_ALIVE.min(idle / 3)));
         // Beyond QUIC's range (2^62 ms) is "for ever" in practice: the largest it takes.
@@ -265,6 +272,7 @@ impl Client {
         let router = tokio::spawn(route_output_streams(conn.clone(), routes.clone()));
         Ok(Self {
             conn,
+            close_gate,
             endpoint,
             ctx,
             routes,
@@ -285,11 +293,34 @@ impl Client {
 
     /// Closes the connection now, telling the server we are done.
     ///
-    /// The close frame is queued; it leaves when the connection's driver task next runs,
-    /// which a caller about to exit can allow with [`tokio::task::yield_now`].
+    /// The close frame is queued; it leaves when the connection's driver task next runs
+    /// and its pacer allows. A caller about to exit uses [`Client::close_and_send`].
     pub fn close(&self) {
+        self.close_gate.open();
         self.conn
             .close(VarInt::from_u32(ErrorCode::NoError.as_u32()), b"done");
+    }
+
+    /// Closes the connection and waits (at most `limit`) until the close frame has been
+    /// handed to the socket, without waiting for the drain period that
+    /// [`Client::wait_closed`] waits out. A process that exits right after this has
+    /// told the server it is gone: the server frees the connection (and its per-user
+    /// connection slot) and stops `run` jobs at once, rather than after its idle
+    /// timeout. Yielding once to the runtime usually suffices, but is not a promise:
+    /// the connection's driver may have other work queued first.
+    pub async fn close_and_send(&self, limit: Duration) {
+        let sent = || self.conn.stats().udp_tx.datagrams;
+        let before = sent();
+        self.close();
+        let _ = tokio::time::timeout(limit, async {
+            // The connection's driver builds and sends the close packet when it next
+            // runs; the close gate keeps congestion control and pacing out of its way.
+            tokio::task::yield_now().await;
+            while sent() == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
     }
 
     /// Waits (at most `limit`) until the close frame was sent and the connection

@@ -359,16 +359,16 @@ fn print_out(text: &str) -> Result<(), CliError> {
         })
 }
 
-/// Closes the connection and lets its driver send the close frame before we exit.
+/// Longest wait for a connection's close frame to leave before the CLI exits.
+pub(crate) const CLOSE_SEND_WAIT: Duration = Duration::from_millis(200);
+
+/// Closes the connection and waits (at most [`CLOSE_SEND_WAIT`]) until the close frame
+/// has left: the server then frees the connection (one of the user's connection slots,
+/// `--max-connections-per-user`) at once, so a script running `qexec` in a loop is
+/// never refused for connections that already exited. This is not a synchronisation
+/// with the server: were the frame lost, its idle timeout frees the connection.
 async fn finish(client: &Client) {
-    client.close();
-    // The close frame leaves when the connection's driver task next runs; on this
-    // single-threaded runtime, yielding lets it run. This is not a synchronisation
-    // with the server: if the frame were lost, the server's idle timeout frees the
-    // connection (and `run` jobs were stopped by then anyway).
-    for _ in 0..3 {
-        tokio::task::yield_now().await;
-    }
+    client.close_and_send(CLOSE_SEND_WAIT).await;
 }
 
 /// Milliseconds since the Unix epoch, now.

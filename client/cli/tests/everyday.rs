@@ -777,3 +777,22 @@ fn a_closed_stdout_stops_the_job() {
         );
     }
 }
+
+// Bug: about a third of short commands lost their goodbye. quinn-proto gates the
+// packet carrying CONNECTION_CLOSE by the congestion window, which the path-MTU probes
+// had just filled (quinn-rs/quinn#2785), so the server kept those connections until
+// its idle timeout and a shell loop of `qexec` commands was refused with "user …
+// already has 64 connections open".
+#[test]
+fn commands_in_a_loop_never_hit_the_per_user_connection_cap() {
+    let s = TestServer::start_with(|c| c.max_connections_per_identity = 2);
+    for i in 0..40 {
+        let args: &[&str] = if i % 2 == 0 {
+            &["run", "--", "/bin/true"]
+        } else {
+            &["list"]
+        };
+        let out = s.run(args);
+        assert_eq!(code(&out), 0, "command {i} ({args:?}): {}", stderr(&out));
+    }
+}

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod close;
 mod config;
 mod error;
 mod identity;
@@ -30,6 +31,7 @@ mod store;
 mod transport;
 mod verify;
 
+pub use close::CloseGate;
 pub use config::{
     ClientIdentity, ClientTls, client_config, client_config_pem, initial_suite, provider,
     quic_client_config, quic_server_config,

@@ -26,16 +26,11 @@ use super::{CliError, ConnArgs};
 /// QUIC connection (a UDP socket) and one job; more wait their turn.
 pub(crate) const DEFAULT_PARALLEL: u32 = 32;
 
-/// Longest wait for a closed connection's goodbye to leave (all hosts at once).
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Closes a host's connection and waits (at most [`CLOSE_WAIT`]) until the close
-/// frame has left: a `run` job is then stopped by its server at once (QX-STREAM-17),
-/// not after the grace period of a lost connection. (Yielding, as one-server commands
-/// do, is not enough with many connections on one thread.)
+/// Closes a host's connection and waits (at most [`super::CLOSE_SEND_WAIT`]) until
+/// the close frame has left: a `run` job is then stopped by its server at once
+/// (QX-STREAM-17), not after the grace period of a lost connection.
 async fn close(client: &qexec_client::Client) {
-    client.close();
-    client.wait_closed(CLOSE_WAIT).await;
+    client.close_and_send(super::CLOSE_SEND_WAIT).await;
 }
 
 /// Flags of `qexec run` that only mean something with several hosts.
