@@ -99,6 +99,8 @@ use tokio::task::JoinHandle;
 
 use qexec_protocol::{ErrorResponse, JobId, JobStatus, StartRequest};
 
+use crate::Client;
+
 mod dispatch;
 mod job;
 mod options;
@@ -272,11 +274,13 @@ impl Drop for Handle {
 /// The pool's results, one per ticket, in the order they come.
 ///
 /// Dropping it stops the pool: every task ends and every connection closes (jobs
-/// started with `stop_on_detach` are then stopped by their servers).
+/// started with `stop_on_detach` are then stopped by their servers). The close
+/// frames leave when the connections' drivers next run; [`PoolResults::shutdown`]
+/// also waits for that.
 #[derive(Debug)]
 pub struct PoolResults {
     rx: mpsc::Receiver<JobResult>,
-    _tasks: Tasks,
+    tasks: Tasks,
 }
 
 /// The dispatcher and worker tasks, aborted when the results are dropped.
@@ -286,21 +290,32 @@ struct Tasks {
     shared: Arc<Shared>,
 }
 
-impl Drop for Tasks {
-    fn drop(&mut self) {
+impl Tasks {
+    /// Aborts every task and takes the connections the state holds, for the caller to
+    /// close.
+    fn stop(&mut self) -> Vec<Arc<Client>> {
         for h in &self.handles {
             h.abort();
         }
-        // The dispatcher's job tasks end with it; the connections the state still
-        // holds close with their last handle.
+        // The dispatcher's job tasks end with it.
         let mut state = self.shared.lock();
+        let mut closed = Vec::new();
         for slot in &mut state.slots {
             if let Some(client) = slot.client.take() {
-                client.close();
+                closed.push(client);
             }
             slot.live = false;
         }
         state.retry.clear();
+        closed
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for client in self.stop() {
+            client.close();
+        }
     }
 }
 
@@ -363,7 +378,7 @@ impl Pool {
         };
         let results = PoolResults {
             rx: results_rx,
-            _tasks: tasks,
+            tasks,
         };
         Ok((pool, results))
     }
@@ -420,5 +435,18 @@ impl PoolResults {
     /// result.
     pub async fn next(&mut self) -> Option<JobResult> {
         self.rx.recv().await
+    }
+
+    /// Stops the pool as dropping the results does, then waits (at most `limit`) until
+    /// every connection's close frame has left ([`Client::close_and_send`]). Servers
+    /// then stop the pool's `stop_on_detach` jobs at once (QX-STREAM-17), not after
+    /// their grace period for a lost connection; a process about to exit calls this
+    /// rather than drop.
+    pub async fn shutdown(mut self, limit: Duration) {
+        let mut closing = tokio::task::JoinSet::new();
+        for client in self.tasks.stop() {
+            closing.spawn(async move { client.close_and_send(limit).await });
+        }
+        closing.join_all().await;
     }
 }

@@ -487,19 +487,13 @@ async fn run(
             }
         }
     }
-    // Whatever did not finish: the submission being made, the jobs in flight (dropping
-    // the pool's results closes every connection, and the servers stop the jobs: spec
+    // Whatever did not finish: the submission being made, the jobs in flight (shutting
+    // the pool down closes every connection, and the servers stop the jobs: spec
     // QX-STREAM-17), the retries and the inputs never submitted.
     let reason = farm.stop.clone().unwrap_or_else(|| "not run".to_owned());
     drop(pending);
-    drop(results);
     drop(pool);
-    // The close frames leave when the connections' driver tasks next run (as
-    // `finish` does for one client); were one lost, the server's idle timeout and
-    // detach grace period stop the jobs later.
-    for _ in 0..3 {
-        tokio::task::yield_now().await;
-    }
+    results.shutdown(super::CLOSE_SEND_WAIT).await;
     let mut left: Vec<usize> = pending_input.into_iter().collect();
     left.extend(farm.in_flight.drain().map(|(_, f)| f.input));
     left.extend(farm.retries.drain(..).map(|f| f.input));
