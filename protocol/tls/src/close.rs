@@ -25,11 +25,13 @@ use std::time::Instant;
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
 use quinn_proto::RttEstimator;
 
-/// A switch, shared with one connection's congestion controller, that lets the
-/// connection's close packet past the congestion window (see the module docs).
+/// A switch, shared with the congestion controllers of the connections made with one
+/// `TransportConfig`, that lets their close packets past the congestion window (see
+/// the module docs).
 ///
-/// Give [`CloseGate::controller_factory`] to the `TransportConfig` of **one**
-/// connection, and call [`CloseGate::open`] right before closing it.
+/// Give [`CloseGate::controller_factory`] to a `TransportConfig` and call
+/// [`CloseGate::open`] right before closing **every** connection made with it: a
+/// client's one connection, or all of a server's at shutdown.
 #[derive(Debug, Clone, Default)]
 pub struct CloseGate {
     open: Arc<AtomicBool>,
@@ -41,8 +43,8 @@ impl CloseGate {
         Self::default()
     }
 
-    /// From now on the connection's congestion window is unbounded. Call it only when
-    /// the connection is about to be closed.
+    /// From now on the connections' congestion windows are unbounded. Call it only
+    /// when they are about to be closed.
     pub fn open(&self) {
         self.open.store(true, Ordering::Relaxed);
     }

@@ -332,6 +332,9 @@ pub(crate) fn closed_by_client(conn: &quinn::Connection) -> bool {
 #[derive(Debug)]
 pub struct Server {
     endpoint: quinn::Endpoint,
+    /// Shared by every connection's congestion controller; opened at shutdown so that
+    /// each connection's close packet leaves ([`qexec_tls::CloseGate`]).
+    close_gate: qexec_tls::CloseGate,
     shared: Arc<Shared>,
     /// Connections in their handshake (spec: QX-SRV-10).
     handshakes: caps::Slots,
@@ -345,6 +348,8 @@ impl Server {
         // spec: QX-SRV-1, QX-SRV-3, QX-SRV-5
         let mut transport = quinn::TransportConfig::default();
         qexec_tls::tune_path(&mut transport);
+        let close_gate = qexec_tls::CloseGate::new();
+        transport.congestion_controller_factory(close_gate.controller_factory());
         transport
             .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
             .max_concurrent_uni_streams(limits::MAX_CLIENT_UNI_STREAMS.into())
@@ -438,6 +443,7 @@ impl Server {
             "qexecd listening"
         );
         Ok(Server {
+            close_gate,
             endpoint,
             shared: Arc::new(Shared {
                 manager,
@@ -563,6 +569,7 @@ impl Server {
         self.shared.shutting_down.send_replace(true);
         self.endpoint.set_server_config(None);
         self.shared.manager.shutdown().await;
+        self.close_gate.open();
         self.endpoint.close(
             ErrorCode::ShuttingDown.as_u32().into(),
             b"qexecd is shutting down",
