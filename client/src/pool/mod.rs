@@ -1,6 +1,6 @@
 //! A worker pool: many qexecd, one queue of jobs, results as they end.
 //!
-//! [`Pool::connect`] opens one connection (a [`Client`](crate::Client)) per
+//! [`Pool::connect`] opens one connection (a [`Client`]) per
 //! [`Worker`]; [`Pool::submit`] queues a [`Submission`] and returns its ticket;
 //! [`PoolResults::next`] yields one [`JobResult`] per ticket, in the order jobs end,
 //! naming the worker that ran it.
