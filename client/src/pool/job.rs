@@ -11,6 +11,7 @@ use qexec_protocol::{ErrorCode, ErrorResponse, JobId};
 use crate::client::{Client, StartedJob};
 use crate::error::ClientError;
 use crate::output::OutputEvent;
+use crate::pool::state::Slot;
 use crate::pool::{JobResult, Outcome, Queued, Shared};
 
 /// What to do with a start that failed.
@@ -54,6 +55,19 @@ fn classify(e: &ClientError) -> StartFailure {
     }
 }
 
+/// Puts `queued`, which never started on worker `index`, back at the front of the
+/// queue: the worker's slot stops counting it, `mark` records why on the slot, and the
+/// dispatcher is woken to place it again.
+fn requeue(shared: &Shared, index: usize, queued: Queued, mark: impl FnOnce(&mut Slot)) {
+    let mut state = shared.lock();
+    let slot = &mut state.slots[index];
+    slot.running = slot.running.saturating_sub(1);
+    mark(slot);
+    state.retry.push_front(queued);
+    drop(state);
+    shared.changed.notify_one();
+}
+
 /// Runs `queued` on worker `index` (its slot already counts it) and reports: a
 /// result on `results`, or the submission back in the retry queue.
 pub(crate) async fn run(
@@ -68,13 +82,9 @@ pub(crate) async fn run(
     if client.is_closed() {
         // The worker's connection went away since its last `Info`: nothing was sent,
         // so the submission goes back to the front of the queue for another worker.
-        let mut state = shared.lock();
-        let slot = &mut state.slots[index];
-        slot.running = slot.running.saturating_sub(1);
-        slot.lost_one("its connection closed".into());
-        state.retry.push_front(queued);
-        drop(state);
-        shared.changed.notify_one();
+        requeue(&shared, index, queued, |slot| {
+            slot.lost_one("its connection closed".into());
+        });
         return;
     }
     let ticket = queued.ticket;
@@ -86,14 +96,10 @@ pub(crate) async fn run(
         Err(e) => {
             let outcome = match classify(&e) {
                 StartFailure::Requeue => {
-                    let mut state = shared.lock();
-                    let slot = &mut state.slots[index];
-                    slot.running = slot.running.saturating_sub(1);
-                    slot.refused();
-                    slot.last_error = Some(e.to_string());
-                    state.retry.push_front(queued);
-                    drop(state);
-                    shared.changed.notify_one();
+                    requeue(&shared, index, queued, |slot| {
+                        slot.refused();
+                        slot.last_error = Some(e.to_string());
+                    });
                     return;
                 }
                 StartFailure::Refused(r) => Outcome::Refused(r),
