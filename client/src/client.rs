@@ -116,11 +116,7 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.router.abort();
-        self.close_gate.open();
-        self.conn.close(
-            VarInt::from_u32(ErrorCode::NoError.as_u32()),
-            b"client gone",
-        );
+        self.close_with(b"client gone");
     }
 }
 
@@ -293,12 +289,18 @@ impl Client {
 
     /// Closes the connection now, telling the server we are done.
     ///
-    /// The close frame is queued; it leaves when the connection's driver task next runs
-    /// and its pacer allows. A caller about to exit uses [`Client::close_and_send`].
+    /// The close frame is queued; it leaves when the connection's driver task next runs.
+    /// A caller about to exit uses [`Client::close_and_send`].
     pub fn close(&self) {
+        self.close_with(b"done");
+    }
+
+    /// Closes with `NoError` and `reason`, the close gate opened first so that the close
+    /// packet is not held back by a full congestion window.
+    fn close_with(&self, reason: &[u8]) {
         self.close_gate.open();
         self.conn
-            .close(VarInt::from_u32(ErrorCode::NoError.as_u32()), b"done");
+            .close(VarInt::from_u32(ErrorCode::NoError.as_u32()), reason);
     }
 
     /// Closes the connection and waits (at most `limit`) until the close frame has been

@@ -365,8 +365,10 @@ pub(crate) const CLOSE_SEND_WAIT: Duration = Duration::from_millis(200);
 /// Closes the connection and waits (at most [`CLOSE_SEND_WAIT`]) until the close frame
 /// has left: the server then frees the connection (one of the user's connection slots,
 /// `--max-connections-per-user`) at once, so a script running `qexec` in a loop is
-/// never refused for connections that already exited. This is not a synchronisation
-/// with the server: were the frame lost, its idle timeout frees the connection.
+/// never refused for connections that already exited, and a `run` job is stopped at
+/// once (QX-STREAM-17), not after the grace period of a lost connection; the fan-out
+/// closes each host's connection with it too. This is not a synchronisation with the
+/// server: were the frame lost, its idle timeout frees the connection.
 async fn finish(client: &Client) {
     client.close_and_send(CLOSE_SEND_WAIT).await;
 }

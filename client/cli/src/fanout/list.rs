@@ -61,7 +61,7 @@ pub(crate) async fn list(conn: &ConnArgs, json: bool, args: ListArgs) -> Result<
             let jobs = async {
                 let client = Client::connect(&config).await?;
                 let jobs = query_all(&client, query, limit).await;
-                super::close(&client).await;
+                crate::finish(&client).await;
                 jobs
             }
             .await;

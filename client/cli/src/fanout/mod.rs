@@ -26,13 +26,6 @@ use super::{CliError, ConnArgs};
 /// QUIC connection (a UDP socket) and one job; more wait their turn.
 pub(crate) const DEFAULT_PARALLEL: u32 = 32;
 
-/// Closes a host's connection and waits (at most [`super::CLOSE_SEND_WAIT`]) until
-/// the close frame has left: a `run` job is then stopped by its server at once
-/// (QX-STREAM-17), not after the grace period of a lost connection.
-async fn close(client: &qexec_client::Client) {
-    client.close_and_send(super::CLOSE_SEND_WAIT).await;
-}
-
 /// Flags of `qexec run` that only mean something with several hosts.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Several hosts (-s GROUP, --hosts, --hosts-file)")]

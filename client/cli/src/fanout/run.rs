@@ -238,12 +238,12 @@ impl Host {
                         self.label
                     ));
                 }
-                super::close(&client).await;
+                crate::finish(&client).await;
                 return self.row(None, Outcome::FailedToStart { failure, message }, t0);
             }
             Err(e) => {
                 let e = self.shared.limits.explain(e);
-                super::close(&client).await;
+                crate::finish(&client).await;
                 return self.failed(None, &e, t0);
             }
         };
@@ -262,7 +262,7 @@ impl Host {
                 addr: client.addr().to_owned(),
                 reason: "no output stream for a followed start".into(),
             });
-            super::close(&client).await;
+            crate::finish(&client).await;
             return self.failed(Some(job), &e, t0);
         };
         let mut client = client;
@@ -277,7 +277,7 @@ impl Host {
                         s = client.stop(job, None) => s.map(|s| (Box::new(s), true)).map_err(CliError::from),
                         () = halted(&mut halt, Halt::Detach) => {
                             self.flush();
-                            super::close(&client).await;
+                            crate::finish(&client).await;
                             return self.row(Some(job), Outcome::Detached(DETACHED_TWICE), t0);
                         }
                     };
@@ -349,7 +349,7 @@ impl Host {
             }
         };
         self.flush();
-        super::close(&client).await;
+        crate::finish(&client).await;
         match outcome {
             Ok((status, asked_stop)) => {
                 if self.shared.json {
