@@ -102,6 +102,11 @@ pub struct StartedJob {
 struct Inner {
     shared: Arc<Shared>,
     tasks: Mutex<JoinSet<()>>,
+    /// The runtime the manager was made on: supervisors run there and jobs' pipes
+    /// and terminals are registered with its reactor, whichever runtime starts the
+    /// job (qexecd serves each connection on a runtime of its own, which ends with
+    /// the connection; a job outlives it).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Inner {
@@ -132,6 +137,7 @@ impl JobManager {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
                 tasks: Mutex::new(JoinSet::new()),
+                runtime: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -143,7 +149,13 @@ impl JobManager {
 
     /// Starts a job; returns once its program was exec'd or failed to start.
     pub async fn start(&self, spec: JobSpec) -> Result<StartedJob, StartError> {
-        start::start(&self.inner.shared, &self.inner.tasks, spec).await
+        start::start(
+            &self.inner.shared,
+            &self.inner.tasks,
+            &self.inner.runtime,
+            spec,
+        )
+        .await
     }
 
     /// Stops a job: SIGTERM to all its processes, `grace` (or the default), then SIGKILL.
