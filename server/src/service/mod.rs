@@ -10,17 +10,13 @@
 //!   QX-SRV-9, QX-SRV-10);
 //! - `escape`: peer-controlled text made safe for one log line (QX-SRV-13);
 //! - `request`: decode → validate → authorize as plain functions (fuzzable);
-//! - `thread`: each connection on a thread of its own;
 //! - `conn`: one task per connection, one per control stream;
 //! - `output`: output streams (job output → `OutputFrame`s);
 //! - `handlers/`: one file per request kind.
 //!
-//! Task ownership: [`Server::run`] owns one task per connection (a `JoinSet`), which
-//! owns the connection's thread (`thread`: a single-threaded runtime running the
-//! connection's QUIC driver and all its tasks); a connection task owns one task per
-//! control stream; a control-stream task runs its output stream and stdin pump
-//! inline. Jobs, their supervisors and the detached-job watchers live on the main
-//! runtime, so they outlive the connection that started them. Closing a connection ends its stream tasks
+//! Task ownership: [`Server::run`] owns one task per connection (a `JoinSet`); a
+//! connection task owns one task per control stream; a control-stream task runs its
+//! output stream and stdin pump inline. Closing a connection ends its stream tasks
 //! (every wait also watches the connection); [`Server::shutdown`] stops jobs, closes
 //! every connection with `ShuttingDown` and ends all tasks.
 //!
@@ -40,7 +36,6 @@ mod escape;
 mod handlers;
 mod output;
 pub mod request;
-mod thread;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,32 +97,20 @@ pub enum ServeError {
     },
 }
 
-/// A set of tasks owned by one owner, run on the runtime the set was made on (not
-/// the caller's: a connection's runtime ends with it); finished ones are reaped as
-/// new ones start; [`Tasks::shutdown`] aborts and joins the rest.
-#[derive(Debug)]
-pub(crate) struct Tasks {
-    set: Mutex<JoinSet<()>>,
-    runtime: tokio::runtime::Handle,
-}
+/// A set of tasks owned by one owner: finished ones are reaped as new ones start;
+/// [`Tasks::shutdown`] aborts and joins the rest.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks(Mutex<JoinSet<()>>);
 
 impl Tasks {
-    /// An empty set whose tasks run on the current runtime.
-    pub(crate) fn on_current_runtime() -> Self {
-        Self {
-            set: Mutex::new(JoinSet::new()),
-            runtime: tokio::runtime::Handle::current(),
-        }
-    }
-
     pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         while set.try_join_next().is_some() {}
-        set.spawn_on(fut, &self.runtime);
+        set.spawn(fut);
     }
 
     pub(crate) async fn shutdown(&self) {
-        let mut set = std::mem::take(&mut *self.set.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut set = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         set.abort_all();
         while set.join_next().await.is_some() {}
     }
@@ -481,7 +464,7 @@ impl Server {
                 refusals: caps::Throttle::new(Duration::from_secs(1)),
                 abandoned: caps::Throttle::new(Duration::from_secs(1)),
                 user_jobs: UserJobs::default(),
-                job_watchers: Tasks::on_current_runtime(),
+                job_watchers: Tasks::default(),
                 shutting_down: watch::channel(false).0,
                 detach_grace: config.detach_grace,
                 follows: Follows::default(),
@@ -516,7 +499,7 @@ impl Server {
                     let Some(handshake) = self.admit(incoming) else { continue };
                     let (incoming, slot) = handshake;
                     let shared = self.shared.clone();
-                    conns.spawn(thread::serve(shared, incoming, slot));
+                    conns.spawn(conn::serve(shared, incoming, slot));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
@@ -625,7 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn tasks_are_reaped_and_aborted() {
-        let tasks = Tasks::on_current_runtime();
+        let tasks = Tasks::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tasks.spawn(async move {
             let _tx = tx;

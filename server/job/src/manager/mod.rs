@@ -102,11 +102,6 @@ pub struct StartedJob {
 struct Inner {
     shared: Arc<Shared>,
     tasks: Mutex<JoinSet<()>>,
-    /// The runtime the manager was made on: supervisors run there and jobs' pipes
-    /// and terminals are registered with its reactor, whichever runtime starts the
-    /// job (qexecd serves each connection on a runtime of its own, which ends with
-    /// the connection; a job outlives it).
-    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Inner {
@@ -137,7 +132,6 @@ impl JobManager {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
                 tasks: Mutex::new(JoinSet::new()),
-                runtime: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -149,13 +143,7 @@ impl JobManager {
 
     /// Starts a job; returns once its program was exec'd or failed to start.
     pub async fn start(&self, spec: JobSpec) -> Result<StartedJob, StartError> {
-        start::start(
-            &self.inner.shared,
-            &self.inner.tasks,
-            &self.inner.runtime,
-            spec,
-        )
-        .await
+        start::start(&self.inner.shared, &self.inner.tasks, spec).await
     }
 
     /// Stops a job: SIGTERM to all its processes, `grace` (or the default), then SIGKILL.

@@ -48,7 +48,6 @@ fn check_host_root(shared: &Shared, spec: &JobSpec) -> Result<(), StartError> {
 pub(super) async fn start(
     shared: &Arc<Shared>,
     tasks: &Mutex<JoinSet<()>>,
-    runtime: &tokio::runtime::Handle,
     spec: JobSpec,
 ) -> Result<StartedJob, StartError> {
     check_host_root(shared, &spec)?;
@@ -279,9 +278,6 @@ pub(super) async fn start(
         check_oom,
     );
     let on_terminal = child.terminal.is_some();
-    // Registered with the manager's runtime, not the caller's: the job outlives the
-    // connection that started it.
-    let entered = runtime.enter();
     let registered = sup
         .register(watched_pidfd, child.stdout, child.stderr)
         .and_then(|()| {
@@ -296,7 +292,6 @@ pub(super) async fn start(
                 })
                 .transpose()
         });
-    drop(entered);
     let terminal = child.terminal.map(|fd| JobTerminal::new(id, fd));
     let stdin = match registered {
         Ok(stdin) => stdin,
@@ -310,7 +305,7 @@ pub(super) async fn start(
     };
     let mut set = lock(tasks);
     while set.try_join_next().is_some() {}
-    set.spawn_on(sup.run(), runtime);
+    set.spawn(sup.run());
     Ok(StartedJob {
         id,
         pid,
