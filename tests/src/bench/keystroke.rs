@@ -14,6 +14,10 @@
 //! (another UDP socket, another connection task on both sides): if (b) and the
 //! control are alike, what the keystrokes lose is the CPU the bulk transfer takes on
 //! these cores, not a queue they share with it on the connection.
+//!
+//! (c) is what two terminals do: the bulk transfers come from a separate client
+//! process on a connection of its own (`qexec run -- head …`; for ssh a separate `ssh
+//! … head …` without the master), so the two share only the server and the cores.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -50,6 +54,10 @@ struct Runs {
     /// (b) with the bulk jobs on a connection of their own (qexec only).
     apart50: Vec<f64>,
     apart99: Vec<f64>,
+    /// (c) with the bulk transfers made by a separate client process on a
+    /// connection of its own (two terminals, one typing, one streaming).
+    process50: Vec<f64>,
+    process99: Vec<f64>,
     /// Bytes the bulk jobs moved while (b) was measured.
     bulk_bytes: u64,
     /// The wake-up probe during (b).
@@ -57,6 +65,11 @@ struct Runs {
 }
 
 impl Runs {
+    fn push_process(&mut self, samples: &[f64]) {
+        self.process50.push(percentile(samples, 0.5));
+        self.process99.push(percentile(samples, 0.99));
+    }
+
     fn push(&mut self, idle: &[f64], bulk: &[f64], bulk_bytes: u64) {
         self.idle50.push(percentile(idle, 0.5));
         self.idle99.push(percentile(idle, 0.99));
@@ -188,7 +201,39 @@ async fn qexec_echoes_under_bulk(
     Ok((busy, during, machine))
 }
 
-/// (a), (b) and the control for qexec, `runs` times, the terminal on one connection.
+/// Echo samples through `job` while a separate `qexec run` process streams bulk
+/// jobs on a connection of its own: (c).
+async fn qexec_echoes_beside_process(ctx: &Ctx, job: &mut TerminalJob) -> anyhow::Result<Vec<f64>> {
+    let s = &ctx.settings;
+    let mut cmd = ctx.plain.cli(&ctx.bins.qexec);
+    cmd.args([
+        "run",
+        "--",
+        "head",
+        "-c",
+        &s.stream_bytes.to_string(),
+        "/dev/zero",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved = Arc::new(AtomicU64::new(0));
+    let bulk = process_bulk(replay(&cmd), Arc::clone(&stop), Arc::clone(&moved));
+    let started = Instant::now();
+    while moved.load(Ordering::Relaxed) < (1 << 20) {
+        if started.elapsed() > ECHO_LIMIT {
+            bail!("the bulk qexec process did not start streaming");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let samples = qexec_echoes(job, s.keystroke_samples).await;
+    stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || bulk.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the bulk process thread panicked"))??;
+    Ok(micros(&samples?))
+}
+
+/// (a), (b), the control and (c) for qexec, `runs` times, the terminal on one
+/// connection.
 async fn qexec_run(ctx: &Ctx, runs: &mut Runs) -> anyhow::Result<()> {
     let s = &ctx.settings;
     let client = Arc::new(ctx.plain.connect().await?);
@@ -204,6 +249,7 @@ async fn qexec_run(ctx: &Ctx, runs: &mut Runs) -> anyhow::Result<()> {
         let (apart, _, _) = qexec_echoes_under_bulk(ctx, &mut job, Arc::clone(&other)).await?;
         runs.apart50.push(percentile(&apart, 0.5));
         runs.apart99.push(percentile(&apart, 0.99));
+        runs.push_process(&qexec_echoes_beside_process(ctx, &mut job).await?);
     }
     other.close();
     // Raw mode: ^D is just a byte to cat; stop the job instead.
@@ -303,35 +349,39 @@ fn ssh_echoes(child: &mut Child, samples: usize) -> anyhow::Result<Vec<Duration>
     Ok(v)
 }
 
-/// Bulk transfers in a second channel of the master, one after the other until
-/// `stop`, each read to its end; the bytes moved.
-fn ssh_bulk(
-    sshd: &Sshd,
-    socket: &Path,
-    bytes: u64,
+/// A maker of copies of `cmd` (program, arguments, environment), stdout piped.
+fn replay(cmd: &Command) -> impl Fn() -> Command + Send + 'static {
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    move || {
+        let mut c = Command::new(&program);
+        c.args(&args).stdin(Stdio::null()).stdout(Stdio::piped());
+        for (k, v) in &envs {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+}
+
+/// Bulk transfers by client processes (`make()`, whose stdout is the bytes), one
+/// after the other until `stop`, each read to its end; `moved` counts the bytes.
+fn process_bulk(
+    make: impl Fn() -> Command + Send + 'static,
     stop: Arc<AtomicBool>,
     moved: Arc<AtomicU64>,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
-    let n = bytes.to_string();
-    let make = {
-        let socket = socket.to_owned();
-        let remote = format!("head -c {n} /dev/zero");
-        let cmd = sshd.ssh_mux(&socket, &[], &[&remote]);
-        let program = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        move || {
-            let mut c = Command::new(&program);
-            c.args(&args).stdin(Stdio::null()).stdout(Stdio::piped());
-            c
-        }
-    };
-    Ok(std::thread::spawn(move || {
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 << 10];
         while !stop.load(Ordering::Relaxed) {
-            let mut child = make()
-                .spawn()
-                .context("cannot start the ssh bulk channel")?;
-            let mut out = child.stdout.take().context("ssh bulk stdout")?;
+            let mut child = make().spawn().context("cannot start a bulk process")?;
+            let mut out = child.stdout.take().context("bulk process stdout")?;
             loop {
                 let n = out.read(&mut buf)?;
                 if n == 0 {
@@ -339,10 +389,42 @@ fn ssh_bulk(
                 }
                 moved.fetch_add(n as u64, Ordering::Relaxed);
             }
-            child.wait()?;
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("a bulk process failed: {status}");
+            }
         }
         Ok(())
-    }))
+    })
+}
+
+/// Echo samples through `cat` while `bulk` (a command printing the bulk bytes)
+/// runs, one after the other; the samples and the bytes moved meanwhile.
+fn ssh_echoes_under(
+    cat: &mut Child,
+    bulk: &Command,
+    samples: usize,
+) -> anyhow::Result<(Vec<f64>, u64, wakeup::Wakeups)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved = Arc::new(AtomicU64::new(0));
+    let bulk = process_bulk(replay(bulk), Arc::clone(&stop), Arc::clone(&moved));
+    // The bulk transfer must be streaming before the samples start.
+    let started = Instant::now();
+    while moved.load(Ordering::Relaxed) < (1 << 20) {
+        if started.elapsed() > ECHO_LIMIT {
+            bail!("the ssh bulk transfer did not start streaming");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = moved.load(Ordering::Relaxed);
+    let probe = Probe::start();
+    let busy = ssh_echoes(cat, samples);
+    let machine = probe.finish();
+    let during = moved.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    bulk.join()
+        .map_err(|_| anyhow::anyhow!("the ssh bulk thread panicked"))??;
+    Ok((micros(&busy?), during, machine))
 }
 
 fn ssh_run(ctx: &Ctx, sshd: &Sshd, runs: &mut Runs) -> anyhow::Result<()> {
@@ -352,32 +434,16 @@ fn ssh_run(ctx: &Ctx, sshd: &Sshd, runs: &mut Runs) -> anyhow::Result<()> {
     ssh_echoes(&mut cat, 20)?; // warm-up
     for _ in 0..s.runs {
         let idle = micros(&ssh_echoes(&mut cat, s.keystroke_samples)?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let moved = Arc::new(AtomicU64::new(0));
-        let bulk = ssh_bulk(
-            sshd,
-            &master.socket,
-            s.stream_bytes,
-            Arc::clone(&stop),
-            Arc::clone(&moved),
-        )?;
-        // The bulk channel must be streaming before the samples start.
-        let started = Instant::now();
-        while moved.load(Ordering::Relaxed) < (1 << 20) {
-            if started.elapsed() > ECHO_LIMIT {
-                bail!("the ssh bulk channel did not start streaming");
-            }
-            std::thread::yield_now();
-        }
-        let before = moved.load(Ordering::Relaxed);
-        let probe = Probe::start();
-        let busy = micros(&ssh_echoes(&mut cat, s.keystroke_samples)?);
-        runs.machine.push(probe.finish());
-        let during = moved.load(Ordering::Relaxed) - before;
-        stop.store(true, Ordering::Relaxed);
-        bulk.join()
-            .map_err(|_| anyhow::anyhow!("the ssh bulk thread panicked"))??;
+        // (b): a second channel of the master.
+        let remote = format!("head -c {} /dev/zero", s.stream_bytes);
+        let channel = sshd.ssh_mux(&master.socket, &[], &[&remote]);
+        let (busy, during, machine) = ssh_echoes_under(&mut cat, &channel, s.keystroke_samples)?;
+        runs.machine.push(machine);
         runs.push(&idle, &busy, during);
+        // (c): a separate ssh process with a connection of its own.
+        let apart = sshd.ssh(&[&remote]);
+        let (beside, _, _) = ssh_echoes_under(&mut cat, &apart, s.keystroke_samples)?;
+        runs.push_process(&beside);
     }
     let _ = cat.kill();
     let _ = cat.wait();
@@ -435,6 +501,18 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         "qexec -t, bulk job on a second connection (control), p99",
         q.apart99,
     );
+    f(
+        r,
+        "keystroke.qexec.process.p50",
+        "qexec -t, bulk from another qexec process (c), p50",
+        q.process50,
+    );
+    let qp99 = f(
+        r,
+        "keystroke.qexec.process.p99",
+        "qexec -t, bulk from another qexec process (c), p99",
+        q.process99,
+    );
     r.ratio(
         "keystroke.qexec.same_over_apart_p99",
         "qexec p99 with bulk on the same connection / on a second one",
@@ -483,6 +561,25 @@ pub(crate) async fn run(ctx: &Ctx, r: &mut Report) -> anyhow::Result<()> {
         "keystroke.ssh.bulk.p99",
         "ssh -tt, bulk in a second channel of the master, p99",
         o.bulk99,
+    );
+    f(
+        r,
+        "keystroke.ssh.process.p50",
+        "ssh -tt, bulk from another ssh process (c), p50",
+        o.process50,
+    );
+    let sp99 = f(
+        r,
+        "keystroke.ssh.process.p99",
+        "ssh -tt, bulk from another ssh process (c), p99",
+        o.process99,
+    );
+    r.ratio(
+        "keystroke.qexec_over_ssh_process_p99",
+        "qexec (c) p99 / ssh (c) p99",
+        qp99 / sp99,
+        "×",
+        None,
     );
     r.ratio(
         "keystroke.qexec_over_ssh_bulk_p99",
