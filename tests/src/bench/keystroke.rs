@@ -44,6 +44,9 @@ const REMOTE: &str = "stty raw -echo; echo ready; exec cat";
 /// Longest wait for one echo.
 const ECHO_LIMIT: Duration = Duration::from_secs(20);
 
+/// Bytes a bulk transfer must have moved before the echo samples beside it start.
+const STREAMING: u64 = 1 << 20;
+
 /// The samples of one (a)/(b) pair, in microseconds.
 #[derive(Debug, Default)]
 struct Runs {
@@ -182,15 +185,7 @@ async fn qexec_echoes_under_bulk(
         Arc::clone(&stop),
         Arc::clone(&moved),
     );
-    // The bulk stream must be running before the samples start: wait for its
-    // first MiB.
-    let started = Instant::now();
-    while moved.load(Ordering::Relaxed) < (1 << 20) {
-        if started.elapsed() > ECHO_LIMIT {
-            bail!("the bulk job did not start streaming");
-        }
-        tokio::task::yield_now().await;
-    }
+    until_streaming(&moved, "the bulk job").await?;
     let before = moved.load(Ordering::Relaxed);
     let probe = Probe::start();
     let busy = micros(&qexec_echoes(job, s.keystroke_samples).await?);
@@ -199,6 +194,19 @@ async fn qexec_echoes_under_bulk(
     stop.store(true, Ordering::Relaxed);
     bulk.await??;
     Ok((busy, during, machine))
+}
+
+/// Waits until `moved` shows the bulk transfer `what` streaming: the samples must
+/// not start before it does.
+async fn until_streaming(moved: &AtomicU64, what: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while moved.load(Ordering::Relaxed) < STREAMING {
+        if started.elapsed() > ECHO_LIMIT {
+            bail!("{what} did not start streaming");
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 /// Echo samples through `job` while a separate `qexec run` process streams bulk
@@ -216,14 +224,8 @@ async fn qexec_echoes_beside_process(ctx: &Ctx, job: &mut TerminalJob) -> anyhow
     ]);
     let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicU64::new(0));
-    let bulk = process_bulk(replay(&cmd), Arc::clone(&stop), Arc::clone(&moved));
-    let started = Instant::now();
-    while moved.load(Ordering::Relaxed) < (1 << 20) {
-        if started.elapsed() > ECHO_LIMIT {
-            bail!("the bulk qexec process did not start streaming");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let bulk = process_bulk(&cmd, Arc::clone(&stop), Arc::clone(&moved));
+    until_streaming(&moved, "the bulk qexec process").await?;
     let samples = qexec_echoes(job, s.keystroke_samples).await;
     stop.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || bulk.join())
@@ -370,13 +372,14 @@ fn replay(cmd: &Command) -> impl Fn() -> Command + Send + 'static {
     }
 }
 
-/// Bulk transfers by client processes (`make()`, whose stdout is the bytes), one
-/// after the other until `stop`, each read to its end; `moved` counts the bytes.
+/// Bulk transfers by client processes (copies of `cmd`, whose stdout is the bytes),
+/// one after the other until `stop`, each read to its end; `moved` counts the bytes.
 fn process_bulk(
-    make: impl Fn() -> Command + Send + 'static,
+    cmd: &Command,
     stop: Arc<AtomicBool>,
     moved: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    let make = replay(cmd);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 << 10];
         while !stop.load(Ordering::Relaxed) {
@@ -407,10 +410,10 @@ fn ssh_echoes_under(
 ) -> anyhow::Result<(Vec<f64>, u64, wakeup::Wakeups)> {
     let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicU64::new(0));
-    let bulk = process_bulk(replay(bulk), Arc::clone(&stop), Arc::clone(&moved));
+    let bulk = process_bulk(bulk, Arc::clone(&stop), Arc::clone(&moved));
     // The bulk transfer must be streaming before the samples start.
     let started = Instant::now();
-    while moved.load(Ordering::Relaxed) < (1 << 20) {
+    while moved.load(Ordering::Relaxed) < STREAMING {
         if started.elapsed() > ECHO_LIMIT {
             bail!("the ssh bulk transfer did not start streaming");
         }
@@ -432,10 +435,10 @@ fn ssh_run(ctx: &Ctx, sshd: &Sshd, runs: &mut Runs) -> anyhow::Result<()> {
     let master = Master::start(sshd)?;
     let mut cat = ssh_cat(sshd, &master.socket)?;
     ssh_echoes(&mut cat, 20)?; // warm-up
+    let remote = format!("head -c {} /dev/zero", s.stream_bytes);
     for _ in 0..s.runs {
         let idle = micros(&ssh_echoes(&mut cat, s.keystroke_samples)?);
         // (b): a second channel of the master.
-        let remote = format!("head -c {} /dev/zero", s.stream_bytes);
         let channel = sshd.ssh_mux(&master.socket, &[], &[&remote]);
         let (busy, during, machine) = ssh_echoes_under(&mut cat, &channel, s.keystroke_samples)?;
         runs.machine.push(machine);
