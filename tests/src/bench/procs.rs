@@ -444,6 +444,22 @@ impl Drop for Sshd {
     }
 }
 
+/// The commit of the source tree this harness was built from, as it stands when the
+/// run starts (`-dirty` with uncommitted changes), or `unknown` without git.
+pub(crate) fn source_commit() -> String {
+    Command::new("git")
+        .arg("-C")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// `/proc/loadavg`'s three averages.
 pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")

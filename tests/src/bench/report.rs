@@ -91,6 +91,8 @@ pub(crate) struct Machine {
     pub(crate) load_before: String,
     pub(crate) load_after: String,
     pub(crate) build: &'static str,
+    /// The source tree's commit ([`super::procs::source_commit`]).
+    pub(crate) commit: String,
     pub(crate) mode: &'static str,
     pub(crate) openssh: String,
     pub(crate) elapsed_s: f64,
@@ -199,8 +201,8 @@ impl Report {
         let m = &self.machine;
         let mut out = String::new();
         out.push_str(&format!(
-            "### qexec benchmark — {} ({} mode, {} build)\n\n",
-            m.date_utc, m.mode, m.build
+            "### qexec benchmark — {} ({} mode, {} build of {})\n\n",
+            m.date_utc, m.mode, m.build, m.commit
         ));
         out.push_str(&format!(
             "Machine: `{}`, {} × {} CPUs, {} MiB RAM, Linux {}; {}. \
@@ -269,6 +271,7 @@ impl Report {
             "date_utc": m.date_utc,
             "mode": m.mode,
             "build": m.build,
+            "commit": m.commit,
             "machine": {
                 "hostname": m.hostname,
                 "kernel": m.kernel,

@@ -134,6 +134,7 @@ async fn bench_main(args: Args) -> anyhow::Result<()> {
             } else {
                 "release"
             },
+            commit: procs::source_commit(),
             mode: settings.mode,
             openssh: sshd.as_ref().map(|s| s.version.clone()).unwrap_or_default(),
             ..Machine::default()
