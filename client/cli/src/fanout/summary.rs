@@ -8,7 +8,7 @@ use serde::Serialize;
 use qexec_client::units::format_duration;
 use qexec_protocol::{JobId, JobStatus, SpawnFailure};
 
-use super::super::render::{JobJson, escape_str, spawn_failure_name, state_text};
+use super::super::render::{JobJson, escape_str, spawn_failure_name, state_text, text_table};
 use super::super::run::exit_status;
 use super::super::{EXIT_QEXEC_ERROR, spawn_exit};
 
@@ -104,24 +104,7 @@ pub(super) fn table(rows: &[Row]) -> String {
             r.state(),
         ]);
     }
-    let mut widths = [0usize; 5];
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &cells {
-        let mut line = String::new();
-        for (c, w) in row.iter().zip(widths) {
-            // (The last column's padding goes with trim_end below.)
-            line.push_str(c);
-            line.push_str(&" ".repeat(w - c.chars().count() + 2));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    text_table(&cells, usize::MAX)
 }
 
 /// One host in the `summary` event of `--json`.

@@ -319,29 +319,42 @@ pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
             command_text(&s.argv),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
+    let widths = column_widths(&rows);
+    let used: usize = widths[..5].iter().map(|w| w + 2).sum();
+    text_table(&rows, LIST_WIDTH.saturating_sub(used).max(16))
+}
+
+/// The widest cell of each column, in characters.
+pub(crate) fn column_widths<const N: usize>(rows: &[[String; N]]) -> [usize; N] {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let used: usize = widths[..5].iter().map(|w| w + 2).sum();
-    let command_width = LIST_WIDTH.saturating_sub(used).max(16);
+    widths
+}
+
+/// `rows` as a text table: each column but the last padded to its widest cell plus
+/// two spaces, the last cut to `last_width` characters (the cut marked `…`), no
+/// trailing spaces.
+pub(crate) fn text_table<const N: usize>(rows: &[[String; N]], last_width: usize) -> String {
+    let widths = column_widths(rows);
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                if cell.chars().count() > command_width {
-                    line.extend(cell.chars().take(command_width - 1));
+            let len = cell.chars().count();
+            if i + 1 == N {
+                if len > last_width {
+                    line.extend(cell.chars().take(last_width.saturating_sub(1)));
                     line.push('…');
                 } else {
                     line.push_str(cell);
                 }
             } else {
-                let pad = widths[i] - cell.chars().count();
                 line.push_str(cell);
-                line.push_str(&" ".repeat(pad + 2));
+                line.push_str(&" ".repeat(widths[i] - len + 2));
             }
         }
         out.push_str(line.trim_end());
@@ -385,4 +398,34 @@ pub fn colour_state(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_table;
+
+    fn row<const N: usize>(cells: [&str; N]) -> [String; N] {
+        cells.map(str::to_owned)
+    }
+
+    #[test]
+    fn columns_are_padded_to_their_widest_cell_and_the_last_is_cut() {
+        let rows = [
+            row(["ID", "STATE", "COMMAND"]),
+            row(["é1", "running", "sleep 600"]),
+            row(["abcd", "exited 3", "x"]),
+        ];
+        assert_eq!(
+            text_table(&rows, 6),
+            "ID    STATE     COMMA…\n\
+             é1    running   sleep…\n\
+             abcd  exited 3  x\n"
+        );
+        assert_eq!(
+            text_table(&rows, usize::MAX),
+            "ID    STATE     COMMAND\n\
+             é1    running   sleep 600\n\
+             abcd  exited 3  x\n"
+        );
+    }
 }
