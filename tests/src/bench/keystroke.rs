@@ -196,14 +196,22 @@ async fn qexec_echoes_under_bulk(
     Ok((busy, during, machine))
 }
 
-/// Waits until `moved` shows the bulk transfer `what` streaming: the samples must
-/// not start before it does.
+/// Whether `moved` shows the bulk transfer `what` streaming (the samples must not
+/// start before it does); an error once it has not within [`ECHO_LIMIT`] of `started`.
+fn streaming(moved: &AtomicU64, started: Instant, what: &str) -> anyhow::Result<bool> {
+    if moved.load(Ordering::Relaxed) >= STREAMING {
+        Ok(true)
+    } else if started.elapsed() > ECHO_LIMIT {
+        bail!("{what} did not start streaming")
+    } else {
+        Ok(false)
+    }
+}
+
+/// Waits (yielding) until [`streaming`].
 async fn until_streaming(moved: &AtomicU64, what: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    while moved.load(Ordering::Relaxed) < STREAMING {
-        if started.elapsed() > ECHO_LIMIT {
-            bail!("{what} did not start streaming");
-        }
+    while !streaming(moved, started, what)? {
         tokio::task::yield_now().await;
     }
     Ok(())
@@ -411,12 +419,8 @@ fn ssh_echoes_under(
     let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicU64::new(0));
     let bulk = process_bulk(bulk, Arc::clone(&stop), Arc::clone(&moved));
-    // The bulk transfer must be streaming before the samples start.
     let started = Instant::now();
-    while moved.load(Ordering::Relaxed) < STREAMING {
-        if started.elapsed() > ECHO_LIMIT {
-            bail!("the ssh bulk transfer did not start streaming");
-        }
+    while !streaming(&moved, started, "the ssh bulk transfer")? {
         std::thread::sleep(Duration::from_millis(1));
     }
     let before = moved.load(Ordering::Relaxed);

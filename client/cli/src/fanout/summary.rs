@@ -104,7 +104,7 @@ pub(super) fn table(rows: &[Row]) -> String {
             r.state(),
         ]);
     }
-    text_table(&cells, usize::MAX)
+    text_table(&cells, usize::MAX, 0)
 }
 
 /// One host in the `summary` event of `--json`.

@@ -319,27 +319,25 @@ pub fn list_human(jobs: &[JobStatus], now_ms: u64) -> String {
             command_text(&s.argv),
         ]);
     }
-    let widths = column_widths(&rows);
-    let used: usize = widths[..5].iter().map(|w| w + 2).sum();
-    text_table(&rows, LIST_WIDTH.saturating_sub(used).max(16))
+    text_table(&rows, LIST_WIDTH, 16)
 }
 
-/// The widest cell of each column, in characters.
-pub(crate) fn column_widths<const N: usize>(rows: &[[String; N]]) -> [usize; N] {
+/// `rows` as a text table: each column but the last padded to its widest cell plus
+/// two spaces, the last cut (the cut marked `…`) to what is left of `line_width`
+/// characters, but never below `last_min`; no trailing spaces.
+pub(crate) fn text_table<const N: usize>(
+    rows: &[[String; N]],
+    line_width: usize,
+    last_min: usize,
+) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    widths
-}
-
-/// `rows` as a text table: each column but the last padded to its widest cell plus
-/// two spaces, the last cut to `last_width` characters (the cut marked `…`), no
-/// trailing spaces.
-pub(crate) fn text_table<const N: usize>(rows: &[[String; N]], last_width: usize) -> String {
-    let widths = column_widths(rows);
+    let used: usize = widths[..N.saturating_sub(1)].iter().map(|w| w + 2).sum();
+    let last_width = line_width.saturating_sub(used).max(last_min);
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
@@ -416,16 +414,21 @@ mod tests {
             row(["abcd", "exited 3", "x"]),
         ];
         assert_eq!(
-            text_table(&rows, 6),
+            text_table(&rows, 6 + 16, 0),
             "ID    STATE     COMMA…\n\
              é1    running   sleep…\n\
              abcd  exited 3  x\n"
         );
         assert_eq!(
-            text_table(&rows, usize::MAX),
+            text_table(&rows, usize::MAX, 0),
             "ID    STATE     COMMAND\n\
              é1    running   sleep 600\n\
              abcd  exited 3  x\n"
+        );
+        assert_eq!(
+            text_table(&rows, 0, 6),
+            text_table(&rows, 6 + 16, 0),
+            "the last column keeps its minimum"
         );
     }
 }
